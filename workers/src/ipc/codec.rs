@@ -1,0 +1,76 @@
+//! The one place that knows the IPC payload encoding (bincode 2 with its serde bridge).
+//!
+//! bincode is kept behind these two functions because the crate is unmaintained and its
+//! 3.0.0 release is a tombstone: should it have to go, only this file changes.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The value could not be written (a bug: every IPC type is encodable).
+    #[error("could not encode an IPC message: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// The bytes are not a message of the expected type: a peer built from another version.
+    #[error("could not decode an IPC message (is the peer from another wsfleet build?): {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// The bytes decoded, but some were left over.
+    #[error("IPC message has {0} trailing bytes (is the peer from another wsfleet build?)")]
+    Trailing(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_variable_int_encoding()
+}
+
+/// Appends the encoding of `value` to `out`.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let bytes = bincode::serde::encode_to_vec(value, config())?;
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// Decodes one whole value from `bytes`; leftover bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::messages::{Hello, ToMaster};
+
+    #[test]
+    fn round_trips_a_hello() {
+        let msg = ToMaster::Hello(Hello {
+            slot: 3,
+            pid: 42,
+            generation: 7,
+            version: 1,
+        });
+        let mut buf = Vec::new();
+        encode_into(&msg, &mut buf).unwrap();
+        let back: ToMaster = decode(&buf).unwrap();
+        assert!(matches!(
+            back,
+            ToMaster::Hello(Hello {
+                slot: 3,
+                pid: 42,
+                generation: 7,
+                version: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode::<ToMaster>(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode::<ToMaster>(&[]).is_err());
+    }
+}

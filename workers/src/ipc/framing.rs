@@ -1,0 +1,173 @@
+//! Length-prefixed frames on a byte stream: a little-endian `u32` length, then the payload.
+//!
+//! The length is checked against [`MAX_FRAME_BYTES`] before anything is allocated, so a
+//! corrupt or hostile peer cannot make the reader reserve gigabytes. Writes are batched:
+//! callers queue any number of messages and flush once.
+
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::codec::{self, CodecError};
+
+/// The largest payload either side accepts (room messages are capped far below this).
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why the link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The socket failed.
+    #[error("IPC link I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer announced a frame larger than [`MAX_FRAME_BYTES`].
+    #[error("IPC frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte cap; closing the link")]
+    TooLarge(usize),
+    /// A payload did not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Reads whole frames from a stream.
+pub struct FrameReader<R> {
+    /// The buffered read half of the link.
+    inner: tokio::io::BufReader<R>,
+    /// Reused payload buffer, so steady traffic does not allocate per frame.
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps the read half of a link.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner: tokio::io::BufReader::with_capacity(64 * 1024, inner),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next message, or `None` when the peer closed the link cleanly between frames.
+    /// Not cancel-safe: call it from a task that does nothing else.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, LinkError> {
+        let mut len = [0u8; 4];
+        match self.inner.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_FRAME_BYTES {
+            return Err(LinkError::TooLarge(len));
+        }
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        self.inner.read_exact(&mut self.buf).await?;
+        let msg = codec::decode(&self.buf)?;
+        if self.buf.capacity() > 1024 * 1024 {
+            self.buf = Vec::new();
+        }
+        Ok(Some(msg))
+    }
+}
+
+/// Queues frames in memory and writes them with as few syscalls as possible.
+pub struct FrameWriter<W> {
+    /// The write half of the link.
+    inner: W,
+    /// Encoded frames waiting for the next flush.
+    buf: Vec<u8>,
+    /// Frames in `buf`.
+    queued: usize,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// Wraps the write half of a link.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(8 * 1024),
+            queued: 0,
+        }
+    }
+
+    /// Encodes `msg` into the batch; nothing is written until [`flush`](Self::flush).
+    pub fn queue<T: Serialize>(&mut self, msg: &T) -> Result<(), LinkError> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        codec::encode_into(msg, &mut self.buf)?;
+        let len = self.buf.len() - start - 4;
+        if len > MAX_FRAME_BYTES {
+            self.buf.truncate(start);
+            return Err(LinkError::TooLarge(len));
+        }
+        self.buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        self.queued += 1;
+        Ok(())
+    }
+
+    /// Bytes waiting in the batch.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes every queued frame; returns how many frames went out.
+    pub async fn flush(&mut self) -> Result<usize, LinkError> {
+        if self.buf.is_empty() {
+            return Ok(0);
+        }
+        self.inner.write_all(&self.buf).await?;
+        self.inner.flush().await?;
+        self.buf.clear();
+        if self.buf.capacity() > 4 * 1024 * 1024 {
+            self.buf = Vec::with_capacity(8 * 1024);
+        }
+        Ok(std::mem::take(&mut self.queued))
+    }
+
+    /// Queues and flushes one message.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), LinkError> {
+        self.queue(msg)?;
+        self.flush().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::messages::{ToMaster, ToWorker};
+
+    #[tokio::test]
+    async fn batches_round_trip_in_order() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = FrameWriter::new(a);
+        for i in 0..100u64 {
+            w.queue(&ToWorker::CountersRequest { id: i }).unwrap();
+        }
+        assert_eq!(w.flush().await.unwrap(), 100);
+        drop(w);
+        let mut r = FrameReader::new(b);
+        for i in 0..100u64 {
+            let m: ToWorker = r.next().await.unwrap().unwrap();
+            assert_eq!(m, ToWorker::CountersRequest { id: i });
+        }
+        assert!(r.next::<ToWorker>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_refused_before_allocating() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        let mut r = FrameReader::new(b);
+        assert!(matches!(
+            r.next::<ToMaster>().await,
+            Err(LinkError::TooLarge(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&10u32.to_le_bytes()).await.unwrap();
+        a.write_all(&[1, 2]).await.unwrap();
+        drop(a);
+        let mut r = FrameReader::new(b);
+        assert!(r.next::<ToMaster>().await.is_err());
+    }
+}

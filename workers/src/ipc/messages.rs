@@ -1,0 +1,193 @@
+//! Every message that crosses the master–worker link, in both directions.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message below changes shape. The master refuses a worker whose
+/// Hello carries another version, so a half-upgraded fleet never misreads a frame.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first message a worker sends: who it is and which protocol it speaks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    /// The listening-socket slot this worker was started for.
+    pub slot: u32,
+    /// The worker's process id, so the master can match it to the child it spawned.
+    pub pid: u32,
+    /// Which incarnation of the slot this is (grows with every restart or reload).
+    pub generation: u64,
+    /// The worker's [`PROTOCOL_VERSION`].
+    pub version: u32,
+}
+
+/// Settings the master hands a worker in [`ToWorker::Start`]; re-read from the config
+/// file on every reload, so a rolling restart applies new values slot by slot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Largest WebSocket message a client may send; larger ones get close code 1009.
+    pub max_message_bytes: usize,
+    /// Connections this worker accepts before it answers upgrades with 503.
+    pub max_connections: usize,
+    /// Rooms one connection may be a member of at once.
+    pub max_rooms_per_connection: usize,
+    /// Bytes queued towards one client before it is closed as a slow consumer (1013).
+    pub outbox_limit_bytes: usize,
+    /// How often the server pings each client.
+    pub ping_interval_ms: u64,
+    /// A client silent (no frame at all, pong included) for this long is closed.
+    pub ping_timeout_ms: u64,
+    /// How long a client has to finish the HTTP upgrade (slowloris guard).
+    pub handshake_timeout_ms: u64,
+    /// Origins allowed to open WebSockets; empty means any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// A join or leave notice sent to the other members of a room.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A connection became a member.
+    Join,
+    /// A connection stopped being a member (left or disconnected).
+    Leave,
+}
+
+/// Live counters a worker reports when the master asks (`wsfleet stats`, `/metrics`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// WebSocket connections open now.
+    pub connections_current: u64,
+    /// WebSocket connections accepted since the worker started.
+    pub connections_total: u64,
+    /// Upgrades refused because the worker was at `max_connections`.
+    pub rejected_full: u64,
+    /// Upgrades refused because the worker was draining.
+    pub rejected_draining: u64,
+    /// Upgrades refused for a bad Origin.
+    pub rejected_origin: u64,
+    /// WebSocket data messages received from clients.
+    pub messages_in: u64,
+    /// WebSocket data messages queued to clients.
+    pub messages_out: u64,
+    /// Payload bytes received from clients.
+    pub bytes_in: u64,
+    /// Payload bytes queued to clients.
+    pub bytes_out: u64,
+    /// Rooms with at least one local member.
+    pub rooms: u64,
+    /// Room publishes this worker sent to the master.
+    pub publishes: u64,
+    /// Clients closed with 1013 because their outgoing buffer overflowed.
+    pub slow_consumer_closes: u64,
+    /// Connections closed for a protocol violation (1002, 1007, 1009).
+    pub protocol_errors: u64,
+    /// Error frames sent for requests that could not be honoured.
+    pub request_errors: u64,
+    /// IPC frames received from the master.
+    pub ipc_frames_in: u64,
+    /// IPC frames sent to the master.
+    pub ipc_frames_out: u64,
+}
+
+/// Master → worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ToWorker {
+    /// Answer to a compatible Hello: start serving with these settings.
+    Start(WorkerSettings),
+    /// Stop taking new clients, keep serving the current ones for `grace_ms`, then close
+    /// them with 1012 and exit. With `stop_accepting` the worker also stops accepting at
+    /// once (a reload, where the new worker of the slot accepts); without it, it keeps
+    /// answering `/health` with 503 and upgrades with 503 until it exits (a fleet stop).
+    Drain {
+        /// How long current clients keep being served.
+        grace_ms: u64,
+        /// Whether to stop calling accept() right away.
+        stop_accepting: bool,
+    },
+    /// Report [`WorkerCounters`] in a [`ToMaster::Counters`] carrying the same id.
+    CountersRequest {
+        /// Matches the answer to the request.
+        id: u64,
+    },
+    /// The master has registered this worker's interest in `room`; pending joins complete.
+    InterestAck {
+        /// The room whose interest was registered.
+        room: String,
+    },
+    /// A room message for local members: `frame` is the complete JSON text frame, built
+    /// once by the master and sent as is to every member.
+    Room {
+        /// The room whose members receive it.
+        room: String,
+        /// The ready-to-send JSON text.
+        frame: String,
+        /// A local connection that must not receive it (the subject of a presence event).
+        skip: Option<u64>,
+    },
+    /// A frame for every local `/ws` client.
+    Broadcast {
+        /// The ready-to-send JSON text.
+        frame: String,
+    },
+    /// A publish or broadcast from this worker has been ordered: acknowledge it.
+    Ordered {
+        /// The local connection that asked for the acknowledgement.
+        conn: u64,
+        /// The client's `id`, as raw JSON.
+        ack: String,
+        /// The room sequence number assigned (None for a broadcast).
+        seq: Option<u64>,
+    },
+}
+
+/// Worker → master.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ToMaster {
+    /// Always the first message.
+    Hello(Hello),
+    /// The worker is accepting connections.
+    Ready,
+    /// The worker gained its first (`on`) or lost its last (`!on`) local member of `room`.
+    Interest {
+        /// The room concerned.
+        room: String,
+        /// Whether the worker now wants the room's messages.
+        on: bool,
+    },
+    /// A client published to a room; the master orders it and fans it out.
+    Publish {
+        /// The target room.
+        room: String,
+        /// The client's `data`, as raw JSON.
+        data: String,
+        /// The publishing local connection (for the acknowledgement).
+        conn: u64,
+        /// The client's `id` as raw JSON, if it asked for an acknowledgement.
+        ack: Option<String>,
+    },
+    /// A client sent a fleet-wide broadcast.
+    Broadcast {
+        /// The client's `data`, as raw JSON.
+        data: String,
+        /// The sending local connection (for the acknowledgement).
+        conn: u64,
+        /// The client's `id` as raw JSON, if it asked for an acknowledgement.
+        ack: Option<String>,
+    },
+    /// A member joined or left: tell the room's other members.
+    Presence {
+        /// The room concerned.
+        room: String,
+        /// Join or leave.
+        event: RoomEvent,
+        /// The local connection that joined or left.
+        conn: u64,
+        /// Its fleet-wide id as shown to clients.
+        id: String,
+    },
+    /// Answer to [`ToWorker::CountersRequest`].
+    Counters {
+        /// The request's id.
+        id: u64,
+        /// The live figures.
+        counters: WorkerCounters,
+    },
+}

@@ -1,0 +1,16 @@
+//! The link between the master and one worker: message types both sides share, the
+//! bincode codec behind them, and the length-prefixed framing over a Unix stream.
+//!
+//! One definition serves both processes, so a field added here is seen by the master and
+//! the worker at once; [`PROTOCOL_VERSION`] guards against a master and a worker built from
+//! different sources (a binary replaced on disk between two reloads).
+
+pub mod codec;
+pub mod framing;
+pub mod messages;
+
+pub use codec::CodecError;
+pub use framing::{FrameReader, FrameWriter, MAX_FRAME_BYTES};
+pub use messages::{
+    Hello, PROTOCOL_VERSION, RoomEvent, ToMaster, ToWorker, WorkerCounters, WorkerSettings,
+};
