@@ -127,6 +127,8 @@ pub struct WorkerEntry {
     pub tx: mpsc::UnboundedSender<ToWorker>,
     /// A reload candidate: not the slot's worker until the reload promotes it.
     pub candidate: bool,
+    /// Whether its Hello was accepted and Start sent: nothing else may reach it before.
+    pub linked: bool,
     /// Told when the worker is ready (or dies first).
     pub ready_tx: Option<oneshot::Sender<Result<Duration, String>>>,
     /// Counter requests waiting for an answer.
@@ -285,6 +287,7 @@ impl Master {
                     ready_at: None,
                     tx,
                     candidate,
+                    linked: false,
                     ready_tx: Some(ready_tx),
                     pending: HashMap::new(),
                     cpu: CpuMeter::default(),
@@ -365,8 +368,9 @@ impl Master {
             return kill_pid(pid);
         }
         {
-            let st = self.state.borrow();
-            let Some(entry) = st.workers.get(&key) else {
+            let mut st = self.state.borrow_mut();
+            let settings = st.settings.worker.clone();
+            let Some(entry) = st.workers.get_mut(&key) else {
                 return;
             };
             if hello.slot != entry.slot || hello.generation != entry.generation {
@@ -379,7 +383,8 @@ impl Master {
                 drop(st);
                 return kill_pid(pid);
             }
-            let _ = entry.tx.send(ToWorker::Start(st.settings.worker.clone()));
+            let _ = entry.tx.send(ToWorker::Start(settings));
+            entry.linked = true;
         }
         loop {
             match reader.next::<ToMaster>().await {
@@ -654,7 +659,7 @@ impl Master {
     pub fn request_counters(&self) -> Vec<(WorkerKey, oneshot::Receiver<WorkerCounters>)> {
         let mut st = self.state.borrow_mut();
         let mut waits = Vec::new();
-        for (key, w) in st.workers.iter_mut() {
+        for (key, w) in st.workers.iter_mut().filter(|(_, w)| w.linked) {
             let id = self.next_request.get() + 1;
             self.next_request.set(id);
             let (tx, rx) = oneshot::channel();

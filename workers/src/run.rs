@@ -43,9 +43,12 @@ pub enum WorkerError {
     /// The link to the master failed.
     #[error(transparent)]
     Link(#[from] LinkError),
-    /// The master did not answer the Hello in time, or answered something else.
+    /// The master did not answer the Hello in time.
     #[error("the master did not send Start within {START_TIMEOUT:?}; exiting")]
     NoStart,
+    /// The master answered the Hello with something other than Start.
+    #[error("the master answered Hello with {0} instead of Start (mismatched builds?); exiting")]
+    Unexpected(String),
 }
 
 /// Runs a worker until it drains or its master goes away.
@@ -79,7 +82,8 @@ async fn serve(
         Ok(Ok(Some(ToWorker::Start(settings)))) => settings,
         Ok(Ok(None)) => return Ok(()), // the master refused us (or died): nothing to do
         Ok(Err(e)) => return Err(e.into()),
-        _ => return Err(WorkerError::NoStart),
+        Ok(Ok(Some(other))) => return Err(WorkerError::Unexpected(format!("{other:?}"))),
+        Err(_) => return Err(WorkerError::NoStart),
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = Rc::new(Worker::new(args.slot, args.generation, settings, tx));

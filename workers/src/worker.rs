@@ -57,8 +57,21 @@ pub struct Worker {
     closing_all: Cell<bool>,
     /// Wakes the accept loop so it stops accepting.
     pub stop_accepting: Notify,
-    /// Signalled when the last WebSocket goes away.
+    /// Signalled when the last WebSocket or HTTP connection goes away.
     all_closed: Notify,
+    /// Accepted connections still speaking HTTP (not yet upgraded): a draining worker
+    /// waits for them too, so a handshake it accepted is never cut off by its exit.
+    http_open: Cell<u64>,
+}
+
+/// Counts one accepted HTTP connection for as long as it lives.
+pub struct HttpGuard(Rc<Worker>);
+
+impl Drop for HttpGuard {
+    fn drop(&mut self) {
+        counters::sub(&self.0.http_open, 1);
+        self.0.notify_if_idle();
+    }
 }
 
 impl Worker {
@@ -92,6 +105,7 @@ impl Worker {
             closing_all: Cell::new(false),
             stop_accepting: Notify::new(),
             all_closed: Notify::new(),
+            http_open: Cell::new(0),
         }
     }
 
@@ -130,7 +144,21 @@ impl Worker {
     /// Gives back a slot taken by [`reserve_connection`](Self::reserve_connection).
     pub fn release_connection(&self) {
         counters::sub(&self.counters.connections_current, 1);
-        if self.counters.connections_current.get() == 0 {
+        self.notify_if_idle();
+    }
+
+    /// Counts an accepted connection until the guard drops.
+    pub fn http_guard(self: &Rc<Self>) -> HttpGuard {
+        counters::add(&self.http_open, 1);
+        HttpGuard(self.clone())
+    }
+
+    fn idle(&self) -> bool {
+        self.counters.connections_current.get() == 0 && self.http_open.get() == 0
+    }
+
+    fn notify_if_idle(&self) {
+        if self.idle() {
             self.all_closed.notify_waiters();
         }
     }
@@ -271,7 +299,7 @@ impl Worker {
                 c.close_with(CloseCause::RESTART);
             }
             let wait = this.all_closed.notified();
-            if this.counters.connections_current.get() > 0 {
+            if !this.idle() {
                 let _ = tokio::time::timeout(Duration::from_secs(7), wait).await;
             }
             tracing::info!("drained; exiting");
