@@ -1,39 +1,17 @@
-//! The worker's end of the master link: a task that writes queued messages in batches,
-//! and the loop that reads the master's messages and acts on them.
+//! The worker's end of the master link: the loop that reads the master's messages and
+//! acts on them (writes go through `ipc::framing::pump`).
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::net::unix::OwnedReadHalf;
 
 use crate::counters;
-use crate::ipc::{FrameReader, FrameWriter, ToMaster, ToWorker, framing::LinkError};
+use crate::ipc::{FrameReader, ToMaster, ToWorker, framing::LinkError};
 use crate::worker::{DrainMode, Worker};
 
 /// Most bytes gathered into one write to the master.
-const BATCH_BYTES: usize = 256 * 1024;
-
-/// Writes everything sent on `rx` to the master, batching whatever is queued at once.
-/// Returns when the channel closes or the master is gone.
-pub async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<ToMaster>,
-    mut writer: FrameWriter<OwnedWriteHalf>,
-    sent: impl Fn(u64),
-) -> Result<(), LinkError> {
-    while let Some(msg) = rx.recv().await {
-        writer.queue(&msg)?;
-        while writer.pending_bytes() < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(msg) => writer.queue(&msg)?,
-                Err(_) => break,
-            }
-        }
-        let n = writer.flush().await?;
-        sent(n as u64);
-    }
-    Ok(())
-}
+pub const BATCH_BYTES: usize = 256 * 1024;
 
 /// Reads the master's messages until the link closes.
 pub async fn read_loop(

@@ -11,7 +11,7 @@ use tokio::task::LocalSet;
 
 use crate::counters;
 use crate::fd::{self, FdError};
-use crate::ipc::framing::LinkError;
+use crate::ipc::framing::{LinkError, pump};
 use crate::ipc::{FrameReader, FrameWriter, Hello, PROTOCOL_VERSION, ToMaster, ToWorker};
 use crate::worker::Worker;
 
@@ -86,7 +86,7 @@ async fn serve(
     let w = worker.clone();
     tokio::task::spawn_local(async move {
         let sent = |n| counters::add(&w.counters.ipc_frames_out, n);
-        if let Err(e) = crate::link::write_loop(rx, writer, sent).await {
+        if let Err(e) = pump(rx, writer, crate::link::BATCH_BYTES, sent).await {
             tracing::error!(error = %e, "cannot write to the master; exiting");
             std::process::exit(1);
         }
