@@ -64,9 +64,10 @@ fn connect_loop(
                         match ws.next().await {
                             Some(Ok(m)) if m.is_text() => {}
                             other => {
-                                return Err(
-                                    std::io::Error::other(format!("no welcome: {other:?}")).into()
-                                );
+                                return Err(std::io::Error::other(format!(
+                                    "no welcome: {other:?}"
+                                ))
+                                .into());
                             }
                         }
                         let _ = ws.close(None).await;

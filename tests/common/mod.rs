@@ -71,14 +71,12 @@ impl Fleet {
         let run_dir = dir.0.join("run");
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--drain-timeout",
-                "0.5",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--drain-timeout", "0.5"])
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
             .arg("--run-dir")
             .arg(&run_dir)
             .args(extra)
