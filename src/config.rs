@@ -13,6 +13,10 @@ use wsfleet_worker::ipc::WorkerSettings;
 
 use crate::cli::{ControlArgs, LogFormat, ServeArgs};
 
+/// Largest `max_message_bytes` allowed: a publish of that size must still fit in one
+/// IPC frame together with its room name and envelope.
+pub const MAX_MESSAGE_BYTES: usize = wsfleet_worker::ipc::MAX_FRAME_BYTES - 64 * 1024;
+
 /// The resolved settings of a master.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -194,9 +198,9 @@ impl Settings {
                 .or(file.rate_limit)
                 .unwrap_or(d.rate_limit_per_sec),
         };
-        if worker.max_message_bytes < 16 || worker.max_message_bytes > 16 * 1024 * 1024 - 1024 {
+        if worker.max_message_bytes < 16 || worker.max_message_bytes > MAX_MESSAGE_BYTES {
             return Err(ConfigError::Invalid(format!(
-                "max_message_bytes = {}: use 16 bytes to 16 MiB",
+                "max_message_bytes = {}: use 16 bytes to 64 MiB",
                 worker.max_message_bytes
             )));
         }

@@ -9,8 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, CodecError};
 
-/// The largest payload either side accepts (room messages are capped far below this).
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// The largest payload either side accepts. The master caps client messages 64 KiB
+/// below this, so a publish of the largest allowed message always fits.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 
 /// Why the link failed.
 #[derive(Debug, thiserror::Error)]
