@@ -1,10 +1,18 @@
-//! `wsfleet bench`: the load tester.
+//! `wsfleet bench`: the load tester (building blocks only; the modes come next).
 
-/// Options of `wsfleet bench`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+#![allow(dead_code)]
+
+mod args;
+mod cpu;
+mod report;
+mod seq;
+mod wire;
+mod window;
+
+pub use args::BenchArgs;
 
 /// Runs a benchmark.
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("wsfleet bench is not built yet")
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    args.mode.validate()?;
+    anyhow::bail!("wsfleet bench modes are not built yet")
 }
