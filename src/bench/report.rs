@@ -20,9 +20,10 @@ impl Default for Hist {
 }
 
 impl Hist {
-    /// An empty auto-resizing histogram with 3 significant digits.
+    /// An empty histogram for 1 µs .. 1 h with 3 significant digits (larger values are
+    /// clamped; an auto-resizing one would not grow under `saturating_record`).
     pub fn new() -> Hist {
-        let h = Histogram::new(3).expect("3 significant figures is a valid histogram precision");
+        let h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
         Hist {
             inner: Arc::new(Mutex::new(h)),
         }
@@ -349,6 +350,9 @@ mod tests {
         assert!((p.p50 - 500.0).abs() <= 1.0, "{p:?}");
         assert!((p.p99 - 990.0).abs() <= 1.0, "{p:?}");
         assert_eq!(p.max, 1000.0);
+        let h = Hist::new();
+        h.batch().record(5_000_000);
+        assert!((h.pcts().max - 5e6).abs() < 5e3, "{:?}", h.pcts());
         assert_eq!(Hist::new().pcts(), Pcts::default());
         assert_eq!(
             Pcts {
