@@ -128,6 +128,29 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
+/// Pumps every message from `rx` into `writer`, batching whatever is already queued (up to
+/// about `batch_bytes`) into one write; `sent` is told how many frames each write carried.
+/// Returns when the channel closes, or with the error that broke the link.
+pub async fn pump<T: Serialize, W: AsyncWrite + Unpin>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    mut writer: FrameWriter<W>,
+    batch_bytes: usize,
+    sent: impl Fn(u64),
+) -> Result<(), LinkError> {
+    while let Some(msg) = rx.recv().await {
+        writer.queue(&msg)?;
+        while writer.pending_bytes() < batch_bytes {
+            match rx.try_recv() {
+                Ok(msg) => writer.queue(&msg)?,
+                Err(_) => break,
+            }
+        }
+        let n = writer.flush().await?;
+        sent(n as u64);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
