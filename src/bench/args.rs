@@ -49,7 +49,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 5.0, value_name = "S")]
     pub timeout: f64,
     /// Tokio worker threads of the load generator (1 = a single-threaded runtime).
-    #[arg(long, default_value_t = 1, value_name = "T")]
+    #[arg(long, default_value_t = 2, value_name = "T")]
     pub threads: usize,
     /// At most this many connections being opened (connect + handshake + join) at once.
     #[arg(long, default_value_t = 256, value_name = "K")]

@@ -32,8 +32,10 @@ struct Shared {
     joined: AtomicU64,
     /// Subscribers that could not connect or join.
     failed: AtomicU64,
-    /// Messages published.
+    /// Messages sent by the publisher.
     published: AtomicU64,
+    /// Publishes the server answered with an `error` (e.g. rate limited).
+    rejected: AtomicU64,
     /// Distinct deliveries received.
     received: AtomicU64,
     /// Errors after setup: server `error` frames, closes, resets.
@@ -204,7 +206,12 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
     let start_us = epoch.elapsed().as_micros() as u64;
     let expected_now = {
         let sh = sh.clone();
-        move || sh.published.load(Relaxed) * joined
+        move || {
+            sh.published
+                .load(Relaxed)
+                .saturating_sub(sh.rejected.load(Relaxed))
+                * joined
+        }
     };
     let prog = {
         let sh = sh.clone();
@@ -222,20 +229,25 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         )
     };
 
-    // The publisher's reader: counts `error` replies (e.g. rate limits) and unexpected closes.
+    // The publisher's reader: records acks (which publishes the server accepted), counts
+    // `error` replies (e.g. its per-connection rate limit) and unexpected closes.
     let (mut sink, mut stream) = pub_ws.split();
     let reader = {
         let (sh, mut stop_rx) = (sh.clone(), stop_rx.clone());
         tokio::spawn(async move {
+            let mut acked = SeqTracker::default();
             loop {
                 let m = tokio::select! { biased; _ = stop_rx.changed() => break, m = stream.next() => m };
                 match m {
-                    Some(Ok(Message::Text(t)))
-                        if wire::classify(t.as_str()) == wire::Kind::Error =>
-                    {
-                        sh.errors.fetch_add(1, Relaxed);
-                        sh.first_error
-                            .note(format_args!("publisher got: {}", wire::short(t.as_str())));
+                    Some(Ok(Message::Text(t))) => {
+                        if let Some(id) = wire::ack_id(t.as_str()) {
+                            acked.observe(id);
+                        } else if wire::classify(t.as_str()) == wire::Kind::Error {
+                            sh.errors.fetch_add(1, Relaxed);
+                            sh.rejected.fetch_add(1, Relaxed);
+                            sh.first_error
+                                .note(format_args!("publisher got: {}", wire::short(t.as_str())));
+                        }
                     }
                     Some(Ok(Message::Close(f))) => {
                         sh.errors.fetch_add(1, Relaxed);
@@ -249,7 +261,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
                     Some(Err(_)) | None => break,
                 }
             }
-            stream
+            (stream, acked)
         })
     };
     let frames = wire::Publisher::new(&a.room, a.size);
@@ -308,7 +320,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         sh.first_error
             .note(format_args!("publisher: {}", ConnError::ws(e)));
     }
-    let published = sh.published.load(Relaxed);
+    let sent = sh.published.load(Relaxed);
     let grace_end = Instant::now() + Duration::from_secs_f64(a.grace);
     wait_for(
         || sh.received.load(Relaxed) >= expected_now(),
@@ -320,18 +332,22 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
     prog.stop();
     let _ = stop_tx.send(true);
 
+    let acked = match reader.await {
+        Ok((stream, acked)) => {
+            if let Ok(ws) = sink.reunite(stream) {
+                close_ws(ws).await;
+            }
+            acked
+        }
+        Err(_) => SeqTracker::default(),
+    };
+    // Published = accepted by the server (acked); rejected publishes are expected nowhere.
+    let published = acked.unique;
     let mut totals = SeqTotals::default();
     while let Some(r) = subs.join_next().await {
         if let Ok(Some((seen, server_seq))) = r {
-            totals.add(&seen, &server_seq, published);
+            totals.add(&seen, &server_seq, &acked);
         }
-    }
-    if let Some(ws) = reader
-        .await
-        .ok()
-        .and_then(|stream| sink.reunite(stream).ok())
-    {
-        close_ws(ws).await;
     }
 
     let last = sh.last_delivery_us.load(Relaxed);
@@ -355,6 +371,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         size: a.size,
         duration_s: round3(elapsed),
         published,
+        sent,
         expected,
         received: totals.unique,
         lost: totals.lost,
@@ -378,7 +395,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
     };
     let human = format!(
         "fanout        {} subs ({} failed to join), room {:?}, rate {rate}, {} B, {:.2} s\n\
-         published     {published}, expected deliveries {expected}, received {}\n\
+         published     {published} accepted of {sent} sent, expected deliveries {expected}, received {}\n\
          lost          {}, duplicated {}, out of order {} (by server seq: {} reordered, {} gaps)\n\
          deliveries    {:.0}/s\n\
          latency       p50 {} µs, p99 {} µs, max {} µs (publish → delivery)\n\

@@ -173,8 +173,10 @@ pub struct FanoutReport {
     pub size: usize,
     /// Seconds from the first publish to the last delivery (or the end of the grace period).
     pub duration_s: f64,
-    /// Messages published.
+    /// Publishes the server accepted (acked).
     pub published: u64,
+    /// Publishes sent (accepted + rejected, e.g. over the server's per-connection rate limit).
+    pub sent: u64,
     /// published × subscribers that joined.
     pub expected: u64,
     /// Distinct deliveries received.
@@ -452,6 +454,7 @@ mod tests {
             size: 1,
             duration_s: 1.0,
             published: 1,
+            sent: 1,
             expected: 1,
             received: 1,
             lost: 0,

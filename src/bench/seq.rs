@@ -45,7 +45,18 @@ impl SeqTracker {
         true
     }
 
+    /// Messages in `accepted` this subscriber never received.
+    pub fn missing_from(&self, accepted: &SeqTracker) -> u64 {
+        accepted
+            .seen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| u64::from((a & !self.seen.get(i).copied().unwrap_or(0)).count_ones()))
+            .sum()
+    }
+
     /// Messages of the `published` ones this subscriber never received.
+    #[cfg(test)]
     pub fn lost(&self, published: u64) -> u64 {
         let n = published.min(MAX_PUB_SEQ);
         let (full, rest) = ((n / 64) as usize, n % 64);
@@ -107,10 +118,10 @@ pub struct SeqTotals {
 }
 
 impl SeqTotals {
-    /// Adds one subscriber.
-    pub fn add(&mut self, t: &SeqTracker, s: &ServerSeqTracker, published: u64) {
+    /// Adds one subscriber; `accepted` = the publishes the server acked.
+    pub fn add(&mut self, t: &SeqTracker, s: &ServerSeqTracker, accepted: &SeqTracker) {
         self.unique += t.unique;
-        self.lost += t.lost(published);
+        self.lost += t.missing_from(accepted);
         self.duplicated += t.duplicated;
         self.out_of_order += t.out_of_order;
         self.foreign += t.foreign;
@@ -144,6 +155,11 @@ mod tests {
         assert_eq!(t.out_of_order, 2, "2 after 3, 4 after 200");
         assert_eq!(t.lost(7), 1, "6 missing");
         assert_eq!(t.lost(201), 201 - 7);
+        let mut acked = SeqTracker::default();
+        for p in [0, 6, 7, 200, 300] {
+            acked.observe(p);
+        }
+        assert_eq!(t.missing_from(&acked), 3, "6, 7 and 300");
         assert!(!t.observe(MAX_PUB_SEQ));
         assert_eq!(t.foreign, 1);
     }
@@ -158,8 +174,10 @@ mod tests {
         let mut tot = SeqTotals::default();
         let mut t = SeqTracker::default();
         assert!(t.observe(0));
-        tot.add(&t, &s, 2);
-        tot.add(&t, &s, 2);
+        let mut acked = SeqTracker::default();
+        assert!(acked.observe(0) && acked.observe(1));
+        tot.add(&t, &s, &acked);
+        tot.add(&t, &s, &acked);
         assert_eq!(
             (tot.unique, tot.lost, tot.server_seq_regressions),
             (2, 2, 4)

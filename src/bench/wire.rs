@@ -105,9 +105,26 @@ pub fn delivery(text: &str) -> Option<Delivery<'_>> {
         .filter(|d| d.kind == "message")
 }
 
+#[derive(Deserialize)]
+struct AckMsg<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+/// The numeric id of an `ack`, if the frame is one.
+pub fn ack_id(text: &str) -> Option<u64> {
+    serde_json::from_str::<AckMsg<'_>>(text)
+        .ok()
+        .filter(|a| a.kind == "ack")
+        .and_then(|a| a.id)
+}
+
 /// Builds publish frames of about `size` bytes of `data`, reusing one padding string.
 pub struct Publisher {
-    /// `{"type":"publish","room":"R","data":` — the constant prefix.
+    /// `{"type":"publish","room":"R","id":` — the constant prefix (the id asks for an ack, so
+    /// the tester knows which publishes the server accepted, e.g. under its rate limit).
     prefix: String,
     /// Target size of `data`.
     size: usize,
@@ -119,7 +136,7 @@ impl Publisher {
     /// Frames for `room` with `data` of about `size` bytes.
     pub fn new(room: &str, size: usize) -> Publisher {
         Publisher {
-            prefix: format!(r#"{{"type":"publish","room":{},"data":"#, json_str(room)),
+            prefix: format!(r#"{{"type":"publish","room":{},"id":"#, json_str(room)),
             size,
             pad: "x".repeat(size),
         }
@@ -129,6 +146,7 @@ impl Publisher {
     pub fn frame(&self, p: u64, t: u64) -> String {
         let mut s = String::with_capacity(self.prefix.len() + self.size + 48);
         s.push_str(&self.prefix);
+        let _ = write!(s, r#"{p},"data":"#);
         let start = s.len();
         let _ = write!(s, r#"{{"p":{p},"t":{t},"x":""#);
         // Data so far plus the closing `"}` of data, then `}` of the frame.
@@ -151,6 +169,7 @@ mod tests {
         assert_eq!(v["type"], "publish");
         assert_eq!(v["room"], "be\"nch");
         assert_eq!(v["data"]["p"], 12);
+        assert_eq!(v["id"], 12);
         assert_eq!(v["data"]["t"], 3456);
         assert_eq!(serde_json::to_string(&v["data"]).unwrap().len(), 256);
         // Too small to pad: still valid.
@@ -175,6 +194,8 @@ mod tests {
             Kind::Error
         );
         assert_eq!(classify("not json"), Kind::Other);
+        assert_eq!(ack_id(r#"{"type":"ack","id":5,"seq":9}"#), Some(5));
+        assert_eq!(ack_id(r#"{"type":"joined","id":5}"#), None);
         assert_eq!(join("a\"b"), r#"{"type":"join","room":"a\"b"}"#);
         assert_eq!(short(&"é".repeat(200)).len(), 200);
     }
