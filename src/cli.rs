@@ -178,6 +178,45 @@ pub struct WorkerCliArgs {
     pub log_format: LogFormat,
 }
 
+/// The configuration reference (a Markdown table), generated from the `serve` options so
+/// README.md cannot drift from the code: a unit test compares the two.
+pub fn config_reference() -> String {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve exists");
+    let mut out = String::from(
+        "| flag | environment | TOML key | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for arg in serve.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if long == "help" {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let (meaning, default) = match help.rfind(" [") {
+            Some(i) if help.ends_with(']') => {
+                (help[..i].to_owned(), help[i + 2..help.len() - 1].to_owned())
+            }
+            _ => (help.clone(), "none".to_owned()),
+        };
+        let key = if long == "config" {
+            "—".to_owned()
+        } else {
+            format!("`{}`", long.replace('-', "_"))
+        };
+        out.push_str(&format!(
+            "| `--{long}` | `{env}` | {key} | {} | {} |\n",
+            default.replace('|', "\\|"),
+            meaning.replace('|', "\\|").replace('\n', " ")
+        ));
+    }
+    out
+}
+
 /// Parses a number of seconds (fractions allowed) into a `Duration`.
 pub fn seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -196,6 +235,57 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn readme_config_reference_matches_the_cli() {
+        let readme = include_str!("../README.md");
+        let start = "<!-- config-reference:start -->\n";
+        let end = "<!-- config-reference:end -->";
+        let (Some(a), Some(b)) = (readme.find(start), readme.find(end)) else {
+            panic!("README.md lacks the config-reference markers");
+        };
+        let documented = &readme[a + start.len()..b];
+        let generated = config_reference();
+        if documented != generated && std::env::var_os("WSFLEET_UPDATE_README").is_some() {
+            let updated = format!("{}{generated}{}", &readme[..a + start.len()], &readme[b..]);
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"), updated).unwrap();
+            return;
+        }
+        assert!(
+            documented == generated,
+            "README.md's configuration reference is out of date: run `WSFLEET_UPDATE_README=1 cargo test readme_config` and commit README.md. Expected:\n{generated}"
+        );
+    }
+
+    #[test]
+    fn every_serve_option_is_a_config_file_key() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "config") {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let value = match key.as_str() {
+                "listen" => "\"127.0.0.1:1\"".to_owned(),
+                "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
+                "log_format" => "\"json\"".to_owned(),
+                "allowed_origins" => "[\"https://a\"]".to_owned(),
+                _ => "1".to_owned(),
+            };
+            let text = format!("{key} = {value}\n");
+            assert!(
+                toml::from_str::<crate::config::FileConfig>(&text).is_ok(),
+                "--{long} has no config-file key {key}"
+            );
+            assert!(
+                arg.get_env().is_some(),
+                "--{long} has no environment variable"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Smoke test of `wsfleet bench` against a real 2-worker fleet: a short echo and a short
-//! fan-out run, checking the JSON line's shape and that nothing was lost.
+//! Smoke test of `wsfleet bench` against a real 2-worker fleet: a short run of every mode,
+//! checking the JSON line's shape and that nothing was lost. Benchmarks measure; this
+//! only proves the tool works (no figure is asserted).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsfleet");
+use std::process::Command;
+
+use common::*;
 
 fn bench(args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN)
@@ -15,45 +17,23 @@ fn bench(args: &[&str]) -> serde_json::Value {
         .expect("run bench");
     assert!(
         out.status.success(),
-        "bench failed: {}",
+        "bench {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let line = String::from_utf8(out.stdout).expect("utf8");
-    serde_json::from_str(line.trim()).expect("one JSON line on stdout")
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not one JSON line ({e}): {line}"))
 }
 
 #[test]
-fn echo_and_fanout_against_a_fleet() {
-    let run_dir = std::env::temp_dir().join(format!("wsf-bench-smoke-{}", std::process::id()));
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--run-dir",
-        ])
-        .arg(&run_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .unwrap_or_else(|| panic!("no listen= in {line:?}"))
-        .to_owned();
-    let pid = server.id().to_string();
+fn every_mode_runs_against_a_fleet() {
+    let fleet = Fleet::start(&[]);
+    let pid = fleet.pid().to_string();
+    let ws = fleet.url("/ws");
 
     let echo = bench(&[
         "echo",
         "--url",
-        &format!("ws://{addr}/echo"),
+        &fleet.url("/echo"),
         "--conns",
         "4",
         "--duration",
@@ -70,7 +50,7 @@ fn echo_and_fanout_against_a_fleet() {
     let fan = bench(&[
         "fanout",
         "--url",
-        &format!("ws://{addr}/ws"),
+        &ws,
         "--subs",
         "20",
         "--rate",
@@ -81,13 +61,34 @@ fn echo_and_fanout_against_a_fleet() {
     assert_eq!(fan["mode"], "fanout");
     assert!(fan["published"].as_u64().unwrap() > 0);
     assert_eq!(fan["received"], fan["expected"]);
-    assert_eq!(fan["lost"], 0);
+    assert_eq!(
+        (
+            fan["lost"].as_u64(),
+            fan["duplicated"].as_u64(),
+            fan["out_of_order"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
     assert!(fan["server_cpu_s"].is_null());
 
-    let _ = Command::new(BIN)
-        .args(["stop", "--run-dir"])
-        .arg(&run_dir)
-        .status();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&run_dir);
+    let idle = bench(&[
+        "idle",
+        "--url",
+        &ws,
+        "--conns",
+        "50",
+        "--hold",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(
+        (idle["connected"].as_u64(), idle["failed"].as_u64()),
+        (Some(50), Some(0))
+    );
+    assert!(idle["server_rss_per_conn_bytes"].is_number());
+
+    let churn = bench(&["churn", "--url", &ws, "--rate", "50", "--duration", "1"]);
+    assert!(churn["attempted"].as_u64().unwrap() > 0);
+    assert_eq!(churn["failed"], 0, "{churn}");
 }
