@@ -180,6 +180,7 @@ pub struct WorkerCliArgs {
 
 /// The configuration reference (a Markdown table), generated from the `serve` options so
 /// README.md cannot drift from the code: a unit test compares the two.
+#[cfg(test)]
 pub fn config_reference() -> String {
     use clap::CommandFactory;
     let cli = Cli::command();
