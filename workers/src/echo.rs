@@ -19,12 +19,12 @@ pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
                 counters::add(&worker.counters.bytes_in, msg.len() as u64);
                 worker.deliver(&outbox, msg);
             }
-            Event::Message(Message::Close(_)) => return driver.finish().await,
+            Event::Message(Message::Close(_)) => return Box::pin(driver.finish()).await,
             Event::Message(_) => {}
-            Event::Close(cause) => return driver.close(cause).await,
+            Event::Close(cause) => return Box::pin(driver.close(cause)).await,
             Event::Violation(cause) => {
                 counters::add(&worker.counters.protocol_errors, 1);
-                return driver.close(cause).await;
+                return Box::pin(driver.close(cause)).await;
             }
             Event::Ended => return,
         }

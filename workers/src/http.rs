@@ -224,18 +224,24 @@ fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Res
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let worker = worker.clone();
-    tokio::task::spawn_local(async move {
+    let fut = async move {
         match on_upgrade.await {
             Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
-                    run_websocket(&worker, parts.io.into_inner(), parts.read_buf, pubsub).await
+                    // `read_buf` is a slice of hyper's 8 KiB read buffer: copy the bytes the
+                    // client sent after its request and free the buffer now, not when the
+                    // connection ends.
+                    let early = parts.read_buf.to_vec();
+                    drop(parts.read_buf);
+                    run_websocket(&worker, parts.io.into_inner(), early, pubsub).await
                 }
                 Err(_) => tracing::error!("upgraded connection is not a TCP stream; dropping it"),
             },
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }
         worker.release_connection();
-    });
+    };
+    tokio::task::spawn_local(fut);
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -247,22 +253,21 @@ fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Res
     res
 }
 
-async fn run_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Bytes, pubsub: bool) {
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        early.to_vec(),
-        Role::Server,
-        Some(worker.ws_config),
-    )
-    .await;
+async fn run_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
+    // Boxed, like the stream it returns: its state would otherwise stay reserved in
+    // every connection's task for the connection's whole life.
+    let ws = Box::new(
+        Box::pin(WebSocketStream::from_partially_read(
+            stream,
+            early,
+            Role::Server,
+            Some(worker.ws_config),
+        ))
+        .await,
+    );
     let outbox = worker.open(pubsub);
     let id = outbox.id;
-    let driver = Driver::new(
-        ws,
-        outbox,
-        Duration::from_millis(worker.settings.ping_interval_ms),
-        Duration::from_millis(worker.settings.ping_timeout_ms),
-    );
+    let driver = Driver::new(ws, outbox);
     if pubsub {
         pubsub::session::serve(worker.clone(), driver).await;
     } else {

@@ -11,6 +11,7 @@
 //! - [`conn`]: one WebSocket: its bounded outbox and the read/write driver.
 //! - [`pubsub`]: the `/ws` protocol, the local room table, the per-client session.
 //! - [`echo`]: the `/echo` endpoint.
+//! - [`heartbeat`]: pings and the silence timeout, one sweep for all connections.
 //! - [`counters`]: live figures for `wsfleet stats`.
 //! - [`assets`]: the chat page and icon.
 
@@ -19,6 +20,7 @@ pub mod conn;
 pub mod counters;
 pub mod echo;
 pub mod fd;
+pub mod heartbeat;
 pub mod http;
 pub mod ipc;
 pub mod link;

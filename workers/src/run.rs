@@ -97,6 +97,7 @@ async fn serve(
     });
     let listener = TcpListener::from_std(listener)?;
     tokio::task::spawn_local(accept_loop(worker.clone(), listener));
+    tokio::task::spawn_local(crate::heartbeat::run(worker.clone()));
     worker.send(ToMaster::Ready);
     tracing::info!("worker ready");
     match crate::link::read_loop(worker, reader).await {

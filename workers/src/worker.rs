@@ -275,6 +275,18 @@ impl Worker {
         self.counters.rooms.set(self.hub.borrow().len() as u64);
     }
 
+    /// One heartbeat sweep: close connections silent for `timeout_ms`, ping the others if
+    /// `ping` (see [`crate::heartbeat`]).
+    pub fn sweep(&self, now_ms: u32, timeout_ms: u32, ping: bool) {
+        for conn in self.conns.borrow().values() {
+            if conn.silent_for(now_ms) >= timeout_ms {
+                conn.close_with(CloseCause::PING_TIMEOUT);
+            } else if ping {
+                conn.push(Message::Ping(Default::default()));
+            }
+        }
+    }
+
     /// Starts draining: stop taking clients as `mode` says, serve the current ones for
     /// `grace`, close them with 1012, and exit once they are gone (bounded).
     pub fn start_drain(self: &Rc<Self>, grace: Duration, mode: DrainMode) {

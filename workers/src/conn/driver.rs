@@ -1,18 +1,17 @@
 //! Drives one WebSocket: reads frames, writes whatever the [`Outbox`] holds with one flush
-//! per wake-up, pings on schedule, and closes with the right code.
+//! per wake-up, and closes with the right code. (Pings and the silence timeout are one
+//! worker-wide sweep, `crate::heartbeat`, not a timer per connection.)
 //!
 //! Reading and writing happen in one `poll_fn`, so the stream is never split (no lock
 //! between halves) and a client that stops reading never stops us reading it.
 
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -39,46 +38,25 @@ pub enum Event {
 
 /// The WebSocket plus the bookkeeping that goes with it.
 pub struct Driver {
-    /// The socket, already upgraded.
-    ws: WebSocketStream<TcpStream>,
+    /// The socket, already upgraded. Boxed: the connection's task future is built in
+    /// several steps that would otherwise each hold a copy of its ~300 bytes.
+    ws: Box<WebSocketStream<TcpStream>>,
     /// Frames others queued for this client.
     outbox: Rc<Outbox>,
     /// Bytes handed to the WebSocket layer since the last completed flush.
     unflushed: usize,
     /// Whether the WebSocket layer may hold bytes not yet flushed (frames, auto-pongs).
     dirty: bool,
-    /// Fires at the next ping or at the ping timeout, whichever comes first.
-    timer: Pin<Box<Sleep>>,
-    /// When the client last sent anything.
-    last_seen: Instant,
-    /// When the next ping is due.
-    next_ping: Instant,
-    /// Ping period.
-    ping_interval: Duration,
-    /// Silence after which the client is dropped.
-    ping_timeout: Duration,
 }
 
 impl Driver {
     /// Wraps an upgraded socket.
-    pub fn new(
-        ws: WebSocketStream<TcpStream>,
-        outbox: Rc<Outbox>,
-        ping_interval: Duration,
-        ping_timeout: Duration,
-    ) -> Self {
-        let now = Instant::now();
-        let next_ping = now + ping_interval;
+    pub fn new(ws: Box<WebSocketStream<TcpStream>>, outbox: Rc<Outbox>) -> Self {
         Self {
             ws,
             outbox,
             unflushed: 0,
             dirty: false,
-            timer: Box::pin(tokio::time::sleep_until(next_ping.min(now + ping_timeout))),
-            last_seen: now,
-            next_ping,
-            ping_interval,
-            ping_timeout,
         }
     }
 
@@ -100,26 +78,10 @@ impl Driver {
         if self.poll_write(cx).is_err() {
             return Poll::Ready(Event::Ended);
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            if now >= self.last_seen + self.ping_timeout {
-                return Poll::Ready(Event::Close(CloseCause::PING_TIMEOUT));
-            }
-            if now >= self.next_ping {
-                self.outbox.push(Message::Ping(Default::default()));
-                self.next_ping = now + self.ping_interval;
-            }
-            let due = self.next_ping.min(self.last_seen + self.ping_timeout);
-            self.timer.as_mut().reset(due);
-            let _ = self.timer.as_mut().poll(cx);
-            if self.poll_write(cx).is_err() {
-                return Poll::Ready(Event::Ended);
-            }
-        }
         self.outbox.register(cx.waker());
         match self.ws.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(msg))) => {
-                self.last_seen = Instant::now();
+                self.outbox.seen(crate::heartbeat::now_ms());
                 // Reading a ping queues a pong inside the WebSocket layer.
                 self.dirty = true;
                 Poll::Ready(Event::Message(msg))

@@ -55,6 +55,9 @@ pub struct Outbox {
     waker: RefCell<Option<Waker>>,
     /// Set when the connection must be closed; the task sees it on its next wake.
     close: Cell<Option<CloseCause>>,
+    /// When the client last sent a frame ([`crate::heartbeat::now_ms`]), for the ping
+    /// timeout sweep.
+    last_seen: Cell<u32>,
 }
 
 /// What became of a pushed frame.
@@ -79,7 +82,18 @@ impl Outbox {
             limit,
             waker: RefCell::new(None),
             close: Cell::new(None),
+            last_seen: Cell::new(crate::heartbeat::now_ms()),
         }
+    }
+
+    /// Records that the client just sent something.
+    pub fn seen(&self, now_ms: u32) {
+        self.last_seen.set(now_ms);
+    }
+
+    /// Milliseconds since the client last sent something.
+    pub fn silent_for(&self, now_ms: u32) -> u32 {
+        now_ms.wrapping_sub(self.last_seen.get())
     }
 
     /// Queues `msg` and wakes the connection task.
@@ -131,8 +145,9 @@ impl Outbox {
         self.queued_bytes
             .set(self.queued_bytes.get().saturating_sub(n));
         let mut q = self.queue.borrow_mut();
-        if q.is_empty() && q.capacity() > 64 {
-            // Give back the memory a burst needed; idle connections should stay small.
+        if q.is_empty() && q.capacity() > 0 {
+            // An idle connection holds no queue memory at all; a busy one re-allocates
+            // once per flush, which is cheap next to the write itself.
             *q = VecDeque::new();
         }
     }

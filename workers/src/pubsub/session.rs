@@ -52,18 +52,20 @@ pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
                 );
                 session.refuse(&worker, &outbox, &refusal, None);
             }
+            // Closing paths are boxed: the driver moves into the closing future, and
+            // keeping that future inline would double every connection's task size.
             Event::Message(Message::Close(_)) => {
-                driver.finish().await;
+                Box::pin(driver.finish()).await;
                 break;
             }
             Event::Message(_) => {}
             Event::Close(cause) => {
-                driver.close(cause).await;
+                Box::pin(driver.close(cause)).await;
                 break;
             }
             Event::Violation(cause) => {
                 counters::add(&worker.counters.protocol_errors, 1);
-                driver.close(cause).await;
+                Box::pin(driver.close(cause)).await;
                 break;
             }
             Event::Ended => break,
