@@ -5,19 +5,24 @@ use std::rc::Rc;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{Driver, Event};
+use crate::conn::{Driver, Event, frame};
 use crate::counters;
 use crate::worker::Worker;
 
 /// Serves one upgraded `/echo` connection to its end.
 pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
-    let outbox = driver.outbox().clone();
+    let conn = driver.conn().clone();
     loop {
         match driver.next_event().await {
-            Event::Message(msg @ (Message::Text(_) | Message::Binary(_))) => {
+            Event::Message(Message::Text(text)) => {
                 counters::add(&worker.counters.messages_in, 1);
-                counters::add(&worker.counters.bytes_in, msg.len() as u64);
-                worker.deliver(&outbox, msg);
+                counters::add(&worker.counters.bytes_in, text.len() as u64);
+                worker.reply_text(&conn, text.as_str());
+            }
+            Event::Message(Message::Binary(data)) => {
+                counters::add(&worker.counters.messages_in, 1);
+                counters::add(&worker.counters.bytes_in, data.len() as u64);
+                worker.reply_frame(&conn, frame::binary(&data));
             }
             Event::Message(Message::Close(_)) => return Box::pin(driver.finish()).await,
             Event::Message(_) => {}

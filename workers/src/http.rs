@@ -16,9 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::conn::Driver;
 use crate::worker::{Refused, Worker};
@@ -254,20 +252,9 @@ fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Res
 }
 
 async fn run_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
-    // Boxed, like the stream it returns: its state would otherwise stay reserved in
-    // every connection's task for the connection's whole life.
-    let ws = Box::new(
-        Box::pin(WebSocketStream::from_partially_read(
-            stream,
-            early,
-            Role::Server,
-            Some(worker.ws_config),
-        ))
-        .await,
-    );
-    let outbox = worker.open(pubsub);
-    let id = outbox.id;
-    let driver = Driver::new(ws, outbox);
+    let conn = worker.open(stream, pubsub);
+    let id = conn.id;
+    let driver = Driver::new(conn, early, worker.ws_config);
     if pubsub {
         pubsub::session::serve(worker.clone(), driver).await;
     } else {

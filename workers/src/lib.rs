@@ -8,7 +8,8 @@
 //! - [`worker`]: the state a worker's tasks share (settings, counters, rooms, clients).
 //! - [`link`]: the worker side of the master link (batched writes, dispatch of reads).
 //! - [`http`]: hyper routes and the WebSocket upgrade.
-//! - [`conn`]: one WebSocket: its bounded outbox and the read/write driver.
+//! - [`conn`]: one WebSocket: its socket and bounded write queue (shared with the fan-out),
+//!   frame encoding, and the task-side driver.
 //! - [`pubsub`]: the `/ws` protocol, the local room table, the per-client session.
 //! - [`echo`]: the `/echo` endpoint.
 //! - [`heartbeat`]: pings and the silence timeout, one sweep for all connections.

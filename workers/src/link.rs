@@ -42,6 +42,11 @@ pub async fn read_loop(
             }
             ToWorker::Start(_) => tracing::warn!("ignoring a second Start from the master"),
         }
+        // End of a batch: everything the master sent in one go has been queued; write it
+        // out, one vectored write per touched connection.
+        if !reader.has_buffered_frame() {
+            worker.flush_dirty();
+        }
     }
     Ok(())
 }

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::conn::{CloseCause, Outbox, outbox::Pushed};
+use crate::conn::{CloseCause, Conn, Pushed, frame};
 use crate::counters::{self, Counters};
 use crate::ipc::{RoomEvent, ToMaster, WorkerSettings};
 use crate::pubsub::{hub::Hub, protocol};
@@ -48,7 +48,10 @@ pub struct Worker {
     pub hub: RefCell<Hub>,
     /// Every open WebSocket by connection number (drain closes them; broadcasts reach the
     /// `/ws` ones).
-    conns: RefCell<HashMap<u64, Rc<Outbox>>>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    /// Connections that got frames during the current batch of master messages; flushed
+    /// together at the end of the batch ([`flush_dirty`](Self::flush_dirty)).
+    dirty: RefCell<Vec<Rc<Conn>>>,
     /// Source of connection numbers.
     next_conn: Cell<u64>,
     /// Set once the master asked us to drain.
@@ -86,8 +89,9 @@ impl Worker {
             // tungstenite allocates the read buffer up front for every connection: keep it
             // small so an idle connection costs little; large messages grow it on demand.
             .read_buffer_size(512)
-            // Frames queued between flushes go out in one write; flush always writes all.
-            .write_buffer_size(64 * 1024)
+            // tungstenite only writes its own pongs and close frames, into the
+            // connection's queue (a memory write): hand them over at once.
+            .write_buffer_size(0)
             .max_message_size(Some(settings.max_message_bytes))
             .max_frame_size(Some(settings.max_message_bytes));
         Self {
@@ -100,6 +104,7 @@ impl Worker {
             link,
             hub: RefCell::new(Hub::default()),
             conns: RefCell::new(HashMap::new()),
+            dirty: RefCell::new(Vec::new()),
             next_conn: Cell::new(0),
             drain: Cell::new(None),
             closing_all: Cell::new(false),
@@ -163,16 +168,21 @@ impl Worker {
         }
     }
 
-    /// Creates the outbox of a newly upgraded connection.
-    pub fn open(&self, pubsub: bool) -> Rc<Outbox> {
+    /// Registers a newly upgraded connection.
+    pub fn open(&self, stream: tokio::net::TcpStream, pubsub: bool) -> Rc<Conn> {
         let id = self.next_conn.get() + 1;
         self.next_conn.set(id);
-        let outbox = Rc::new(Outbox::new(id, pubsub, self.settings.outbox_limit_bytes));
+        let conn = Rc::new(Conn::new(
+            id,
+            pubsub,
+            stream,
+            self.settings.outbox_limit_bytes,
+        ));
         if self.closing_all.get() {
-            outbox.close_with(CloseCause::RESTART);
+            conn.close_with(CloseCause::RESTART);
         }
-        self.conns.borrow_mut().insert(id, outbox.clone());
-        outbox
+        self.conns.borrow_mut().insert(id, conn.clone());
+        conn
     }
 
     /// Forgets a closed connection.
@@ -180,39 +190,75 @@ impl Worker {
         self.conns.borrow_mut().remove(&id);
     }
 
-    /// Queues `msg` for one client, counting it; an overflow closes the client with 1013.
-    pub fn deliver(&self, to: &Outbox, msg: Message) {
-        let len = msg.len() as u64;
-        match to.push(msg) {
+    /// Queues an encoded frame for one client, counting it, and schedules the client for
+    /// the end-of-batch flush. An overflow closes the client with 1013.
+    pub fn deliver(&self, to: &Rc<Conn>, frame: Bytes) {
+        if self.queue(to, frame) && !to.scheduled.replace(true) {
+            self.dirty.borrow_mut().push(to.clone());
+        }
+    }
+
+    /// Queues a text frame for a client from its own task (which flushes it itself).
+    pub fn reply_text(&self, to: &Conn, text: &str) {
+        self.queue(to, frame::text(text));
+    }
+
+    /// Queues an encoded frame for a client from its own task.
+    pub fn reply_frame(&self, to: &Conn, frame: Bytes) {
+        self.queue(to, frame);
+    }
+
+    /// Queues a frame, counting it; false if it was not queued.
+    fn queue(&self, to: &Conn, frame: Bytes) -> bool {
+        let len = frame.len() as u64;
+        match to.push(frame) {
             Pushed::Queued => {
                 counters::add(&self.counters.messages_out, 1);
                 counters::add(&self.counters.bytes_out, len);
+                true
             }
-            Pushed::Overflow => counters::add(&self.counters.slow_consumer_closes, 1),
-            Pushed::Closed => {}
+            Pushed::Overflow => {
+                counters::add(&self.counters.slow_consumer_closes, 1);
+                false
+            }
+            Pushed::Closed => false,
         }
     }
 
-    /// Queues a text frame for one client.
-    pub fn deliver_text(&self, to: &Outbox, text: String) {
-        self.deliver(to, Message::text(text));
+    /// Writes everything queued by the fan-out since the last call, one vectored write per
+    /// connection; a connection whose socket is full (or broken) is handed to its task.
+    pub fn flush_dirty(&self) {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        for conn in &dirty {
+            conn.scheduled.set(false);
+            if !matches!(conn.flush_now(), Ok(true)) {
+                conn.wake();
+            }
+        }
+        let mut slot = self.dirty.borrow_mut();
+        if slot.is_empty() && slot.capacity() < dirty.capacity() {
+            // Keep the bigger allocation for the next batch.
+            let mut reuse = dirty;
+            reuse.clear();
+            *slot = reuse;
+        }
     }
 
-    /// A room message from the master: one shared frame for every local member.
-    pub fn on_room(&self, room: &str, frame: String, skip: Option<u64>) {
-        let msg = Message::text(frame);
+    /// A room message from the master: encoded once, shared by every local member.
+    pub fn on_room(&self, room: &str, text: String, skip: Option<u64>) {
+        let frame = frame::text(&text);
         let hub = self.hub.borrow();
         for member in hub.members(room) {
             if Some(member.id) != skip {
-                self.deliver(member, msg.clone());
+                self.deliver(member, frame.clone());
             }
         }
     }
 
-    /// A broadcast from the master: one shared frame for every local `/ws` client.
-    pub fn on_broadcast(&self, frame: String) {
-        let msg = Message::text(frame);
-        let conns: Vec<Rc<Outbox>> = self
+    /// A broadcast from the master: encoded once, shared by every local `/ws` client.
+    pub fn on_broadcast(&self, text: String) {
+        let frame = frame::text(&text);
+        let conns: Vec<Rc<Conn>> = self
             .conns
             .borrow()
             .values()
@@ -220,7 +266,7 @@ impl Worker {
             .cloned()
             .collect();
         for conn in &conns {
-            self.deliver(conn, msg.clone());
+            self.deliver(conn, frame.clone());
         }
     }
 
@@ -228,7 +274,7 @@ impl Worker {
     pub fn on_ordered(&self, conn: u64, ack: &str, seq: Option<u64>) {
         let target = self.conns.borrow().get(&conn).cloned();
         if let Some(target) = target {
-            self.deliver_text(&target, protocol::ack(ack, seq));
+            self.deliver(&target, frame::text(&protocol::ack(ack, seq)));
         }
     }
 
@@ -241,10 +287,10 @@ impl Worker {
     }
 
     /// Sends `joined` (and the ack) to a new member and tells the room's other members.
-    pub fn confirm_join(&self, room: &str, conn: &Outbox, ack: Option<&str>) {
-        self.deliver_text(conn, protocol::membership("joined", room));
+    pub fn confirm_join(&self, room: &str, conn: &Rc<Conn>, ack: Option<&str>) {
+        self.deliver(conn, frame::text(&protocol::membership("joined", room)));
         if let Some(ack) = ack {
-            self.deliver_text(conn, protocol::ack(ack, None));
+            self.deliver(conn, frame::text(&protocol::ack(ack, None)));
         }
         self.send(ToMaster::Presence {
             room: room.to_owned(),
@@ -278,13 +324,18 @@ impl Worker {
     /// One heartbeat sweep: close connections silent for `timeout_ms`, ping the others if
     /// `ping` (see [`crate::heartbeat`]).
     pub fn sweep(&self, now_ms: u32, timeout_ms: u32, ping: bool) {
-        for conn in self.conns.borrow().values() {
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        for conn in &conns {
             if conn.silent_for(now_ms) >= timeout_ms {
                 conn.close_with(CloseCause::PING_TIMEOUT);
-            } else if ping {
-                conn.push(Message::Ping(Default::default()));
+            } else if ping
+                && conn.push(frame::ping()) == Pushed::Queued
+                && !conn.scheduled.replace(true)
+            {
+                self.dirty.borrow_mut().push(conn.clone());
             }
         }
+        self.flush_dirty();
     }
 
     /// Starts draining: stop taking clients as `mode` says, serve the current ones for
@@ -302,7 +353,7 @@ impl Worker {
         tokio::task::spawn_local(async move {
             tokio::time::sleep(grace).await;
             this.closing_all.set(true);
-            let conns: Vec<Rc<Outbox>> = this.conns.borrow().values().cloned().collect();
+            let conns: Vec<Rc<Conn>> = this.conns.borrow().values().cloned().collect();
             tracing::info!(
                 clients = conns.len(),
                 "drain period over; closing clients with 1012"

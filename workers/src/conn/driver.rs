@@ -1,23 +1,24 @@
-//! Drives one WebSocket: reads frames, writes whatever the [`Outbox`] holds with one flush
-//! per wake-up, and closes with the right code. (Pings and the silence timeout are one
-//! worker-wide sweep, `crate::heartbeat`, not a timer per connection.)
+//! The connection's own task: tungstenite parses the client's frames from the socket
+//! (and queues its automatic pong and close replies into the connection's write queue);
+//! this driver flushes that queue whenever it runs and waits for the socket to become
+//! readable or writable.
 //!
-//! Reading and writing happen in one `poll_fn`, so the stream is never split (no lock
-//! between halves) and a client that stops reading never stops us reading it.
+//! Reading and writing happen in one `poll_fn`, so a client that stops reading never stops
+//! us reading it. Pings and the silence timeout are a worker-wide sweep
+//! ([`crate::heartbeat`]), not a timer per connection.
 
 use std::future::poll_fn;
+use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
-use super::outbox::{CloseCause, Outbox};
+use super::shared::{CloseCause, Conn};
 
 /// How long a closing connection may take to deliver its close frame and hear the
 /// client's answer before the socket is dropped.
@@ -36,33 +37,52 @@ pub enum Event {
     Ended,
 }
 
-/// The WebSocket plus the bookkeeping that goes with it.
+/// tungstenite's view of the socket: reads come from it without blocking; writes (only
+/// tungstenite's own pongs and close frames) go into the connection's queue, in order
+/// with the data frames.
+pub struct Socket(Rc<Conn>);
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.stream.try_read(buf)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.push_control(Bytes::copy_from_slice(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The protocol state of one connection plus its shared half.
 pub struct Driver {
-    /// The socket, already upgraded. Boxed: the connection's task future is built in
-    /// several steps that would otherwise each hold a copy of its ~300 bytes.
-    ws: Box<WebSocketStream<TcpStream>>,
-    /// Frames others queued for this client.
-    outbox: Rc<Outbox>,
-    /// Bytes handed to the WebSocket layer since the last completed flush.
-    unflushed: usize,
-    /// Whether the WebSocket layer may hold bytes not yet flushed (frames, auto-pongs).
-    dirty: bool,
+    /// tungstenite's state machine over the socket (boxed: it is a few hundred bytes and
+    /// the connection's task future is built in steps that would each keep a copy).
+    ws: Box<WebSocket<Socket>>,
+    /// The shared half.
+    conn: Rc<Conn>,
 }
 
 impl Driver {
-    /// Wraps an upgraded socket.
-    pub fn new(ws: Box<WebSocketStream<TcpStream>>, outbox: Rc<Outbox>) -> Self {
+    /// Wraps an upgraded connection; `early` holds bytes the client sent right after its
+    /// handshake.
+    pub fn new(conn: Rc<Conn>, early: Vec<u8>, config: WebSocketConfig) -> Self {
+        let ws =
+            WebSocket::from_partially_read(Socket(conn.clone()), early, Role::Server, Some(config));
         Self {
-            ws,
-            outbox,
-            unflushed: 0,
-            dirty: false,
+            ws: Box::new(ws),
+            conn,
         }
     }
 
-    /// The connection's outbox.
-    pub fn outbox(&self) -> &Rc<Outbox> {
-        &self.outbox
+    /// The shared half.
+    pub fn conn(&self) -> &Rc<Conn> {
+        &self.conn
     }
 
     /// Waits for the next thing that needs the session's attention, writing queued frames
@@ -72,77 +92,102 @@ impl Driver {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if let Some(cause) = self.outbox.closing() {
+        if let Some(cause) = self.conn.closing() {
             return Poll::Ready(Event::Close(cause));
         }
-        if self.poll_write(cx).is_err() {
+        if self.poll_flush(cx).is_err() {
             return Poll::Ready(Event::Ended);
         }
-        self.outbox.register(cx.waker());
-        match self.ws.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(msg))) => {
-                self.outbox.seen(crate::heartbeat::now_ms());
-                // Reading a ping queues a pong inside the WebSocket layer.
-                self.dirty = true;
-                Poll::Ready(Event::Message(msg))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(match violation(&e) {
-                Some(cause) => Event::Violation(cause),
-                None => Event::Ended,
-            }),
-            Poll::Ready(None) => Poll::Ready(Event::Ended),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Moves queued frames into the WebSocket layer and flushes; never waits.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), WsError> {
-        while self.outbox.has_queued() {
-            match self.ws.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
-            }
-            let Some(msg) = self.outbox.pop() else { break };
-            self.unflushed += msg.len();
-            self.dirty = true;
-            self.ws.start_send_unpin(msg)?;
-        }
-        if self.dirty {
-            match self.ws.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.dirty = false;
-                    self.outbox.flushed(std::mem::take(&mut self.unflushed));
+        self.conn.register(cx.waker());
+        loop {
+            match self.ws.read() {
+                Ok(msg) => {
+                    self.conn.seen(crate::heartbeat::now_ms());
+                    return Poll::Ready(Event::Message(msg));
                 }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {}
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.conn.stream.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(_)) => return Poll::Ready(Event::Ended),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => {
+                    return Poll::Ready(match violation(&e) {
+                        Some(cause) => Event::Violation(cause),
+                        None => Event::Ended,
+                    });
+                }
             }
         }
-        Ok(())
     }
 
-    /// Sends a close frame with `cause`, waits (bounded) for the client's answer, and
-    /// drops the socket.
+    /// Writes the queue; when the socket is full, arranges to be woken when it drains.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        loop {
+            if self.conn.flush_now()? {
+                return Ok(());
+            }
+            match self.conn.stream.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends a close frame with `cause` after what is already on the wire, waits (bounded)
+    /// for it to go out and for the client's answer, and drops the socket.
     pub async fn close(mut self, cause: CloseCause) {
-        self.outbox.close_with(cause);
+        self.conn.close_with(cause);
         let frame = CloseFrame {
             code: CloseCode::from(cause.code),
             reason: cause.reason.into(),
         };
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            if self.ws.send(Message::Close(Some(frame))).await.is_ok() {
-                while let Some(Ok(_)) = self.ws.next().await {}
-            }
-        })
-        .await;
+        let _ = self.ws.close(Some(frame));
+        self.linger().await;
     }
 
-    /// Finishes a close the client started (flushes the echoed close frame), bounded.
+    /// Finishes a close the client started: sends tungstenite's answer and waits (bounded)
+    /// for it to go out.
     pub async fn finish(mut self) {
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            let _ = self.ws.flush().await;
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
+        self.linger().await;
+    }
+
+    /// Flushes and reads until the protocol layer says the connection is over, for at
+    /// most [`CLOSE_LINGER`].
+    async fn linger(&mut self) {
+        let _ = tokio::time::timeout(
+            CLOSE_LINGER,
+            poll_fn(|cx| {
+                if self.poll_flush(cx).is_err() {
+                    return Poll::Ready(());
+                }
+                loop {
+                    match self.ws.read() {
+                        Ok(_) => continue,
+                        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // tungstenite may just have queued its close answer.
+                            if self.poll_flush(cx).is_err() {
+                                return Poll::Ready(());
+                            }
+                            match self.conn.stream.poll_read_ready(cx) {
+                                Poll::Ready(Ok(())) => continue,
+                                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                                Poll::Pending => return Poll::Pending,
+                            }
+                        }
+                        Err(_) => {
+                            // Closed (or broken): write what is left, then we are done.
+                            return match self.poll_flush(cx) {
+                                Ok(()) if self.conn.queued_bytes() > 0 => Poll::Pending,
+                                _ => Poll::Ready(()),
+                            };
+                        }
+                    }
+                }
+            }),
+        )
         .await;
     }
 }
@@ -150,14 +195,12 @@ impl Driver {
 /// The close code for a read error that the client caused, if it was one.
 fn violation(e: &WsError) -> Option<CloseCause> {
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCause {
-            code: 1009,
-            reason: "message too big",
-        }),
-        WsError::Capacity(_) => Some(CloseCause {
-            code: 1009,
-            reason: "message too big",
-        }),
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
+            Some(CloseCause {
+                code: 1009,
+                reason: "message too big",
+            })
+        }
         WsError::Utf8(_) => Some(CloseCause {
             code: 1007,
             reason: "invalid UTF-8",

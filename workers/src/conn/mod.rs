@@ -1,8 +1,16 @@
-//! One WebSocket connection: its outbox (shared with whoever sends to it) and the driver
-//! that moves frames between the socket and the session logic.
+//! One WebSocket connection.
+//!
+//! - [`shared::Conn`]: the socket and its bounded write queue, shared by the connection's
+//!   own task and by every fan-out that delivers to it. Frames are written straight to the
+//!   socket (vectored, many frames per syscall) by whoever flushes; the task only steps in
+//!   when the socket is full.
+//! - [`frame`]: server→client frames, encoded once and shared by every recipient.
+//! - [`driver`]: the task side: tungstenite parses the client's frames (and queues its
+//!   pong and close replies into the same write queue).
 
 pub mod driver;
-pub mod outbox;
+pub mod frame;
+pub mod shared;
 
 pub use driver::{Driver, Event};
-pub use outbox::{CloseCause, Outbox};
+pub use shared::{CloseCause, Conn, Pushed};

@@ -44,6 +44,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Whether a whole frame is already buffered, so [`next`](Self::next) will not wait.
+    pub fn has_buffered_frame(&self) -> bool {
+        let buf = self.inner.buffer();
+        buf.len() >= 4
+            && buf.len() - 4 >= u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+    }
+
     /// The next message, or `None` when the peer closed the link cleanly between frames.
     /// Not cancel-safe: call it from a task that does nothing else.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, LinkError> {

@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::conn::Outbox;
+use crate::conn::Conn;
 
 /// A join waiting for the master to route the room here.
 pub struct PendingJoin {
     /// The joining connection.
-    pub conn: Rc<Outbox>,
+    pub conn: Rc<Conn>,
     /// The request's `id` (raw JSON), to acknowledge once joined.
     pub ack: Option<String>,
 }
@@ -22,7 +22,7 @@ pub struct PendingJoin {
 /// One room with local members.
 struct Room {
     /// Confirmed members: they receive the room's messages.
-    members: Vec<Rc<Outbox>>,
+    members: Vec<Rc<Conn>>,
     /// Joins waiting for the interest acknowledgement.
     pending: Vec<PendingJoin>,
     /// The token of the interest request in flight, or `None` once acknowledged.
@@ -67,7 +67,7 @@ impl Hub {
     }
 
     /// Adds `conn` to `room`.
-    pub fn join(&mut self, room: &str, conn: &Rc<Outbox>, ack: Option<String>) -> Join {
+    pub fn join(&mut self, room: &str, conn: &Rc<Conn>, ack: Option<String>) -> Join {
         if let Some(r) = self.rooms.get_mut(room) {
             if r.members.iter().any(|m| m.id == conn.id) {
                 return Join::Joined;
@@ -141,7 +141,7 @@ impl Hub {
     }
 
     /// The confirmed members of `room`.
-    pub fn members(&self, room: &str) -> &[Rc<Outbox>] {
+    pub fn members(&self, room: &str) -> &[Rc<Conn>] {
         self.rooms
             .get(room)
             .map(|r| r.members.as_slice())
@@ -153,12 +153,22 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn conn(id: u64) -> Rc<Outbox> {
-        Rc::new(Outbox::new(id, true, 1 << 20))
+    /// Connections need a socket; one connected pair serves every test connection.
+    fn conn(id: u64) -> Rc<Conn> {
+        thread_local! {
+            static SOCKETS: std::cell::RefCell<Vec<std::net::TcpStream>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        a.set_nonblocking(true).unwrap();
+        SOCKETS.with(|s| s.borrow_mut().push(b));
+        let stream = tokio::net::TcpStream::from_std(a).unwrap();
+        Rc::new(Conn::new(id, true, stream, 1 << 20))
     }
 
-    #[test]
-    fn first_join_waits_for_the_master_then_later_joins_are_immediate() {
+    #[tokio::test]
+    async fn first_join_waits_for_the_master_then_later_joins_are_immediate() {
         let mut hub = Hub::default();
         let (a, b, c) = (conn(1), conn(2), conn(3));
         let Join::Pending(Some(token)) = hub.join("r", &a, Some("1".into())) else {
@@ -173,8 +183,8 @@ mod tests {
         assert_eq!(hub.members("r").len(), 3);
     }
 
-    #[test]
-    fn a_stale_ack_does_not_confirm_a_rejoin() {
+    #[tokio::test]
+    async fn a_stale_ack_does_not_confirm_a_rejoin() {
         let mut hub = Hub::default();
         let a = conn(1);
         let Join::Pending(Some(t1)) = hub.join("r", &a, None) else {
@@ -196,8 +206,8 @@ mod tests {
         assert_eq!(hub.members("r").len(), 1);
     }
 
-    #[test]
-    fn last_leave_empties_the_room() {
+    #[tokio::test]
+    async fn last_leave_empties_the_room() {
         let mut hub = Hub::default();
         let (a, b) = (conn(1), conn(2));
         let Join::Pending(Some(t)) = hub.join("r", &a, None) else {

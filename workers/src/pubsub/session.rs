@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::hub::Join;
 use super::protocol::{self, Refusal, Request};
-use crate::conn::{Driver, Event, Outbox};
+use crate::conn::{Conn, Driver, Event};
 use crate::counters;
 use crate::ipc::ToMaster;
 use crate::worker::Worker;
@@ -25,10 +25,10 @@ struct Session {
 
 /// Serves one upgraded `/ws` connection to its end.
 pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
-    let outbox = driver.outbox().clone();
-    worker.deliver_text(
-        &outbox,
-        protocol::welcome(worker.slot, &worker.fleet_id(outbox.id)),
+    let conn = driver.conn().clone();
+    worker.reply_text(
+        &conn,
+        &protocol::welcome(worker.slot, &worker.fleet_id(conn.id)),
     );
     let rate = f64::from(worker.settings.rate_limit_per_sec);
     let mut session = Session {
@@ -41,7 +41,7 @@ pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
             Event::Message(Message::Text(text)) => {
                 counters::add(&worker.counters.messages_in, 1);
                 counters::add(&worker.counters.bytes_in, text.len() as u64);
-                session.handle(&worker, &outbox, text.as_str());
+                session.handle(&worker, &conn, text.as_str());
             }
             Event::Message(Message::Binary(bin)) => {
                 counters::add(&worker.counters.messages_in, 1);
@@ -50,7 +50,7 @@ pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
                     "bad_json",
                     "binary frames are not part of the /ws protocol; send JSON text frames",
                 );
-                session.refuse(&worker, &outbox, &refusal, None);
+                session.refuse(&worker, &conn, &refusal, None);
             }
             // Closing paths are boxed: the driver moves into the closing future, and
             // keeping that future inline would double every connection's task size.
@@ -72,12 +72,12 @@ pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
         }
     }
     for room in session.rooms.drain(..) {
-        worker.leave_room(&room, outbox.id);
+        worker.leave_room(&room, conn.id);
     }
 }
 
 impl Session {
-    fn handle(&mut self, worker: &Worker, outbox: &Rc<Outbox>, text: &str) {
+    fn handle(&mut self, worker: &Worker, conn: &Rc<Conn>, text: &str) {
         let (id, request) = protocol::parse(text);
         if !self.allow(worker.settings.rate_limit_per_sec) {
             let refusal = Refusal::new(
@@ -87,22 +87,22 @@ impl Session {
                     worker.settings.rate_limit_per_sec
                 ),
             );
-            return self.refuse(worker, outbox, &refusal, id);
+            return self.refuse(worker, conn, &refusal, id);
         }
         let request = match request {
             Ok(r) => r,
-            Err(refusal) => return self.refuse(worker, outbox, &refusal, id),
+            Err(refusal) => return self.refuse(worker, conn, &refusal, id),
         };
         match request {
-            Request::Join { room } => self.join(worker, outbox, room, id),
+            Request::Join { room } => self.join(worker, conn, room, id),
             Request::Leave { room } => {
                 if let Some(i) = self.rooms.iter().position(|r| **r == *room) {
                     self.rooms.swap_remove(i);
-                    worker.leave_room(&room, outbox.id);
+                    worker.leave_room(&room, conn.id);
                 }
-                worker.deliver_text(outbox, protocol::membership("left", &room));
+                worker.reply_text(conn, &protocol::membership("left", &room));
                 if let Some(id) = id {
-                    worker.deliver_text(outbox, protocol::ack(id, None));
+                    worker.reply_text(conn, &protocol::ack(id, None));
                 }
             }
             Request::Publish { room, data } => {
@@ -110,26 +110,26 @@ impl Session {
                 worker.send(ToMaster::Publish {
                     room,
                     data: data.to_owned(),
-                    conn: outbox.id,
+                    conn: conn.id,
                     ack: id.map(str::to_owned),
                 });
             }
             Request::Broadcast { data } => {
                 worker.send(ToMaster::Broadcast {
                     data: data.to_owned(),
-                    conn: outbox.id,
+                    conn: conn.id,
                     ack: id.map(str::to_owned),
                 });
             }
         }
     }
 
-    fn join(&mut self, worker: &Worker, outbox: &Rc<Outbox>, room: String, id: Option<&str>) {
+    fn join(&mut self, worker: &Worker, conn: &Rc<Conn>, room: String, id: Option<&str>) {
         if self.rooms.iter().any(|r| **r == *room) {
             // Already a member (or on the way): answer again, change nothing.
-            worker.deliver_text(outbox, protocol::membership("joined", &room));
+            worker.reply_text(conn, &protocol::membership("joined", &room));
             if let Some(id) = id {
-                worker.deliver_text(outbox, protocol::ack(id, None));
+                worker.reply_text(conn, &protocol::ack(id, None));
             }
             return;
         }
@@ -139,16 +139,16 @@ impl Session {
                 "too_many_rooms",
                 format!("a connection may be in at most {max} rooms; leave one first"),
             );
-            return self.refuse(worker, outbox, &refusal, id);
+            return self.refuse(worker, conn, &refusal, id);
         }
         self.rooms.push(room.as_str().into());
         let joined = worker
             .hub
             .borrow_mut()
-            .join(&room, outbox, id.map(str::to_owned));
+            .join(&room, conn, id.map(str::to_owned));
         worker.counters.rooms.set(worker.hub.borrow().len() as u64);
         match joined {
-            Join::Joined => worker.confirm_join(&room, outbox, id),
+            Join::Joined => worker.confirm_join(&room, conn, id),
             Join::Pending(Some(token)) => worker.send(ToMaster::Interest {
                 room,
                 on: true,
@@ -158,9 +158,9 @@ impl Session {
         }
     }
 
-    fn refuse(&self, worker: &Worker, outbox: &Outbox, refusal: &Refusal, id: Option<&str>) {
+    fn refuse(&self, worker: &Worker, conn: &Conn, refusal: &Refusal, id: Option<&str>) {
         counters::add(&worker.counters.request_errors, 1);
-        worker.deliver_text(outbox, protocol::error(refusal, id));
+        worker.reply_text(conn, &protocol::error(refusal, id));
     }
 
     /// Takes one token from the rate-limit bucket.

@@ -1,0 +1,295 @@
+//! The part of a connection that others touch: its socket and its bounded write queue.
+//!
+//! Whoever has frames for the client pushes them here. The worker's fan-out then flushes
+//! every connection it touched once per batch of master messages (like uWebSockets'
+//! corking): one vectored write carries all frames queued for a socket, and no task is
+//! woken unless the socket is full. The connection's own task flushes what it queued
+//! itself (replies) and takes over when a write would block.
+//!
+//! The queue is bounded in bytes: a client past `limit` is marked for closing with 1013,
+//! its unsent frames are dropped (a frame already partly on the wire is kept, so the byte
+//! stream stays valid), and nothing else waits for it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::task::Waker;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+/// Why the server is closing a connection, with the close code the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseCause {
+    /// RFC 6455 close code.
+    pub code: u16,
+    /// Short reason text (≤ 123 bytes).
+    pub reason: &'static str,
+}
+
+impl CloseCause {
+    /// The client did not read fast enough (1013 "try again later").
+    pub const SLOW_CONSUMER: Self = Self {
+        code: 1013,
+        reason: "slow consumer",
+    };
+    /// The worker is draining for a restart (1012 "service restart").
+    pub const RESTART: Self = Self {
+        code: 1012,
+        reason: "service restart",
+    };
+    /// The peer went silent past the ping timeout (1001 "going away").
+    pub const PING_TIMEOUT: Self = Self {
+        code: 1001,
+        reason: "ping timeout",
+    };
+}
+
+/// What became of a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// The connection is already closing; the frame was dropped.
+    Closed,
+    /// The frame overflowed the queue: the connection is now closing with 1013.
+    Overflow,
+}
+
+/// Frames waiting for the socket.
+#[derive(Default)]
+struct Queue {
+    /// Encoded frames, oldest first.
+    frames: VecDeque<Bytes>,
+    /// Bytes of the front frame already written.
+    front_written: usize,
+    /// Bytes queued and not yet written.
+    bytes: usize,
+}
+
+/// Most frames handed to one `writev`.
+const IOV_MAX: usize = 64;
+
+/// One WebSocket connection as the rest of the worker sees it.
+pub struct Conn {
+    /// Connection number, unique within this worker.
+    pub id: u64,
+    /// Whether this is a `/ws` (pub/sub) connection, the ones a broadcast reaches.
+    pub pubsub: bool,
+    /// The socket. Reads happen only in the connection's task; writes happen wherever
+    /// the queue is flushed (always on the worker's one thread).
+    pub(crate) stream: TcpStream,
+    /// Frames not yet written.
+    queue: RefCell<Queue>,
+    /// The most `queue.bytes` may reach before the client counts as a slow consumer.
+    limit: usize,
+    /// The connection task's waker, set each time it waits.
+    waker: RefCell<Option<Waker>>,
+    /// Set when the connection must be closed; the task sees it on its next wake.
+    close: Cell<Option<CloseCause>>,
+    /// When the client last sent a frame ([`crate::heartbeat::now_ms`]).
+    last_seen: Cell<u32>,
+    /// Whether the worker's fan-out will flush this connection at the end of its batch.
+    pub(crate) scheduled: Cell<bool>,
+}
+
+impl Conn {
+    /// A connection with an empty queue bounded to `limit` bytes.
+    pub fn new(id: u64, pubsub: bool, stream: TcpStream, limit: usize) -> Self {
+        Self {
+            id,
+            pubsub,
+            stream,
+            queue: RefCell::new(Queue::default()),
+            limit,
+            waker: RefCell::new(None),
+            close: Cell::new(None),
+            last_seen: Cell::new(crate::heartbeat::now_ms()),
+            scheduled: Cell::new(false),
+        }
+    }
+
+    /// Queues a data frame, unless the connection is closing or the queue would overflow
+    /// (which closes it with 1013).
+    pub fn push(&self, frame: Bytes) -> Pushed {
+        if self.close.get().is_some() {
+            return Pushed::Closed;
+        }
+        let mut q = self.queue.borrow_mut();
+        if q.bytes + frame.len() > self.limit {
+            drop(q);
+            self.close_with(CloseCause::SLOW_CONSUMER);
+            return Pushed::Overflow;
+        }
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        Pushed::Queued
+    }
+
+    /// Queues bytes the protocol layer must send (pongs, close frames) even while closing.
+    pub(crate) fn push_control(&self, bytes: Bytes) {
+        let mut q = self.queue.borrow_mut();
+        q.bytes += bytes.len();
+        q.frames.push_back(bytes);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.borrow().bytes
+    }
+
+    /// Writes as much of the queue as the socket takes without blocking. `Ok(true)` when
+    /// the queue is empty, `Ok(false)` when the socket is full.
+    pub fn flush_now(&self) -> io::Result<bool> {
+        let mut q = self.queue.borrow_mut();
+        loop {
+            if q.frames.is_empty() {
+                if q.frames.capacity() > 0 {
+                    // An idle connection keeps no queue memory.
+                    q.frames = VecDeque::new();
+                }
+                return Ok(true);
+            }
+            let result = {
+                let mut iov = [IoSlice::new(&[]); IOV_MAX];
+                let mut n = 0;
+                for (i, frame) in q.frames.iter().take(IOV_MAX).enumerate() {
+                    iov[i] = IoSlice::new(if i == 0 {
+                        &frame[q.front_written..]
+                    } else {
+                        frame
+                    });
+                    n += 1;
+                }
+                self.stream.try_write_vectored(&iov[..n])
+            };
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    q.bytes -= written;
+                    while written > 0 {
+                        let rest = q.frames[0].len() - q.front_written;
+                        if written >= rest {
+                            q.frames.pop_front();
+                            q.front_written = 0;
+                            written -= rest;
+                        } else {
+                            q.front_written += written;
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Marks the connection for closing with `cause` (the first cause wins), drops the
+    /// frames not yet started, and wakes its task.
+    pub fn close_with(&self, cause: CloseCause) {
+        if self.close.get().is_some() {
+            return;
+        }
+        self.close.set(Some(cause));
+        let mut q = self.queue.borrow_mut();
+        let keep = usize::from(q.front_written > 0);
+        while q.frames.len() > keep {
+            if let Some(f) = q.frames.pop_back() {
+                q.bytes -= f.len();
+            }
+        }
+        drop(q);
+        self.wake();
+    }
+
+    /// The pending close, if any.
+    pub fn closing(&self) -> Option<CloseCause> {
+        self.close.get()
+    }
+
+    /// Records that the client just sent something.
+    pub fn seen(&self, now_ms: u32) {
+        self.last_seen.set(now_ms);
+    }
+
+    /// Milliseconds since the client last sent something.
+    pub fn silent_for(&self, now_ms: u32) -> u32 {
+        now_ms.wrapping_sub(self.last_seen.get())
+    }
+
+    /// Remembers the task to wake when it must take over.
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        match slot.as_ref() {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Wakes the connection's task.
+    pub fn wake(&self) {
+        if let Some(w) = self.waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn overflow_closes_with_1013_and_drops_unsent_frames() {
+        let (a, _b) = pair().await;
+        let c = Conn::new(1, true, a, 10);
+        assert_eq!(c.push(Bytes::from_static(b"12345")), Pushed::Queued);
+        assert_eq!(c.push(Bytes::from_static(b"12345")), Pushed::Queued);
+        assert_eq!(c.push(Bytes::from_static(b"1")), Pushed::Overflow);
+        assert_eq!(c.closing(), Some(CloseCause::SLOW_CONSUMER));
+        assert_eq!(c.queued_bytes(), 0);
+        assert_eq!(c.push(Bytes::from_static(b"1")), Pushed::Closed);
+    }
+
+    #[tokio::test]
+    async fn flush_writes_every_frame_in_order_in_one_go() {
+        use tokio::io::AsyncReadExt;
+        let (a, mut b) = pair().await;
+        let c = Conn::new(1, true, a, 1 << 20);
+        for part in [&b"ab"[..], b"cd", b"ef"] {
+            c.push(Bytes::copy_from_slice(part));
+        }
+        assert!(c.flush_now().unwrap());
+        assert_eq!(c.queued_bytes(), 0);
+        let mut got = [0u8; 6];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_keeps_the_rest_and_a_close_keeps_the_partial_frame() {
+        let (a, _b) = pair().await;
+        let c = Conn::new(1, true, a, usize::MAX);
+        let big = Bytes::from(vec![7u8; 1 << 20]);
+        let mut queued = 0;
+        while c.queued_bytes() == 0 || c.flush_now().unwrap() {
+            c.push(big.clone());
+            queued += 1;
+            assert!(queued < 1000, "socket never filled");
+        }
+        c.push(big.clone());
+        let before = c.queued_bytes();
+        assert!(before > 0);
+        c.close_with(CloseCause::RESTART);
+        let after = c.queued_bytes();
+        assert!(after < before);
+        assert!(after < big.len(), "only the partly written frame may stay");
+    }
+}
