@@ -17,9 +17,9 @@
 #   fanout 20   p99 latency                            (same, --rate 20)
 #   idle        RSS per connection                     (BENCH_IDLE_CONNS, default 19,000)
 #   churn       connection failures per kind at BENCH_CHURN_RATE/s while, in the middle of
-#               the run, wsfleet's master gets SIGHUP (rolling restart) / one worker of either
+#               the run, the master/primary gets SIGHUP (rolling restart; the article's stack
+#               has none, the peer adds one shaped like wsfleet's) / one worker of either
 #               server is killed with SIGKILL (the Node primary forks a new one on 'exit').
-#               The Node peer has no rolling restart, so that row is n/a for it.
 # `--server-pid` is always the master/primary pid: the tool sums CPU and RSS over the tree.
 #
 # Knobs (environment):
@@ -317,13 +317,12 @@ for name in $SERVERS; do
     stop_server
   else record "$name" idle '{}' /dev/null; stop_server; fi
 
-  # Churn under a rolling restart: wsfleet only (the article's stack has none).
-  if [[ "$name" == wsfleet ]]; then
-    if start_server "$name" churn-sighup; then
-      churn "$name" churn-sighup sighup
-      stop_server
-    else record "$name" churn-sighup '{}' /dev/null; stop_server; fi
-  fi
+  # Churn under a rolling restart (SIGHUP to the master/primary). The article's stack has
+  # none; the peer implements one the way wsfleet does (new worker first, old one drains).
+  if start_server "$name" churn-sighup; then
+    churn "$name" churn-sighup sighup
+    stop_server
+  else record "$name" churn-sighup '{}' /dev/null; stop_server; fi
 
   if start_server "$name" churn-kill9; then
     churn "$name" churn-kill9 kill9

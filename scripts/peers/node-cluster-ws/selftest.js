@@ -267,6 +267,25 @@ async function main() {
     }
     check(ids.size === 4, 'ids unique after restart');
     check((await get(`http://${addr}/health`)) === 200, 'healthy after restart');
+
+    // SIGHUP: rolling restart. Clients of the old workers get 1012; new workers replace both;
+    // room seq survives (it lives in the primary).
+    const old = children(srv.pid);
+    const h = new Client(`${base}/ws`);
+    await h.open();
+    await h.next(type('welcome'));
+    process.kill(srv.pid, 'SIGHUP');
+    for (let i = 0; i < 50 && h.closed === null; i++) await new Promise((r) => setTimeout(r, 100));
+    check(h.closed === 1012, `1012 on rolling restart (got ${h.closed})`);
+    await new Promise((r) => setTimeout(r, 1500));
+    const fresh = children(srv.pid);
+    check(fresh.length === 2 && fresh.every((p) => !old.includes(p)), `both workers replaced (${old} -> ${fresh})`);
+    const h2 = new Client(`${base}/ws`);
+    await h2.open();
+    await h2.next(type('welcome'));
+    h2.send({ type: 'publish', room: 'r1', data: 1, id: 'after-hup' });
+    check((await h2.next(type('ack'))).seq === N + 3, 'seq continues across a rolling restart');
+    h2.close();
     for (const x of cs) x.close();
 
     // SIGTERM stops the whole tree.

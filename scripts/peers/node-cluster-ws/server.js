@@ -29,6 +29,7 @@
 // Prints `peer ready listen=HOST:PORT workers=N` on stdout once every worker listens.
 // SIGTERM/SIGINT to the primary drains the workers (close 1012) and exits the whole tree.
 // A worker that dies is replaced in its slot (cluster 'exit' -> fork), as in the article.
+// SIGHUP: rolling restart (new worker per slot first, then the old one drains), like wsfleet's.
 
 const cluster = require('node:cluster');
 const http = require('node:http');
@@ -88,17 +89,18 @@ else worker();
 
 function primary(opts) {
   const { host, workers: n } = opts;
-  const slots = new Array(n).fill(null); // slot -> cluster.Worker
+  const slots = new Array(n).fill(null); // slot -> the current cluster.Worker of that slot
   const generation = new Array(n).fill(0); // slot -> incarnation, part of connection ids
-  const interest = new Map(); // room -> Set<slot> of workers with local members
+  const live = new Set(); // every worker process alive, current or draining (rolling restart)
+  const interest = new Map(); // room -> Set<cluster.Worker> with local members
   const seqs = new Map(); // room -> last seq (kept for the life of the fleet)
   let shuttingDown = false;
+  let reloading = false;
   let announced = false;
   let port = opts.port;
 
-  function send(slot, msg) {
-    const w = slots[slot];
-    if (w !== null && w.isConnected()) w.send(msg);
+  function send(w, msg) {
+    if (w.isConnected()) w.send(msg);
   }
 
   function fork(slot) {
@@ -111,11 +113,12 @@ function primary(opts) {
     });
     w.slot = slot;
     slots[slot] = w;
-    w.on('message', (m) => onWorkerMessage(slot, w, m));
+    live.add(w);
+    w.on('message', (m) => onWorkerMessage(w, m));
+    return w;
   }
 
-  function onWorkerMessage(slot, w, m) {
-    if (slots[slot] !== w) return; // a message from a replaced incarnation
+  function onWorkerMessage(w, m) {
     switch (m.t) {
       case 'p': { // publish: order it, fan out to interested workers, ack the publisher
         const seq = (seqs.get(m.r) || 0) + 1;
@@ -124,55 +127,55 @@ function primary(opts) {
         if (set !== undefined) {
           const frame = '{"type":"message","room":' + JSON.stringify(m.r) + ',"seq":' + seq + ',"data":' + m.d + '}';
           const out = { t: 'm', r: m.r, f: frame };
-          for (const s of set) send(s, out);
+          for (const x of set) send(x, out);
         }
-        if (m.a !== undefined) send(slot, { t: 'o', c: m.c, f: '{"type":"ack","id":' + m.a + ',"seq":' + seq + '}' });
+        if (m.a !== undefined) send(w, { t: 'o', c: m.c, f: '{"type":"ack","id":' + m.a + ',"seq":' + seq + '}' });
         break;
       }
-      case 'b': { // broadcast to every /ws client of every worker
+      case 'b': { // broadcast to every /ws client of every worker (draining ones included)
         const out = { t: 'bc', f: '{"type":"message","data":' + m.d + '}' };
-        for (let s = 0; s < n; s++) send(s, out);
-        if (m.a !== undefined) send(slot, { t: 'o', c: m.c, f: '{"type":"ack","id":' + m.a + '}' });
+        for (const x of live) send(x, out);
+        if (m.a !== undefined) send(w, { t: 'o', c: m.c, f: '{"type":"ack","id":' + m.a + '}' });
         break;
       }
       case 'pr': { // presence: to the room's other members (the subject is skipped locally)
         const set = interest.get(m.r);
         if (set === undefined) break;
         const frame = '{"type":"presence","room":' + JSON.stringify(m.r) + ',"event":"' + m.e + '","id":' + JSON.stringify(m.id) + '}';
-        for (const s of set) send(s, s === slot ? { t: 'm', r: m.r, f: frame, s: m.c } : { t: 'm', r: m.r, f: frame });
+        for (const x of set) send(x, x === w ? { t: 'm', r: m.r, f: frame, s: m.c } : { t: 'm', r: m.r, f: frame });
         break;
       }
       case 'i': { // interest on/off; "on" is acknowledged so pending joins complete after it
         let set = interest.get(m.r);
         if (m.on) {
           if (set === undefined) interest.set(m.r, (set = new Set()));
-          set.add(slot);
-          send(slot, { t: 'ia', r: m.r, n: m.n });
+          set.add(w);
+          send(w, { t: 'ia', r: m.r, n: m.n });
         } else if (set !== undefined) {
-          set.delete(slot);
+          set.delete(w);
           if (set.size === 0) interest.delete(m.r);
         }
         break;
       }
       default:
-        process.stderr.write(`peer primary: unknown message from worker ${slot}: ${JSON.stringify(m)}\n`);
+        process.stderr.write(`peer primary: unknown message from worker ${w.slot}: ${JSON.stringify(m)}\n`);
     }
   }
 
-  // A worker died: forget its interests, and replace it unless we are stopping.
+  // A worker died: forget its interests; replace it if it was its slot's current worker (a
+  // crash or kill, not the old half of a rolling restart) unless we are stopping.
   cluster.on('exit', (w, code, signal) => {
-    const slot = w.slot;
-    if (slots[slot] !== w) return;
-    slots[slot] = null;
+    live.delete(w);
     for (const [room, set] of interest) {
-      if (set.delete(slot) && set.size === 0) interest.delete(room);
+      if (set.delete(w) && set.size === 0) interest.delete(room);
     }
     if (shuttingDown) {
-      if (slots.every((x) => x === null)) process.exit(0);
+      if (live.size === 0) process.exit(0);
       return;
     }
-    process.stderr.write(`peer: worker slot ${slot} pid ${w.process.pid} exited (${signal || code}); forking a new one\n`);
-    fork(slot);
+    if (slots[w.slot] !== w) return;
+    process.stderr.write(`peer: worker slot ${w.slot} pid ${w.process.pid} exited (${signal || code}); forking a new one\n`);
+    fork(w.slot);
   });
 
   const listening = new Set();
@@ -184,26 +187,50 @@ function primary(opts) {
     }
   });
 
+  // SIGHUP: rolling restart, one slot at a time: fork the slot's new worker, and once it
+  // listens tell the old one to drain (close its clients with 1012, as wsfleet does), then
+  // move on when the old one has exited. Not in the article (its stack restarts workers only
+  // when they die); added so the rolling-restart churn row has a Node figure too.
+  async function rollingRestart() {
+    if (reloading || shuttingDown) return;
+    reloading = true;
+    process.stderr.write(`peer: SIGHUP: rolling restart of ${n} workers\n`);
+    for (let slot = 0; slot < n && !shuttingDown; slot++) {
+      const old = slots[slot];
+      const fresh = fork(slot);
+      await new Promise((res) => {
+        const onListen = (w) => { if (w === fresh) { cluster.off('listening', onListen); res(); } };
+        cluster.on('listening', onListen);
+        fresh.once('exit', res);
+      });
+      if (old !== null && live.has(old)) {
+        await new Promise((res) => {
+          old.once('exit', res);
+          send(old, { t: 'stop' });
+        });
+      }
+    }
+    reloading = false;
+  }
+
   function shutdown(sig) {
     if (shuttingDown) return;
     shuttingDown = true;
-    process.stderr.write(`peer: ${sig}: draining ${n} workers\n`);
-    let live = 0;
-    for (const w of slots) {
-      if (w === null) continue;
-      live++;
+    process.stderr.write(`peer: ${sig}: draining ${live.size} workers\n`);
+    if (live.size === 0) process.exit(0);
+    for (const w of live) {
       if (w.isConnected()) w.send({ t: 'stop' });
       else w.process.kill('SIGKILL');
     }
-    if (live === 0) process.exit(0);
     // Whatever has not exited after the grace period is killed.
     setTimeout(() => {
-      for (const w of slots) if (w !== null) w.process.kill('SIGKILL');
+      for (const w of live) w.process.kill('SIGKILL');
       process.exit(0);
     }, DRAIN_GRACE_MS + 4000).unref();
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => rollingRestart());
 
   function start() {
     for (let s = 0; s < n; s++) fork(s);
