@@ -214,9 +214,20 @@ async function main() {
     for (let i = 1; i < 64; i++) await d.next(type('joined'));
     d.send({ type: 'join', room: 'one-too-many', id: 9 });
     const tm = await d.next();
-    check(tm.type === 'error' && tm.code === 'too_many_rooms', `too_many_rooms: ${JSON.stringify(tm)}`);
+    check(tm.type === 'error' && tm.code === 'too_many_rooms' && tm.id === 9, `too_many_rooms, carrying the id: ${JSON.stringify(tm)}`);
     d.send({ type: 'join', room: 'many5' });
     check((await d.next()).type === 'joined', 'rejoining a room already joined still works at the limit');
+
+    // Rate limit: 1,000 requests/s with a burst of 1,000 (wsfleet's default).
+    const rl = new Client(`${base}/ws`);
+    await rl.open();
+    await rl.next(type('welcome'));
+    for (let i = 0; i < 1300; i++) rl.send({ type: 'leave', room: 'z' });
+    await rl.next(type('error', { code: 'rate_limited' }));
+    const rest = await rl.quiet(300);
+    const limited = 1 + rest.filter(type('error', { code: 'rate_limited' })).length;
+    check(limited >= 100 && limited <= 300 && rl.closed === null, `rate_limited for the excess, connection kept (${limited})`);
+    rl.close();
 
     // Closing a member tells the others.
     const e2 = new Client(`${base}/ws`);

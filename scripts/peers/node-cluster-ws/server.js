@@ -35,13 +35,18 @@ const cluster = require('node:cluster');
 const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
+const { performance } = require('node:perf_hooks');
 
 const MAX_PAYLOAD = 64 * 1024; // PROTOCOL.md: 1009 above 64 KiB
 const MAX_ROOMS_PER_CONN = 64;
 const MAX_ROOM_BYTES = 128;
+// The limits below default to wsfleet's own defaults (WorkerSettings), so both servers
+// enforce the same rules during the benchmark.
 // A client with more than this many bytes queued towards it is closed with 1013.
-const OUTBOX_LIMIT = Number(process.env.PEER_OUTBOX_LIMIT_BYTES || 8 * 1024 * 1024);
-const PING_INTERVAL_MS = Number(process.env.PEER_PING_INTERVAL_MS || 30000);
+const OUTBOX_LIMIT = Number(process.env.PEER_OUTBOX_LIMIT_BYTES || 1024 * 1024);
+// Requests per second per /ws connection (token bucket, burst of the same size); 0 = off.
+const RATE_LIMIT = Number(process.env.PEER_RATE_LIMIT_PER_SEC ?? 1000);
+const PING_INTERVAL_MS = Number(process.env.PEER_PING_INTERVAL_MS || 20000);
 const DRAIN_GRACE_MS = Number(process.env.PEER_DRAIN_GRACE_MS || 1000);
 
 function parseArgs(argv) {
@@ -288,6 +293,7 @@ function worker() {
     }
   });
   server.keepAliveTimeout = 5000;
+  server.headersTimeout = 5000; // slowloris guard for the upgrade request, like wsfleet's 5 s
 
   server.on('upgrade', (req, socket, head) => {
     socket.on('error', () => {}); // a reset during the handshake must not crash the worker
@@ -312,6 +318,8 @@ function worker() {
     ws.cid = idPrefix + key;
     ws.rooms = null; // Set<string>, created on first join (idle connections stay small)
     ws.alive = true;
+    ws.tokens = RATE_LIMIT;
+    ws.refilled = performance.now();
     conns.set(key, ws);
     ws.on('error', () => {});
     ws.on('pong', onPong);
@@ -337,8 +345,21 @@ function worker() {
   }, PING_INTERVAL_MS);
   heartbeat.unref();
 
-  function sendError(ws, code, message) {
-    ws.send(JSON.stringify({ type: 'error', code, message }));
+  // The error frame carries the request's "id" when it had one (as wsfleet's does).
+  function sendError(ws, code, message, idJson) {
+    const head = '{"type":"error","code":"' + code + '","message":' + JSON.stringify(message);
+    ws.send(idJson === undefined ? head + '}' : head + ',"id":' + idJson + '}');
+  }
+
+  // Token bucket: RATE_LIMIT requests per second, bursts of RATE_LIMIT.
+  function allow(ws) {
+    if (RATE_LIMIT === 0) return true;
+    const now = performance.now();
+    ws.tokens = Math.min(RATE_LIMIT, ws.tokens + ((now - ws.refilled) / 1000) * RATE_LIMIT);
+    ws.refilled = now;
+    if (ws.tokens < 1) return false;
+    ws.tokens -= 1;
+    return true;
   }
 
   function validRoom(r) {
@@ -350,36 +371,41 @@ function worker() {
   function onMessage(data, isBinary) {
     const ws = this;
     ws.alive = true;
-    if (isBinary) return sendError(ws, 'bad_json', 'binary frames are not accepted on /ws; send JSON text');
     let msg;
-    try {
-      msg = JSON.parse(data.toString('utf8'));
-    } catch (e) {
-      return sendError(ws, 'bad_json', 'the frame is not valid JSON');
+    let parsed = false;
+    if (!isBinary) {
+      try {
+        msg = JSON.parse(data.toString('utf8'));
+        parsed = true;
+      } catch (e) {
+        // reported below, after the rate limit
+      }
     }
-    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
-      return sendError(ws, 'bad_json', 'the frame must be a JSON object');
-    }
+    const isObject = parsed && msg !== null && typeof msg === 'object' && !Array.isArray(msg);
+    const idJson = isObject && msg.id !== undefined ? JSON.stringify(msg.id) : undefined;
+    if (!allow(ws)) return sendError(ws, 'rate_limited', `more than ${RATE_LIMIT} requests per second; slow down`, idJson);
+    if (isBinary) return sendError(ws, 'bad_json', 'binary frames are not part of the /ws protocol; send JSON text frames');
+    if (!parsed) return sendError(ws, 'bad_json', 'request is not valid JSON');
+    if (!isObject) return sendError(ws, 'bad_json', 'a request must be a JSON object like {"type":"join","room":"general"}');
     const type = msg.type;
-    if (type === undefined) return sendError(ws, 'missing_field', 'missing field "type"');
-    if (typeof type !== 'string') return sendError(ws, 'invalid_field', '"type" must be a string');
-    const idJson = msg.id === undefined ? undefined : JSON.stringify(msg.id);
+    if (type === undefined) return sendError(ws, 'missing_field', 'missing "type" (join, leave, publish or broadcast)', idJson);
+    if (typeof type !== 'string') return sendError(ws, 'invalid_field', '"type" must be a string', idJson);
 
     if (type === 'broadcast') {
-      if (msg.data === undefined) return sendError(ws, 'missing_field', 'missing field "data"');
+      if (msg.data === undefined) return sendError(ws, 'missing_field', 'missing "data" (any JSON value)', idJson);
       process.send({ t: 'b', d: JSON.stringify(msg.data), c: ws.key, a: idJson });
       return;
     }
     if (type !== 'join' && type !== 'leave' && type !== 'publish') {
-      return sendError(ws, 'unknown_type', `unknown type ${JSON.stringify(type)}`);
+      return sendError(ws, 'unknown_type', `unknown request type ${JSON.stringify(type.slice(0, 64))}; use join, leave, publish or broadcast`, idJson);
     }
     const room = msg.room;
-    if (room === undefined) return sendError(ws, 'missing_field', 'missing field "room"');
-    if (typeof room !== 'string') return sendError(ws, 'invalid_field', '"room" must be a string');
-    if (!validRoom(room)) return sendError(ws, 'bad_room', 'room names are 1-128 bytes of UTF-8 without control characters');
+    if (room === undefined) return sendError(ws, 'missing_field', 'missing "room" (a string)', idJson);
+    if (typeof room !== 'string') return sendError(ws, 'invalid_field', '"room" must be a string', idJson);
+    if (!validRoom(room)) return sendError(ws, 'bad_room', 'a room name is 1 to 128 bytes of UTF-8 without control characters', idJson);
 
     if (type === 'publish') {
-      if (msg.data === undefined) return sendError(ws, 'missing_field', 'missing field "data"');
+      if (msg.data === undefined) return sendError(ws, 'missing_field', 'missing "data" (any JSON value)', idJson);
       process.send({ t: 'p', r: room, d: JSON.stringify(msg.data), c: ws.key, a: idJson });
     } else if (type === 'join') {
       join(ws, room, idJson);
@@ -400,7 +426,7 @@ function worker() {
     if (ws.rooms !== null && ws.rooms.has(room)) return replyDone(ws, joined, idJson); // already a member
     if (ws.rooms === null) ws.rooms = new Set();
     if (ws.rooms.size >= MAX_ROOMS_PER_CONN) {
-      return sendError(ws, 'too_many_rooms', `at most ${MAX_ROOMS_PER_CONN} rooms per connection`);
+      return sendError(ws, 'too_many_rooms', `a connection may be in at most ${MAX_ROOMS_PER_CONN} rooms; leave one first`, idJson);
     }
     ws.rooms.add(room);
     let r = rooms.get(room);
