@@ -137,7 +137,8 @@ fi
 # 19,000 idle connections need ~19,000 descriptors in the load generator: raise the soft limit
 # to the hard one (children inherit it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if (( $(ulimit -n) < IDLE_CONNS + 500 )); then
+nofile="$(ulimit -n)"
+if [[ "$nofile" =~ ^[0-9]+$ ]] && (( nofile < IDLE_CONNS + 500 )); then
   log "warning: open-file limit $(ulimit -n) is below BENCH_IDLE_CONNS+500; the idle row may fall short"
 fi
 
