@@ -3,32 +3,73 @@
 //! the master re-executes for every worker process.
 //!
 //! # Layout
-//! - `cli`: the command line (clap), and how options merge with env vars and the TOML file.
-//! - `master/`: the supervisor: listening sockets, worker processes, signals, relay,
+//! - `cli`: the command line (clap); `config`: how options merge with env vars and the
+//!   TOML file.
+//! - `master/`: the supervisor: listening sockets, worker processes, relay, signals,
 //!   control socket.
-//! - `client`: `stats`, `reload`, `stop` — talk to the control socket.
+//! - `control_api`: the control socket's JSON messages; `client`: `stats`, `reload`,
+//!   `stop`.
 //! - `bench/`: `wsfleet bench`.
+//! - `logging`: tracing setup for master and workers.
 //! - The worker itself lives in the `wsfleet-worker` crate (`workers/`).
 
 mod bench;
 mod cli;
+mod client;
+mod config;
+mod control_api;
+mod logging;
+mod master;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match cli.command {
-        Some(cli::Command::Bench(args)) => exit(bench::run(args)),
-        _ => exit(Err(anyhow::anyhow!("not wired yet"))),
+    let result = match cli.command {
+        None => master::run(cli::ServeArgs::default()),
+        Some(cli::Command::Serve(args)) => master::run(*args),
+        Some(cli::Command::Stats(args)) => client::stats(args),
+        Some(cli::Command::Reload(args)) => client::reload(args),
+        Some(cli::Command::Stop(args)) => client::stop(args),
+        Some(cli::Command::Bench(args)) => bench::run(args),
+        Some(cli::Command::Worker(args)) => worker(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsfleet: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wsfleet: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+/// A worker process: it obeys its master only, so the terminal's SIGINT (sent to the
+/// whole process group on Ctrl-C) and a stray SIGTERM or SIGHUP do not stop it; the
+/// master drains it, or it exits when the master's link closes.
+fn worker(args: cli::WorkerCliArgs) -> anyhow::Result<()> {
+    logging::init(&args.log_level, args.log_format, Some("worker"))?;
+    let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, ignored.clone())?;
     }
+    let span = tracing::info_span!(
+        "worker",
+        slot = args.slot,
+        pid = std::process::id(),
+        generation = args.generation
+    );
+    let _entered = span.enter();
+    wsfleet_worker::run(wsfleet_worker::WorkerArgs {
+        slot: args.slot,
+        generation: args.generation,
+        listen_fd: args.listen_fd,
+        ipc_fd: args.ipc_fd,
+    })?;
+    Ok(())
 }

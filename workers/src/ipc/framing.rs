@@ -9,8 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, CodecError};
 
-/// The largest payload either side accepts (room messages are capped far below this).
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// The largest payload either side accepts. The master caps client messages 64 KiB
+/// below this, so a publish of the largest allowed message always fits.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 
 /// Why the link failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +127,29 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.queue(msg)?;
         self.flush().await.map(|_| ())
     }
+}
+
+/// Pumps every message from `rx` into `writer`, batching whatever is already queued (up to
+/// about `batch_bytes`) into one write; `sent` is told how many frames each write carried.
+/// Returns when the channel closes, or with the error that broke the link.
+pub async fn pump<T: Serialize, W: AsyncWrite + Unpin>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    mut writer: FrameWriter<W>,
+    batch_bytes: usize,
+    sent: impl Fn(u64),
+) -> Result<(), LinkError> {
+    while let Some(msg) = rx.recv().await {
+        writer.queue(&msg)?;
+        while writer.pending_bytes() < batch_bytes {
+            match rx.try_recv() {
+                Ok(msg) => writer.queue(&msg)?,
+                Err(_) => break,
+            }
+        }
+        let n = writer.flush().await?;
+        sent(n as u64);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

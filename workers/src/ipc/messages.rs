@@ -39,6 +39,25 @@ pub struct WorkerSettings {
     pub handshake_timeout_ms: u64,
     /// Origins allowed to open WebSockets; empty means any.
     pub allowed_origins: Vec<String>,
+    /// Requests per second one `/ws` connection may make (burst of the same size);
+    /// 0 turns the limit off.
+    pub rate_limit_per_sec: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_connections: 50_000,
+            max_rooms_per_connection: 64,
+            outbox_limit_bytes: 1024 * 1024,
+            ping_interval_ms: 20_000,
+            ping_timeout_ms: 45_000,
+            handshake_timeout_ms: 5_000,
+            allowed_origins: Vec::new(),
+            rate_limit_per_sec: 1_000,
+        }
+    }
 }
 
 /// A join or leave notice sent to the other members of a room.
@@ -111,6 +130,9 @@ pub enum ToWorker {
     InterestAck {
         /// The room whose interest was registered.
         room: String,
+        /// The token of the [`ToMaster::Interest`] this answers; a stale answer (the room
+        /// was left and joined again meanwhile) is ignored.
+        token: u64,
     },
     /// A room message for local members: `frame` is the complete JSON text frame, built
     /// once by the master and sent as is to every member.
@@ -151,6 +173,8 @@ pub enum ToMaster {
         room: String,
         /// Whether the worker now wants the room's messages.
         on: bool,
+        /// Echoed in [`ToWorker::InterestAck`] (for `on`).
+        token: u64,
     },
     /// A client published to a room; the master orders it and fans it out.
     Publish {

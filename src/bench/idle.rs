@@ -1,0 +1,186 @@
+//! `bench idle`: opens N connections, each joins a room and waits for `joined` (connect time
+//! = TCP connect + handshake + join → joined, after its pacing slot), then holds them all for
+//! S seconds (reading whatever the server sends, so none is closed as a slow consumer) and
+//! closes them; reports connect times and the server's RSS before and with all of them open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::args::IdleArgs;
+use super::connect::{self, ConnError, Opener};
+use super::report::{self, Hist, IdleReport, round3};
+use super::{Ctx, FirstError, close_ws, cpu, progress, wait_for, wire};
+
+/// Counters shared by the connection tasks and the coordinator.
+#[derive(Default)]
+struct Shared {
+    /// Connections that got `joined`.
+    connected: AtomicU64,
+    /// Connections that did not.
+    failed: AtomicU64,
+    /// Connections the server closed or reset during the hold.
+    dropped: AtomicU64,
+    /// For the summary.
+    first_error: FirstError,
+}
+
+/// Runs the idle benchmark.
+pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
+    connect::check_budget(a.conns as u64, ctx.budget, "idle --conns")?;
+    // Small read buffers: these connections carry little, and there may be thousands.
+    let cfg = connect::ws_config(4 << 10, 64 << 10);
+    let timeout = ctx.common.timeout();
+    let sh = Arc::new(Shared::default());
+    let connect_us = Hist::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let target = Arc::new(ctx.target.clone());
+
+    let server0 = cpu::sample(&ctx.probe);
+    let client = cpu::ClientCpu::start();
+    let opener = Opener::new(a.conns, ctx.common.ramp(), ctx.common.connect_concurrency);
+    let prog = {
+        let sh = sh.clone();
+        let n = a.conns;
+        progress::Progress::start(
+            "idle",
+            Arc::new(move |t| {
+                format!(
+                    "{t:.0}s connected {}/{n} failed {} dropped {}",
+                    sh.connected.load(Relaxed),
+                    sh.failed.load(Relaxed),
+                    sh.dropped.load(Relaxed)
+                )
+            }),
+        )
+    };
+    let mut set = JoinSet::new();
+    for i in 0..a.conns {
+        let (target, opener, sh, mut stop_rx) =
+            (target.clone(), opener.clone(), sh.clone(), stop_rx.clone());
+        let room = a.room.replace("{i}", &i.to_string());
+        let mut batch = connect_us.batch();
+        set.spawn(async move {
+            let permit = opener.slot(i).await;
+            let t0 = Instant::now();
+            let r = async {
+                let mut ws = target.connect(i, cfg, timeout).await?;
+                connect::join(&mut ws, &room, timeout).await?;
+                Ok::<_, ConnError>(ws)
+            }
+            .await;
+            drop(permit);
+            let mut ws = match r {
+                Ok(ws) => ws,
+                Err(e) => {
+                    sh.first_error.note(format_args!("connect: {e}"));
+                    sh.failed.fetch_add(1, Relaxed);
+                    return;
+                }
+            };
+            batch.record(t0.elapsed().as_micros() as u64);
+            batch.flush();
+            sh.connected.fetch_add(1, Relaxed);
+            loop {
+                let m =
+                    tokio::select! { biased; _ = stop_rx.changed() => break, m = ws.next() => m };
+                match m {
+                    Some(Ok(Message::Close(f))) => {
+                        sh.first_error.note(format_args!(
+                            "closed by server during hold: {}",
+                            wire::close_text(f.as_ref())
+                        ));
+                        sh.dropped.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        sh.first_error
+                            .note(format_args!("during hold: {}", ConnError::ws(e)));
+                        sh.dropped.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    None => {
+                        sh.dropped.fetch_add(1, Relaxed);
+                        return;
+                    }
+                }
+            }
+            close_ws(ws).await;
+        });
+    }
+    let n = a.conns as u64;
+    wait_for(
+        || sh.connected.load(Relaxed) + sh.failed.load(Relaxed) >= n,
+        None,
+    )
+    .await;
+    let connected = sh.connected.load(Relaxed);
+    // Give the server a moment to settle (presence fan-out, allocator) before reading RSS.
+    tokio::time::sleep(Duration::from_millis(500).min(Duration::from_secs_f64(a.hold))).await;
+    let server_mid = cpu::sample(&ctx.probe);
+    let hold_end = Instant::now() + Duration::from_secs_f64(a.hold);
+    tokio::time::sleep_until(hold_end).await;
+    let client_pct = client.pct();
+    let server1 = cpu::sample(&ctx.probe);
+    prog.stop();
+    let _ = stop_tx.send(true);
+    while set.join_next().await.is_some() {}
+
+    let rss_before = server0.as_ref().map(|s| s.rss_bytes);
+    let rss = server_mid.as_ref().map(|s| s.rss_bytes);
+    let rep = IdleReport {
+        mode: "idle",
+        conns: a.conns,
+        connected,
+        failed: sh.failed.load(Relaxed),
+        connect_ms: connect_us.pcts().scaled(1000.0),
+        hold_s: a.hold,
+        client_cpu_pct: client_pct,
+        server_rss_bytes_before: rss_before,
+        server_rss_bytes: rss,
+        server_rss_per_conn_bytes: rss_before
+            .zip(rss)
+            .map(|(b, r)| round3(report::ratio(r as f64 - b as f64, connected as f64))),
+        server_cpu_s: server0
+            .as_ref()
+            .zip(server1.as_ref())
+            .map(|(s0, s1)| round3(s1.cpu_s_since(s0))),
+    };
+    let mem = match (
+        rep.server_rss_bytes_before,
+        rep.server_rss_bytes,
+        rep.server_rss_per_conn_bytes,
+    ) {
+        (Some(b), Some(r), Some(p)) => format!(
+            "server RSS    {:.1} MiB before, {:.1} MiB with all open: {:.0} B per connection\nserver CPU    {:.2} s (connect + hold)\n",
+            b as f64 / 1048576.0,
+            r as f64 / 1048576.0,
+            p,
+            rep.server_cpu_s.unwrap_or(0.0)
+        ),
+        _ => "server        not measured (no --server-pid)\n".into(),
+    };
+    let human = format!(
+        "idle          {} conns: {} connected, {} failed, {} dropped during the {} s hold\n\
+         connect       p50 {} ms, p99 {} ms, max {} ms (connect + handshake + join)\n{}{}{}",
+        a.conns,
+        connected,
+        rep.failed,
+        sh.dropped.load(Relaxed),
+        a.hold,
+        rep.connect_ms.p50,
+        rep.connect_ms.p99,
+        rep.connect_ms.max,
+        sh.first_error.line(),
+        report::client_cpu_line(client_pct, ctx.common.threads),
+        mem,
+    );
+    report::emit(ctx.common.json, &human, &rep)
+}

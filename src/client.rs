@@ -1,0 +1,224 @@
+//! `wsfleet stats`, `wsfleet reload` and `wsfleet stop`: one request to the control
+//! socket, a readable answer, and an exit status scripts can trust.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{ControlArgs, StatsArgs, StopArgs};
+use crate::control_api::{FleetStats, Request, Response};
+
+/// Sends one request and reads the answer.
+pub fn request(path: &Path, req: &Request, timeout: Option<Duration>) -> anyhow::Result<Response> {
+    let mut stream = UnixStream::connect(path).with_context(|| {
+        format!(
+            "cannot reach a wsfleet master at {}; is it running? (pass --run-dir or --control to point at it)",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(timeout)?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .context("the master did not answer (timed out or closed the connection)")?;
+    if answer.is_empty() {
+        bail!("the master closed the control connection without answering");
+    }
+    serde_json::from_str(&answer)
+        .with_context(|| format!("unreadable answer from the master: {answer}"))
+}
+
+fn path(args: &ControlArgs) -> anyhow::Result<std::path::PathBuf> {
+    Ok(crate::config::control_path(args)?)
+}
+
+/// `wsfleet stats`.
+pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
+    let path = path(&args.control)?;
+    loop {
+        let resp = request(&path, &Request::Stats, Some(Duration::from_secs(10)))?;
+        let Some(stats) = resp.stats.filter(|_| resp.ok) else {
+            bail!(
+                "{}",
+                resp.error
+                    .unwrap_or_else(|| "the master sent no stats".into())
+            );
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&stats)?);
+        } else {
+            if args.watch.is_some() {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", render(&stats));
+        }
+        std::io::stdout().flush()?;
+        match args.watch {
+            Some(every) => std::thread::sleep(every.max(Duration::from_millis(200))),
+            None => return Ok(()),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn human(n: u64) -> String {
+    match n {
+        0..10_000 => n.to_string(),
+        10_000..10_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+/// The stats table.
+pub fn render(s: &FleetStats) -> String {
+    let mut out = String::new();
+    let m = &s.master;
+    out.push_str(&format!(
+        "master pid {}  listen {}  slots {}  up {:.0}s  rss {}  cpu {:.1}%  reloads {}{}\n",
+        m.pid,
+        m.listen,
+        m.slots,
+        m.uptime_s,
+        mib(m.rss_bytes),
+        m.cpu_pct,
+        m.reloads,
+        if m.reloading { " (reloading)" } else { "" }
+    ));
+    out.push_str(&format!(
+        "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "slot", "pid", "state", "gen", "uptime", "rst", "rss", "cpu%", "conns", "total", "msg_in", "msg_out", "b_in", "b_out", "ipc_in", "ipc_out"
+    ));
+    let row = |slot: String,
+               pid: String,
+               state: &str,
+               gen_: String,
+               up: String,
+               rst: u64,
+               rss: u64,
+               cpu: f64,
+               c: Option<&wsfleet_worker::ipc::WorkerCounters>| {
+        let f = |v: fn(&wsfleet_worker::ipc::WorkerCounters) -> u64| {
+            c.map(|c| human(v(c))).unwrap_or_else(|| "-".into())
+        };
+        format!(
+            "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6.1} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            slot,
+            pid,
+            state,
+            gen_,
+            up,
+            rst,
+            mib(rss),
+            cpu,
+            f(|c| c.connections_current),
+            f(|c| c.connections_total),
+            f(|c| c.messages_in),
+            f(|c| c.messages_out),
+            f(|c| c.bytes_in),
+            f(|c| c.bytes_out),
+            f(|c| c.ipc_frames_in),
+            f(|c| c.ipc_frames_out)
+        )
+    };
+    for w in &s.workers {
+        let state = match w.backoff_ms {
+            Some(ms) => format!("{}({:.1}s)", w.state, ms as f64 / 1000.0),
+            None => w.state.clone(),
+        };
+        out.push_str(&row(
+            w.slot.to_string(),
+            w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            &state,
+            w.generation.to_string(),
+            format!("{:.0}s", w.uptime_s),
+            w.restarts,
+            w.rss_bytes,
+            w.cpu_pct,
+            w.counters.as_ref(),
+        ));
+    }
+    let t = &s.total;
+    out.push_str(&row(
+        "all".into(),
+        format!("{}p", t.processes),
+        "",
+        "".into(),
+        "".into(),
+        t.restarts,
+        t.rss_bytes,
+        t.cpu_pct,
+        Some(&t.counters),
+    ));
+    out
+}
+
+/// `wsfleet reload`.
+pub fn reload(args: ControlArgs) -> anyhow::Result<()> {
+    let path = path(&args)?;
+    let resp = request(&path, &Request::Reload, None)?;
+    let Some(report) = resp.reload else {
+        bail!(
+            "{}",
+            resp.error
+                .unwrap_or_else(|| "the master sent no reload report".into())
+        );
+    };
+    for s in &report.slots {
+        let pid = |p: Option<u32>| p.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        match &s.error {
+            None => println!(
+                "slot {}: ok  pid {} -> {}  generation {}  ready in {} ms",
+                s.slot,
+                pid(s.old_pid),
+                pid(s.new_pid),
+                s.generation,
+                s.ready_ms.unwrap_or(0)
+            ),
+            Some(e) => println!("slot {}: FAILED  {e}", s.slot),
+        }
+    }
+    if report.ok {
+        println!("reload done in {} ms", report.duration_ms);
+        Ok(())
+    } else {
+        bail!(
+            "reload failed: {}; slots not replaced keep serving with their old workers",
+            report.error.unwrap_or_else(|| "unknown error".into())
+        )
+    }
+}
+
+/// `wsfleet stop`.
+pub fn stop(args: StopArgs) -> anyhow::Result<()> {
+    let path = path(&args.control)?;
+    let resp = request(
+        &path,
+        &Request::Stop { now: args.now },
+        Some(Duration::from_secs(10)),
+    )?;
+    if !resp.ok {
+        bail!(
+            "{}",
+            resp.error
+                .unwrap_or_else(|| "the master refused to stop".into())
+        );
+    }
+    println!(
+        "{}",
+        if args.now {
+            "stopping now"
+        } else {
+            "stopping: draining workers"
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! The master's settings: command line over environment over config file over defaults.
+//!
+//! clap already puts a command-line value over its environment variable; this module
+//! adds the TOML file under both and the defaults under everything. The file is re-read on
+//! every reload, so worker settings can change without a restart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wsfleet_worker::ipc::WorkerSettings;
+
+use crate::cli::{ControlArgs, LogFormat, ServeArgs};
+
+/// Largest `max_message_bytes` allowed: a publish of that size must still fit in one
+/// IPC frame together with its room name and envelope.
+pub const MAX_MESSAGE_BYTES: usize = wsfleet_worker::ipc::MAX_FRAME_BYTES - 64 * 1024;
+
+/// The resolved settings of a master.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Where the workers listen.
+    pub listen: SocketAddr,
+    /// How many worker slots.
+    pub workers: usize,
+    /// Directory for the lock file and (by default) the control socket.
+    pub run_dir: PathBuf,
+    /// Control socket path.
+    pub control: PathBuf,
+    /// The config file these came from, if any (re-read on reload).
+    pub config: Option<PathBuf>,
+    /// How long a draining worker serves its clients before closing them.
+    pub drain_timeout: Duration,
+    /// How long a new worker has to report ready.
+    pub ready_timeout: Duration,
+    /// Accept queue length per listening socket.
+    pub backlog: u32,
+    /// Log filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// What the workers get in `Start`.
+    pub worker: WorkerSettings,
+}
+
+/// Why settings could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation (line, key, expected type).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// The config file: the same options as `wsfleet serve`, snake_case keys, durations in
+/// seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub workers: Option<usize>,
+    pub run_dir: Option<PathBuf>,
+    pub control: Option<PathBuf>,
+    pub drain_timeout: Option<f64>,
+    pub ready_timeout: Option<f64>,
+    pub backlog: Option<u32>,
+    pub max_connections: Option<usize>,
+    pub max_message_bytes: Option<usize>,
+    pub max_rooms: Option<usize>,
+    pub outbox_limit_bytes: Option<usize>,
+    pub ping_interval: Option<f64>,
+    pub ping_timeout: Option<f64>,
+    pub handshake_timeout: Option<f64>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub rate_limit: Option<u32>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or returns an empty config when there is no file.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The default run directory: `$XDG_RUNTIME_DIR/wsfleet`, else `/tmp/wsfleet-$UID`.
+pub fn default_run_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wsfleet"),
+        _ => PathBuf::from(format!("/tmp/wsfleet-{}", nix::unistd::getuid())),
+    }
+}
+
+fn secs(file: Option<f64>, key: &str) -> Result<Option<Duration>, ConfigError> {
+    file.map(|s| {
+        Duration::try_from_secs_f64(s).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "{key} = {s} is not a non-negative number of seconds"
+            ))
+        })
+    })
+    .transpose()
+}
+
+impl Settings {
+    /// Merges command line/environment (`args`) over the config file over defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = FileConfig::load(args.config.as_deref())?;
+        let d = WorkerSettings::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let run_dir = args
+            .run_dir
+            .clone()
+            .or(file.run_dir)
+            .unwrap_or_else(default_run_dir);
+        let control = args
+            .control
+            .clone()
+            .or(file.control)
+            .unwrap_or_else(|| run_dir.join("control.sock"));
+        let workers = args.workers.or(file.workers).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if workers == 0 || workers > 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "workers = {workers}: use 1 to 1024"
+            )));
+        }
+        let worker = WorkerSettings {
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(d.max_message_bytes),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_rooms_per_connection: args
+                .max_rooms
+                .or(file.max_rooms)
+                .unwrap_or(d.max_rooms_per_connection),
+            outbox_limit_bytes: args
+                .outbox_limit_bytes
+                .or(file.outbox_limit_bytes)
+                .unwrap_or(d.outbox_limit_bytes),
+            ping_interval_ms: args
+                .ping_interval
+                .or(secs(file.ping_interval, "ping_interval")?)
+                .map(ms)
+                .unwrap_or(d.ping_interval_ms),
+            ping_timeout_ms: args
+                .ping_timeout
+                .or(secs(file.ping_timeout, "ping_timeout")?)
+                .map(ms)
+                .unwrap_or(d.ping_timeout_ms),
+            handshake_timeout_ms: args
+                .handshake_timeout
+                .or(secs(file.handshake_timeout, "handshake_timeout")?)
+                .map(ms)
+                .unwrap_or(d.handshake_timeout_ms),
+            allowed_origins: args
+                .allowed_origins
+                .clone()
+                .or(file.allowed_origins)
+                .unwrap_or_default(),
+            rate_limit_per_sec: args
+                .rate_limit
+                .or(file.rate_limit)
+                .unwrap_or(d.rate_limit_per_sec),
+        };
+        if worker.max_message_bytes < 16 || worker.max_message_bytes > MAX_MESSAGE_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "max_message_bytes = {}: use 16 bytes to 64 MiB",
+                worker.max_message_bytes
+            )));
+        }
+        if worker.ping_interval_ms == 0
+            || worker.ping_timeout_ms == 0
+            || worker.handshake_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "ping_interval, ping_timeout and handshake_timeout must be above 0".into(),
+            ));
+        }
+        if worker.outbox_limit_bytes < worker.max_message_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "outbox_limit_bytes = {} is below max_message_bytes = {}: one message must fit",
+                worker.outbox_limit_bytes, worker.max_message_bytes
+            )));
+        }
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid default")),
+            workers,
+            run_dir,
+            control,
+            config: args.config.clone(),
+            drain_timeout: args
+                .drain_timeout
+                .or(secs(file.drain_timeout, "drain_timeout")?)
+                .unwrap_or(Duration::from_secs(5)),
+            ready_timeout: args
+                .ready_timeout
+                .or(secs(file.ready_timeout, "ready_timeout")?)
+                .unwrap_or(Duration::from_secs(10)),
+            backlog: args.backlog.or(file.backlog).unwrap_or(4096),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            worker,
+        })
+    }
+}
+
+/// The control socket path the client commands use.
+pub fn control_path(args: &ControlArgs) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = &args.control {
+        return Ok(path.clone());
+    }
+    let file = FileConfig::load(args.config.as_deref())?;
+    if args.run_dir.is_none()
+        && let Some(control) = file.control
+    {
+        return Ok(control);
+    }
+    let run_dir = args
+        .run_dir
+        .clone()
+        .or(file.run_dir)
+        .unwrap_or_else(default_run_dir);
+    Ok(run_dir.join("control.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("wsfleet.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        /// A throwaway directory removed on drop.
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "wsfleet-cfg-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Self(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn command_line_beats_file_beats_default() {
+        let (_d, path) = write("workers = 3\nlisten = \"127.0.0.1:9000\"\ndrain_timeout = 0.5\n");
+        let args = ServeArgs {
+            config: Some(path),
+            workers: Some(5),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.workers, 5);
+        assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(s.drain_timeout, Duration::from_millis(500));
+        assert_eq!(s.worker.max_message_bytes, 65536);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let (_d, path) = write("wokers = 3\n");
+        let err = Settings::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        });
+        assert!(err.unwrap_err().to_string().contains("wokers"));
+        let (_d, path) = write("drain_timeout = -1\n");
+        assert!(
+            Settings::resolve(&ServeArgs {
+                config: Some(path),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Settings::resolve(&ServeArgs {
+                workers: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let args = ServeArgs {
+            config: Some("/nonexistent/wsfleet.toml".into()),
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(&args)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read config file")
+        );
+    }
+}

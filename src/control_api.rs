@@ -1,0 +1,181 @@
+//! The control socket's protocol, shared by the master (server) and the `stats`, `reload`
+//! and `stop` commands (clients): one JSON object per line in each direction, so `socat`
+//! and scripts can speak it too.
+//!
+//! ```text
+//! → {"cmd":"stats"}            ← {"ok":true,"stats":{...}}
+//! → {"cmd":"reload"}           ← {"ok":true,"reload":{"ok":true,"slots":[...]}}   (when done)
+//! → {"cmd":"stop","now":false} ← {"ok":true}
+//! → anything else              ← {"ok":false,"error":"..."}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use wsfleet_worker::ipc::WorkerCounters;
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Live figures.
+    Stats,
+    /// Rolling restart; answered when it is over.
+    Reload,
+    /// Stop the fleet (drain first unless `now`).
+    Stop {
+        /// Kill the workers without draining.
+        #[serde(default)]
+        now: bool,
+    },
+}
+
+/// A response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// What went wrong, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The answer to `stats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<FleetStats>,
+    /// The answer to `reload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadReport>,
+}
+
+impl Response {
+    /// A failed response.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(message.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Everything `wsfleet stats` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetStats {
+    /// The master itself.
+    pub master: MasterRow,
+    /// One row per worker process (ready, starting, draining) or slot in backoff.
+    pub workers: Vec<WorkerRow>,
+    /// Sums over the worker rows.
+    pub total: Totals,
+}
+
+/// The master process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MasterRow {
+    /// Master pid.
+    pub pid: u32,
+    /// The address served.
+    pub listen: String,
+    /// Configured worker slots.
+    pub slots: usize,
+    /// Seconds since the master started.
+    pub uptime_s: f64,
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// CPU use over the last second, percent of one core.
+    pub cpu_pct: f64,
+    /// Reloads started.
+    pub reloads: u64,
+    /// Result of the last reload, if any.
+    pub last_reload_ok: Option<bool>,
+    /// Whether a reload is running now.
+    pub reloading: bool,
+    /// Rooms with members anywhere in the fleet (the relay's routing table).
+    pub rooms: usize,
+}
+
+/// One worker process, or one slot waiting in backoff.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerRow {
+    /// Slot index.
+    pub slot: u32,
+    /// Process id (none while in backoff).
+    pub pid: Option<u32>,
+    /// starting, ready, draining or backoff.
+    pub state: String,
+    /// Incarnation of the slot.
+    pub generation: u64,
+    /// Seconds since the process started.
+    pub uptime_s: f64,
+    /// Times this slot's worker died and was replaced.
+    pub restarts: u64,
+    /// Resident memory from /proc.
+    pub rss_bytes: u64,
+    /// CPU over the last second, percent of one core.
+    pub cpu_pct: f64,
+    /// CPU seconds used since start (user + system).
+    pub cpu_s: f64,
+    /// Milliseconds until the next start attempt (backoff only).
+    pub backoff_ms: Option<u64>,
+    /// The worker's own counters (none if it did not answer in time).
+    pub counters: Option<WorkerCounters>,
+}
+
+/// Fleet-wide sums.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    /// Worker processes alive.
+    pub processes: usize,
+    /// Resident memory of all workers.
+    pub rss_bytes: u64,
+    /// CPU of all workers, percent of one core.
+    pub cpu_pct: f64,
+    /// Restarts over all slots.
+    pub restarts: u64,
+    /// Summed worker counters.
+    pub counters: WorkerCounters,
+}
+
+/// What a reload did, slot by slot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Whether every slot was replaced.
+    pub ok: bool,
+    /// Why the reload stopped, when it did.
+    pub error: Option<String>,
+    /// Per-slot outcomes, in order.
+    pub slots: Vec<SlotOutcome>,
+    /// Wall time of the whole reload.
+    pub duration_ms: u64,
+}
+
+/// One slot's part of a reload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SlotOutcome {
+    /// Slot index.
+    pub slot: u32,
+    /// Whether the new worker took over.
+    pub ok: bool,
+    /// The worker that is now draining.
+    pub old_pid: Option<u32>,
+    /// The worker that now serves (or failed to).
+    pub new_pid: Option<u32>,
+    /// The new worker's generation.
+    pub generation: u64,
+    /// Start-to-ready time of the new worker.
+    pub ready_ms: Option<u64>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_plain_json() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"stop","now":true}"#).unwrap();
+        assert_eq!(r, Request::Stop { now: true });
+        let r: Request = serde_json::from_str(r#"{"cmd":"stop"}"#).unwrap();
+        assert_eq!(r, Request::Stop { now: false });
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"dance"}"#).is_err());
+        assert!(serde_json::from_str::<Request>("nope").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The control socket server: newline-delimited JSON over a Unix socket (mode 0600, and
+//! only peers with the master's uid), answering `stats`, `reload` and `stop`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+use super::MasterCmd;
+use super::fleet::Master;
+use crate::control_api::{Request, Response};
+
+/// Longest request line accepted.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Binds the control socket with mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves control connections until the master exits.
+pub async fn serve(
+    listener: UnixListener,
+    master: Rc<Master>,
+    cmds: mpsc::UnboundedSender<MasterCmd>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (master, cmds) = (master.clone(), cmds.clone());
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = connection(stream, master, cmds).await {
+                        tracing::debug!(error = %e, "control connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    master: Rc<Master>,
+    cmds: mpsc::UnboundedSender<MasterCmd>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let me = nix::unistd::geteuid().as_raw();
+    let peer = write.as_ref().peer_cred()?.uid();
+    if peer != me && peer != 0 {
+        let resp = Response::error(format!(
+            "permission denied: uid {peer} may not control a master run by uid {me}"
+        ));
+        return reply(&mut write, &resp).await;
+    }
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') && n as u64 == MAX_LINE {
+            reply(
+                &mut write,
+                &Response::error("request line longer than 64 KiB"),
+            )
+            .await?;
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let resp = match serde_json::from_str::<Request>(text.trim()) {
+            Err(e) => Response::error(format!(
+                "bad request ({e}); send one JSON object per line: {{\"cmd\":\"stats\"}}, {{\"cmd\":\"reload\"}} or {{\"cmd\":\"stop\",\"now\":false}}"
+            )),
+            Ok(Request::Stats) => Response {
+                ok: true,
+                stats: Some(super::stats::collect(&master).await),
+                ..Default::default()
+            },
+            Ok(Request::Reload) => {
+                let report = super::reload::reload(&master).await;
+                Response {
+                    ok: report.ok,
+                    error: report.error.clone(),
+                    reload: Some(report),
+                    ..Default::default()
+                }
+            }
+            Ok(Request::Stop { now }) => {
+                let _ = cmds.send(MasterCmd::Stop { now });
+                Response {
+                    ok: true,
+                    ..Default::default()
+                }
+            }
+        };
+        reply(&mut write, &resp).await?;
+    }
+}
+
+async fn reply(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    resp: &Response,
+) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await
+}

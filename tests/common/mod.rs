@@ -1,0 +1,314 @@
+//! Test harness: starts the real `wsfleet` binary on port 0 with a short temporary run
+//! directory, waits for its ready line, talks to its control socket, and kills the whole
+//! process group on drop.
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wsfleet");
+pub const T: Duration = Duration::from_secs(15);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A short, unique, self-deleting directory under /tmp (Unix socket paths must be short).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = PathBuf::from(format!(
+            "/tmp/wsft-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running master and its workers.
+pub struct Fleet {
+    pub child: Option<Child>,
+    pub dir: TempDir,
+    pub addr: String,
+    pub control: PathBuf,
+    pub stderr_log: PathBuf,
+    pub stdout_rx: mpsc::Receiver<String>,
+}
+
+impl Fleet {
+    /// Starts `bin serve` with 2 workers on 127.0.0.1:0 plus `extra` arguments.
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with(BIN, extra)
+    }
+
+    pub fn start_with(bin: &str, extra: &[&str]) -> Self {
+        let dir = TempDir::new();
+        Self::start_in(bin, dir, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn start_in(bin: &str, dir: TempDir, extra: &[&str]) -> Result<Self, String> {
+        let stderr_log = dir.0.join("stderr.log");
+        let run_dir = dir.0.join("run");
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--drain-timeout", "0.5"])
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(extra)
+            .env_remove("WSFLEET_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .process_group(0);
+        // A binary copied by a test may still be open for writing in a child that
+        // another test forked meanwhile (ETXTBSY): retry briefly.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Ok(child) => break child,
+                Err(e) if e.raw_os_error() == Some(26) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!("spawn {bin}: {e}")),
+            }
+        };
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut fleet = Fleet {
+            child: Some(child),
+            dir,
+            addr: String::new(),
+            control: run_dir.join("control.sock"),
+            stderr_log,
+            stdout_rx: rx,
+        };
+        let line = fleet
+            .stdout_rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| format!("no ready line within 30 s; stderr:\n{}", fleet.stderr()))?;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .ok_or_else(|| format!("unexpected first line {line:?}"))?;
+        fleet.addr = addr.to_owned();
+        Ok(fleet)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the master to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One control-socket request (a JSON line) and its answer.
+    pub fn control(&self, request: &str) -> Value {
+        control_at(&self.control, request)
+    }
+
+    pub fn stats(&self) -> Value {
+        let v = self.control(r#"{"cmd":"stats"}"#);
+        assert_eq!(v["ok"], true, "{v}");
+        v["stats"].clone()
+    }
+
+    /// Runs the real `wsfleet` client with `args` against this fleet.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .output()
+            .unwrap()
+    }
+
+    /// Ready worker pids by slot.
+    pub fn ready_pids(&self) -> Vec<(u64, u64, u64)> {
+        let s = self.stats();
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "ready")
+            .map(|w| {
+                (
+                    w["slot"].as_u64().unwrap(),
+                    w["pid"].as_u64().unwrap(),
+                    w["generation"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls `stats` until `cond` holds (a control-socket answer, not a sleep).
+    pub fn wait_stats(&self, what: &str, limit: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.stats();
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last stats: {s:#}\nstderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub fn kill_tree(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.kill_tree();
+    }
+}
+
+pub fn control_at(path: &Path, request: &str) -> Value {
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.write_all(b"\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad answer {line:?}: {e}"))
+}
+
+/// Connects a WebSocket client.
+pub async fn connect(url: &str) -> Ws {
+    let (ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed");
+    ws
+}
+
+/// The next text frame as JSON (skipping pings/pongs).
+pub async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(T, ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("stream ended")
+            .expect("read error");
+        match msg {
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("server sent invalid JSON");
+            }
+            Message::Close(f) => panic!("closed by server: {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Receives until a frame of `kind` arrives, returning it (others are returned too).
+pub async fn recv_type(ws: &mut Ws, kind: &str) -> (Value, Vec<Value>) {
+    let mut skipped = Vec::new();
+    loop {
+        let v = recv(ws).await;
+        if v["type"] == kind {
+            return (v, skipped);
+        }
+        skipped.push(v);
+    }
+}
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    tokio::time::timeout(T, ws.send(Message::text(v.to_string())))
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+}
+
+/// A `/ws` client with its welcome read.
+pub async fn client(fleet: &Fleet) -> (Ws, u64, String) {
+    let mut ws = connect(&fleet.url("/ws")).await;
+    let w = recv(&mut ws).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    (
+        ws,
+        w["worker"].as_u64().unwrap(),
+        w["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Clients on two different workers (reconnecting until the kernel spreads them).
+pub async fn clients_on_two_workers(fleet: &Fleet) -> ((Ws, u64, String), (Ws, u64, String)) {
+    let a = client(fleet).await;
+    for _ in 0..200 {
+        let b = client(fleet).await;
+        if b.1 != a.1 {
+            return (a, b);
+        }
+    }
+    panic!("200 connections all landed on worker {}", a.1);
+}

@@ -1,0 +1,436 @@
+//! The fleet issue: process model, shared port, supervision, reloads, stop, control socket.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn workers_share_the_port_and_connections_spread() {
+    let fleet = Fleet::start(&[]);
+    let pids = fleet.ready_pids();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert_ne!(pids[0].1, pids[1].1);
+    let mut seen = HashSet::new();
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        let (ws, slot, _) = client(&fleet).await;
+        seen.insert(slot);
+        clients.push(ws);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "connections never reached both workers");
+    let stats = fleet.stats();
+    assert_eq!(
+        stats["total"]["counters"]["connections_current"],
+        clients.len() as u64
+    );
+}
+
+/// Outcome counts of a connect loop.
+#[derive(Default)]
+struct Loop {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    other: AtomicU64,
+}
+
+/// Connects, upgrades to /ws, reads the welcome and closes, over and over, from
+/// `tasks` concurrent tasks until `stop` is set.
+fn connect_loop(
+    addr: String,
+    tasks: usize,
+    stop: Arc<AtomicBool>,
+    out: Arc<Loop>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..tasks)
+        .map(|_| {
+            let (addr, stop, out) = (addr.clone(), stop.clone(), out.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let attempt = tokio::time::timeout(Duration::from_secs(5), async {
+                        let (mut ws, _) =
+                            tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
+                        match ws.next().await {
+                            Some(Ok(m)) if m.is_text() => {}
+                            other => {
+                                return Err(std::io::Error::other(format!(
+                                    "no welcome: {other:?}"
+                                ))
+                                .into());
+                            }
+                        }
+                        let _ = ws.close(None).await;
+                        Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+                    })
+                    .await;
+                    match attempt {
+                        Ok(Ok(())) => out.ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(Err(tokio_tungstenite::tungstenite::Error::Io(e)))
+                            if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+                        {
+                            out.refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Ok(Err(e)) => {
+                            eprintln!("connect loop failure: {e}");
+                            out.other.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(_) => {
+                            eprintln!("connect loop timeout");
+                            out.other.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_replaces_the_worker_and_no_connect_is_refused() {
+    let fleet = Fleet::start(&[]);
+    let before = fleet.ready_pids();
+    let (stop, out) = (Arc::new(AtomicBool::new(false)), Arc::new(Loop::default()));
+    let tasks = connect_loop(fleet.addr.clone(), 4, stop.clone(), out.clone());
+    let warm = Instant::now();
+    while out.ok.load(Ordering::Relaxed) < 50 {
+        assert!(warm.elapsed() < T, "connect loop made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (slot, victim, _) = before[0];
+    let killed = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    let stats = tokio::task::block_in_place(|| {
+        fleet.wait_stats("a replacement worker", T, |s| {
+            s["workers"].as_array().unwrap().iter().any(|w| {
+                w["slot"] == slot
+                    && w["state"] == "ready"
+                    && w["pid"] != victim
+                    && w["generation"] == 2
+            })
+        })
+    });
+    let replaced_in = killed.elapsed();
+    let row = stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["slot"] == slot)
+        .unwrap()
+        .clone();
+    assert_eq!(row["restarts"], 1, "{row}");
+    let after_kill = out.ok.load(Ordering::Relaxed);
+    while out.ok.load(Ordering::Relaxed) < after_kill + 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!(
+        "kill -9: replaced and ready in {replaced_in:?} (stats poll included); connects ok={} refused={} other={}",
+        out.ok.load(Ordering::Relaxed),
+        out.refused.load(Ordering::Relaxed),
+        out.other.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        out.refused.load(Ordering::Relaxed),
+        0,
+        "a connect was refused while the worker was replaced"
+    );
+    assert!(
+        fleet.stderr().contains("signal 9 (SIGKILL)"),
+        "exit not logged with its signal:\n{}",
+        fleet.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_replaces_every_worker_with_zero_failed_connects() {
+    let fleet = Fleet::start(&[]);
+    let before = fleet.ready_pids();
+    let (stop, out) = (Arc::new(AtomicBool::new(false)), Arc::new(Loop::default()));
+    let tasks = connect_loop(fleet.addr.clone(), 8, stop.clone(), out.clone());
+    let warm = Instant::now();
+    while out.ok.load(Ordering::Relaxed) < 100 {
+        assert!(warm.elapsed() < T, "connect loop made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let ok_before = out.ok.load(Ordering::Relaxed);
+    fleet.signal(Signal::SIGHUP);
+    tokio::task::block_in_place(|| {
+        fleet.wait_stats(
+            "every slot at generation 2 and the old workers gone",
+            T,
+            |s| {
+                let w = s["workers"].as_array().unwrap();
+                w.len() == 2
+                    && w.iter()
+                        .all(|w| w["generation"] == 2 && w["state"] == "ready")
+            },
+        )
+    });
+    let took = started.elapsed();
+    let during = out.ok.load(Ordering::Relaxed) - ok_before;
+    while out.ok.load(Ordering::Relaxed) < ok_before + during + 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = fleet.ready_pids();
+    for (slot, pid, _) in &before {
+        assert!(
+            after
+                .iter()
+                .any(|(s, p, g)| s == slot && p != pid && *g == 2),
+            "slot {slot} not replaced: {after:?}"
+        );
+    }
+    let (ok, refused, other) = (
+        out.ok.load(Ordering::Relaxed),
+        out.refused.load(Ordering::Relaxed),
+        out.other.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "SIGHUP: done (old workers drained and gone) in {took:?}; {during} connects during it; total ok={ok} refused={refused} other={other}"
+    );
+    assert_eq!(
+        (refused, other),
+        (0, 0),
+        "connects failed during the reload"
+    );
+    assert_eq!(fleet.stats()["master"]["last_reload_ok"], true);
+}
+
+#[test]
+fn reload_with_a_broken_binary_rolls_back_and_keeps_serving() {
+    let dir = TempDir::new();
+    let bin = dir.0.join("wsfleet");
+    std::fs::copy(BIN, &bin).unwrap();
+    let fleet = Fleet::start_in(bin.to_str().unwrap(), dir, &["--ready-timeout", "3"]).unwrap();
+    let before = fleet.ready_pids();
+    // An upgrade gone wrong: the binary on disk now exits at once.
+    let broken = fleet.dir.0.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &bin).unwrap();
+    let out = fleet.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "reload should fail: {stdout} {stderr}"
+    );
+    assert!(stderr.contains("reload failed"), "{stderr}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    assert_eq!(fleet.ready_pids(), before, "old workers must keep serving");
+    assert_eq!(fleet.stats()["master"]["last_reload_ok"], false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (_ws, _, _) = client(&fleet).await;
+    });
+}
+
+#[test]
+fn a_crash_looping_slot_backs_off_and_recovers() {
+    let dir = TempDir::new();
+    let bin = dir.0.join("wsfleet");
+    std::fs::copy(BIN, &bin).unwrap();
+    let fleet = Fleet::start_in(bin.to_str().unwrap(), dir, &[]).unwrap();
+    let good = fleet.dir.0.join("good");
+    std::fs::copy(&bin, &good).unwrap();
+    let broken = fleet.dir.0.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 7\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &bin).unwrap();
+    let (slot, victim, _) = fleet.ready_pids()[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    let s = fleet.wait_stats("the slot in backoff", T, |s| {
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["slot"] == slot && w["state"] == "backoff")
+    });
+    let row = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["slot"] == slot)
+        .unwrap()
+        .clone();
+    assert!(row["restarts"].as_u64().unwrap() >= 2, "{row}");
+    assert!(fleet.stderr().contains("exit code 7"), "{}", fleet.stderr());
+    // Fix the binary: the slot comes back by itself.
+    std::fs::rename(&good, &bin).unwrap();
+    fleet.wait_stats("the slot serving again", Duration::from_secs(30), |s| {
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["slot"] == slot && w["state"] == "ready")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_1012_and_exits_zero() {
+    let mut fleet = Fleet::start(&[]);
+    let (mut ws, _, _) = client(&fleet).await;
+    fleet.signal(Signal::SIGTERM);
+    let close = loop {
+        match tokio::time::timeout(T, ws.next())
+            .await
+            .expect("no close frame")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => break f,
+            Some(Ok(_)) => {}
+            other => panic!("connection ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1012));
+    let status = tokio::task::block_in_place(|| fleet.wait_exit(T));
+    assert!(status.success(), "{status:?}\n{}", fleet.stderr());
+    assert!(!fleet.control.exists(), "control socket left behind");
+}
+
+#[test]
+fn control_socket_answers_garbage_with_an_error_and_keeps_serving() {
+    use std::io::{BufRead, BufReader, Write};
+    let fleet = Fleet::start(&[]);
+    let mut s = std::os::unix::net::UnixStream::connect(&fleet.control).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for bad in ["hello", "{\"cmd\":\"dance\"}", "{\"cmd\":5}", "[]"] {
+        writeln!(s, "{bad}").unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], false, "{bad} -> {v}");
+        assert!(v["error"].as_str().unwrap().contains("bad request"), "{v}");
+    }
+    writeln!(s, "{}", json!({"cmd": "stats"})).unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["stats"]["workers"].as_array().unwrap().len(), 2);
+    let out = fleet.cli(&["stats"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("all"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_command_lines_and_conflicts_get_one_clear_error() {
+    let run = |args: &[&str]| std::process::Command::new(BIN).args(args).output().unwrap();
+    let out = run(&["serve", "--no-such-flag"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    let out = run(&["serve", "--listen", "nonsense"]);
+    assert!(!out.status.success());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new();
+    let run_dir = dir.0.join("run");
+    let out = run(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--workers",
+        "1",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("in use"), "{err}");
+
+    let fleet = Fleet::start(&[]);
+    let run_dir = fleet.control.parent().unwrap();
+    let out = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("already running"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = run(&["stats", "--run-dir", "/nonexistent-wsfleet"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is it running"));
+
+    let out = run(&[
+        "serve",
+        "--run-dir",
+        "/proc/wsfleet-cannot-be-here",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot use run directory"), "{err}");
+}
+
+#[test]
+fn a_stale_control_socket_from_a_crashed_master_is_cleaned_up() {
+    let dir = TempDir::new();
+    let run_dir = dir.0.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(run_dir.join("control.sock")).unwrap());
+    assert!(run_dir.join("control.sock").exists());
+    let fleet = Fleet::start_in(BIN, dir, &[]).unwrap();
+    assert_eq!(fleet.ready_pids().len(), 2);
+}
+
+#[tokio::test]
+async fn health_and_plain_http_routes() {
+    let fleet = Fleet::start(&[]);
+    let get = |path: &'static str| {
+        let addr = fleet.addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            tokio::time::timeout(T, s.read_to_string(&mut out))
+                .await
+                .unwrap()
+                .unwrap();
+            out
+        }
+    };
+    assert!(get("/health").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/ws").await.starts_with("HTTP/1.1 426"));
+    assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+    let page = get("/").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("text/html"),
+        "{page}"
+    );
+}

@@ -1,0 +1,272 @@
+//! The HTTP side of a worker (hyper, HTTP/1.1): routes, the WebSocket upgrade, and the
+//! hand-over of the upgraded socket to `/ws` or `/echo`.
+//!
+//! Routes: `GET /` (the chat page), `GET /health`, `GET /stats`, and the WebSocket
+//! endpoints `/ws` and `/echo`. The upgrade hands the raw `TcpStream` back from hyper, so
+//! an open WebSocket keeps no HTTP state.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::conn::Driver;
+use crate::worker::{Refused, Worker};
+use crate::{assets, echo, pubsub};
+
+type Body = Full<Bytes>;
+
+/// Serves HTTP on one accepted connection until it closes or upgrades.
+pub async fn serve_connection(worker: Rc<Worker>, stream: TcpStream) {
+    let _open = worker.http_guard();
+    let timeout = Duration::from_millis(worker.settings.handshake_timeout_ms);
+    let service = hyper::service::service_fn(move |req| {
+        let worker = worker.clone();
+        async move { Ok::<_, Infallible>(route(&worker, req)) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(16 * 1024);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+fn route(worker: &Rc<Worker>, req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/ws" => upgrade(worker, req, true),
+        "/echo" => upgrade(worker, req, false),
+        "/health" => get_only(&req).unwrap_or_else(|| health(worker)),
+        "/stats" => get_only(&req).unwrap_or_else(|| stats(worker)),
+        "/" | "/index.html" => get_only(&req).unwrap_or_else(|| {
+            let mut res = text(StatusCode::OK, assets::INDEX_HTML);
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            // Revalidate every time: a reload may have upgraded the page with the binary.
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert(
+                header::ETAG,
+                HeaderValue::from_str(assets::index_etag())
+                    .unwrap_or(HeaderValue::from_static("\"0\"")),
+            );
+            if req
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .map(HeaderValue::as_bytes)
+                == Some(assets::index_etag().as_bytes())
+            {
+                *res.status_mut() = StatusCode::NOT_MODIFIED;
+                *res.body_mut() = Body::default();
+            }
+            res
+        }),
+        "/favicon.ico" => {
+            let mut res = text(StatusCode::OK, assets::FAVICON_SVG);
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            );
+            res
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: wsfleet serves /, /ws, /echo, /health and /stats\n",
+        ),
+    }
+}
+
+fn get_only(req: &Request<Incoming>) -> Option<Response<Body>> {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return None;
+    }
+    let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(res)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn health(worker: &Worker) -> Response<Body> {
+    let (status, state) = match worker.draining() {
+        None => (StatusCode::OK, "serving"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+    };
+    let body = serde_json::json!({
+        "status": state,
+        "slot": worker.slot,
+        "generation": worker.generation,
+        "pid": worker.pid,
+        "connections": worker.counters.connections_current.get(),
+    });
+    json(status, body.to_string())
+}
+
+fn stats(worker: &Worker) -> Response<Body> {
+    let body = serde_json::json!({
+        "slot": worker.slot,
+        "generation": worker.generation,
+        "pid": worker.pid,
+        "draining": worker.draining().is_some(),
+        "counters": worker.counters.snapshot(),
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Response<Body> {
+    let h = req.headers();
+    if !has_token(h, header::CONNECTION, "upgrade") || !has_token(h, header::UPGRADE, "websocket") {
+        let mut res = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket: connect with a WebSocket client (ws://host/ws)\n",
+        );
+        res.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        return res;
+    }
+    if req.method() != Method::GET {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must be a GET\n",
+        );
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut res = text(
+            StatusCode::BAD_REQUEST,
+            "unsupported WebSocket version; use 13\n",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return res;
+    }
+    let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let origins = &worker.settings.allowed_origins;
+    if !origins.is_empty() {
+        let origin = h
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("");
+        if !origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            crate::counters::add(&worker.counters.rejected_origin, 1);
+            return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    if let Err(refused) = worker.reserve_connection() {
+        let body = match refused {
+            Refused::Draining => "this worker is shutting down; retry\n",
+            Refused::Full => "this worker is at its connection limit; retry later\n",
+        };
+        let mut res = text(StatusCode::SERVICE_UNAVAILABLE, body);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return res;
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let worker = worker.clone();
+    tokio::task::spawn_local(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    run_websocket(&worker, parts.io.into_inner(), parts.read_buf, pubsub).await
+                }
+                Err(_) => tracing::error!("upgraded connection is not a TCP stream; dropping it"),
+            },
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+        }
+        worker.release_connection();
+    });
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+async fn run_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Bytes, pubsub: bool) {
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        early.to_vec(),
+        Role::Server,
+        Some(worker.ws_config),
+    )
+    .await;
+    let outbox = worker.open(pubsub);
+    let id = outbox.id;
+    let driver = Driver::new(
+        ws,
+        outbox,
+        Duration::from_millis(worker.settings.ping_interval_ms),
+        Duration::from_millis(worker.settings.ping_timeout_ms),
+    );
+    if pubsub {
+        pubsub::session::serve(worker.clone(), driver).await;
+    } else {
+        echo::serve(worker.clone(), driver).await;
+    }
+    worker.close(id);
+}

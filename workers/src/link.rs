@@ -1,0 +1,47 @@
+//! The worker's end of the master link: the loop that reads the master's messages and
+//! acts on them (writes go through `ipc::framing::pump`).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::net::unix::OwnedReadHalf;
+
+use crate::counters;
+use crate::ipc::{FrameReader, ToMaster, ToWorker, framing::LinkError};
+use crate::worker::{DrainMode, Worker};
+
+/// Most bytes gathered into one write to the master.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Reads the master's messages until the link closes.
+pub async fn read_loop(
+    worker: Rc<Worker>,
+    mut reader: FrameReader<OwnedReadHalf>,
+) -> Result<(), LinkError> {
+    while let Some(msg) = reader.next::<ToWorker>().await? {
+        counters::add(&worker.counters.ipc_frames_in, 1);
+        match msg {
+            ToWorker::Room { room, frame, skip } => worker.on_room(&room, frame, skip),
+            ToWorker::Ordered { conn, ack, seq } => worker.on_ordered(conn, &ack, seq),
+            ToWorker::Broadcast { frame } => worker.on_broadcast(frame),
+            ToWorker::InterestAck { room, token } => worker.on_interest_ack(&room, token),
+            ToWorker::CountersRequest { id } => {
+                let counters = worker.counters.snapshot();
+                worker.send(ToMaster::Counters { id, counters });
+            }
+            ToWorker::Drain {
+                grace_ms,
+                stop_accepting,
+            } => {
+                let mode = if stop_accepting {
+                    DrainMode::Reload
+                } else {
+                    DrainMode::Stop
+                };
+                worker.start_drain(Duration::from_millis(grace_ms), mode);
+            }
+            ToWorker::Start(_) => tracing::warn!("ignoring a second Start from the master"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! The `/ws` JSON protocol: parsing client requests and building server frames.
+//!
+//! Requests are parsed with borrowed fields and `data`/`id` are kept as raw JSON text, so
+//! a publish is never re-serialised on its way to the master.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_BYTES: usize = 128;
+
+/// A client request that parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// Become a member of `room`.
+    Join {
+        /// The room.
+        room: String,
+    },
+    /// Stop being a member of `room`.
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// Send `data` to every member of `room`.
+    Publish {
+        /// The room.
+        room: String,
+        /// Raw JSON.
+        data: &'a str,
+    },
+    /// Send `data` to every `/ws` client of the fleet.
+    Broadcast {
+        /// Raw JSON.
+        data: &'a str,
+    },
+}
+
+/// A request that could not be honoured: the error frame's `code` and `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What went wrong and what to do instead.
+    pub message: Cow<'static, str>,
+}
+
+impl Refusal {
+    /// A refusal with a fixed message.
+    pub fn new(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    room: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+/// Parses one text frame. The `id`, when present and the frame is a JSON object, is
+/// returned even when the request is refused, so the error can carry it.
+pub fn parse(text: &str) -> (Option<&str>, Result<Request<'_>, Refusal>) {
+    if !text.trim_start().starts_with('{') {
+        let msg = "a request must be a JSON object like {\"type\":\"join\",\"room\":\"general\"}";
+        return (None, Err(Refusal::new("bad_json", msg)));
+    }
+    let env: Envelope<'_> = match serde_json::from_str(text) {
+        Ok(env) => env,
+        Err(e) => {
+            let msg = if e.is_data() {
+                "a request must be a JSON object like {\"type\":\"join\",\"room\":\"general\"}"
+                    .into()
+            } else {
+                format!("request is not valid JSON: {e}").into()
+            };
+            return (
+                None,
+                Err(Refusal {
+                    code: "bad_json",
+                    message: msg,
+                }),
+            );
+        }
+    };
+    let id = env.id.map(RawValue::get);
+    (id, request(&env))
+}
+
+fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
+    let kind = env.kind.ok_or_else(|| {
+        Refusal::new(
+            "missing_field",
+            "missing \"type\" (join, leave, publish or broadcast)",
+        )
+    })?;
+    let kind: Cow<'_, str> = serde_json::from_str(kind.get())
+        .map_err(|_| Refusal::new("invalid_field", "\"type\" must be a string"))?;
+    match kind.as_ref() {
+        "join" => Ok(Request::Join { room: room(env)? }),
+        "leave" => Ok(Request::Leave { room: room(env)? }),
+        "publish" => Ok(Request::Publish {
+            room: room(env)?,
+            data: data(env)?,
+        }),
+        "broadcast" => Ok(Request::Broadcast { data: data(env)? }),
+        other => Err(Refusal {
+            code: "unknown_type",
+            message: format!(
+                "unknown request type {:?}; use join, leave, publish or broadcast",
+                truncate(other, 64)
+            )
+            .into(),
+        }),
+    }
+}
+
+fn room(env: &Envelope<'_>) -> Result<String, Refusal> {
+    let raw = env
+        .room
+        .ok_or_else(|| Refusal::new("missing_field", "missing \"room\" (a string)"))?;
+    let room: String = serde_json::from_str(raw.get())
+        .map_err(|_| Refusal::new("invalid_field", "\"room\" must be a string"))?;
+    validate_room(&room)?;
+    Ok(room)
+}
+
+fn data<'a>(env: &Envelope<'a>) -> Result<&'a str, Refusal> {
+    env.data
+        .map(RawValue::get)
+        .ok_or_else(|| Refusal::new("missing_field", "missing \"data\" (any JSON value)"))
+}
+
+/// Checks a room name: 1–128 bytes of UTF-8 without control characters.
+pub fn validate_room(room: &str) -> Result<(), Refusal> {
+    if room.is_empty() || room.len() > MAX_ROOM_BYTES {
+        return Err(Refusal::new(
+            "bad_room",
+            "a room name is 1 to 128 bytes of UTF-8",
+        ));
+    }
+    if room.chars().any(char::is_control) {
+        return Err(Refusal::new(
+            "bad_room",
+            "a room name may not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// JSON string literal for `s`.
+pub fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// `{"type":"welcome","worker":SLOT,"id":ID}`
+pub fn welcome(slot: u32, id: &str) -> String {
+    format!(
+        r#"{{"type":"welcome","worker":{slot},"id":{}}}"#,
+        json_str(id)
+    )
+}
+
+/// `{"type":"joined","room":R}` or `{"type":"left","room":R}`
+pub fn membership(kind: &str, room: &str) -> String {
+    format!(r#"{{"type":"{kind}","room":{}}}"#, json_str(room))
+}
+
+/// `{"type":"ack","id":ID}` (with `"seq"` for a publish).
+pub fn ack(id: &str, seq: Option<u64>) -> String {
+    match seq {
+        Some(seq) => format!(r#"{{"type":"ack","id":{id},"seq":{seq}}}"#),
+        None => format!(r#"{{"type":"ack","id":{id}}}"#),
+    }
+}
+
+/// `{"type":"error","code":C,"message":M}` (with the request's `"id"` when it had one).
+pub fn error(refusal: &Refusal, id: Option<&str>) -> String {
+    let msg = json_str(&refusal.message);
+    match id {
+        Some(id) => {
+            format!(
+                r#"{{"type":"error","code":"{}","message":{msg},"id":{id}}}"#,
+                refusal.code
+            )
+        }
+        None => format!(
+            r#"{{"type":"error","code":"{}","message":{msg}}}"#,
+            refusal.code
+        ),
+    }
+}
+
+/// `{"type":"message","room":R,"seq":N,"data":DATA}` — built once by the master.
+pub fn room_message(room: &str, seq: u64, data: &str) -> String {
+    format!(
+        r#"{{"type":"message","room":{},"seq":{seq},"data":{data}}}"#,
+        json_str(room)
+    )
+}
+
+/// `{"type":"message","data":DATA}` — a broadcast, built once by the master.
+pub fn broadcast_message(data: &str) -> String {
+    format!(r#"{{"type":"message","data":{data}}}"#)
+}
+
+/// `{"type":"presence","room":R,"event":"join"|"leave","id":ID}`
+pub fn presence(room: &str, join: bool, id: &str) -> String {
+    let event = if join { "join" } else { "leave" };
+    format!(
+        r#"{{"type":"presence","room":{},"event":"{event}","id":{}}}"#,
+        json_str(room),
+        json_str(id)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_request_type() {
+        assert_eq!(
+            parse(r#"{"type":"join","room":"general"}"#).1,
+            Ok(Request::Join {
+                room: "general".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"leave","room":"g\u00e9n"}"#).1,
+            Ok(Request::Leave {
+                room: "gén".into()
+            })
+        );
+        let (id, req) = parse(r#"{"type":"publish","room":"r","data":{"a":[1,2]},"id":7}"#);
+        assert_eq!(id, Some("7"));
+        assert_eq!(
+            req,
+            Ok(Request::Publish {
+                room: "r".into(),
+                data: r#"{"a":[1,2]}"#
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"broadcast","data":"hi"}"#).1,
+            Ok(Request::Broadcast { data: r#""hi""# })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_input_with_codes() {
+        let code = |s: &str| parse(s).1.unwrap_err().code;
+        assert_eq!(code("{nope"), "bad_json");
+        assert_eq!(code("[1,2]"), "bad_json");
+        assert_eq!(code(r#"{"room":"x"}"#), "missing_field");
+        assert_eq!(code(r#"{"type":5}"#), "invalid_field");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"join"}"#), "missing_field");
+        assert_eq!(code(r#"{"type":"join","room":3}"#), "invalid_field");
+        assert_eq!(code(r#"{"type":"join","room":""}"#), "bad_room");
+        assert_eq!(code(r#"{"type":"join","room":"a\nb"}"#), "bad_room");
+        let long = format!(r#"{{"type":"join","room":"{}"}}"#, "x".repeat(129));
+        assert_eq!(code(&long), "bad_room");
+        assert_eq!(code(r#"{"type":"publish","room":"r"}"#), "missing_field");
+    }
+
+    #[test]
+    fn id_survives_a_refusal() {
+        let (id, req) = parse(r#"{"type":"dance","id":"abc"}"#);
+        assert_eq!(id, Some(r#""abc""#));
+        assert!(req.is_err());
+    }
+
+    #[test]
+    fn frames_are_valid_json() {
+        for frame in [
+            welcome(1, "1.2.3"),
+            membership("joined", "a\"b"),
+            ack("\"x\"", Some(4)),
+            ack("5", None),
+            error(&Refusal::new("bad_room", "no \"quotes\""), Some("1")),
+            room_message("r", 9, r#"{"k":1}"#),
+            broadcast_message("[1]"),
+            presence("r", true, "0.1.2"),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+            assert!(v["type"].is_string(), "{frame}");
+        }
+    }
+}

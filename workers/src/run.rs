@@ -1,0 +1,129 @@
+//! A worker process from start to exit: adopt the inherited sockets, greet the master,
+//! take its settings, accept until told to drain, and exit when the master goes away.
+
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::LocalSet;
+
+use crate::counters;
+use crate::fd::{self, FdError};
+use crate::ipc::framing::{LinkError, pump};
+use crate::ipc::{FrameReader, FrameWriter, Hello, PROTOCOL_VERSION, ToMaster, ToWorker};
+use crate::worker::Worker;
+
+/// How long the master has to answer the Hello.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the master told this worker on its command line.
+#[derive(Debug, Clone)]
+pub struct WorkerArgs {
+    /// The slot this worker serves.
+    pub slot: u32,
+    /// Which incarnation of the slot this is.
+    pub generation: u64,
+    /// The inherited listening socket of the slot.
+    pub listen_fd: RawFd,
+    /// The inherited worker end of the IPC socket pair.
+    pub ipc_fd: RawFd,
+}
+
+/// Why a worker stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// An inherited descriptor was missing.
+    #[error(transparent)]
+    Fd(#[from] FdError),
+    /// The runtime or a socket could not be set up.
+    #[error("worker setup failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The link to the master failed.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The master did not answer the Hello in time.
+    #[error("the master did not send Start within {START_TIMEOUT:?}; exiting")]
+    NoStart,
+    /// The master answered the Hello with something other than Start.
+    #[error("the master answered Hello with {0} instead of Start (mismatched builds?); exiting")]
+    Unexpected(String),
+}
+
+/// Runs a worker until it drains or its master goes away.
+pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+    let listener = std::net::TcpListener::from(fd::adopt(args.listen_fd, "listening socket")?);
+    let link = std::os::unix::net::UnixStream::from(fd::adopt(args.ipc_fd, "master link")?);
+    listener.set_nonblocking(true)?;
+    link.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    LocalSet::new().block_on(&runtime, serve(args, listener, link))
+}
+
+async fn serve(
+    args: WorkerArgs,
+    listener: std::net::TcpListener,
+    link: std::os::unix::net::UnixStream,
+) -> Result<(), WorkerError> {
+    let (read_half, write_half) = UnixStream::from_std(link)?.into_split();
+    let mut reader = FrameReader::new(read_half);
+    let mut writer = FrameWriter::new(write_half);
+    let hello = Hello {
+        slot: args.slot,
+        pid: std::process::id(),
+        generation: args.generation,
+        version: PROTOCOL_VERSION,
+    };
+    writer.send(&ToMaster::Hello(hello)).await?;
+    let settings = match tokio::time::timeout(START_TIMEOUT, reader.next::<ToWorker>()).await {
+        Ok(Ok(Some(ToWorker::Start(settings)))) => settings,
+        Ok(Ok(None)) => return Ok(()), // the master refused us (or died): nothing to do
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(Some(other))) => return Err(WorkerError::Unexpected(format!("{other:?}"))),
+        Err(_) => return Err(WorkerError::NoStart),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let worker = Rc::new(Worker::new(args.slot, args.generation, settings, tx));
+    let w = worker.clone();
+    tokio::task::spawn_local(async move {
+        let sent = |n| counters::add(&w.counters.ipc_frames_out, n);
+        if let Err(e) = pump(rx, writer, crate::link::BATCH_BYTES, sent).await {
+            tracing::error!(error = %e, "cannot write to the master; exiting");
+            std::process::exit(1);
+        }
+    });
+    let listener = TcpListener::from_std(listener)?;
+    tokio::task::spawn_local(accept_loop(worker.clone(), listener));
+    worker.send(ToMaster::Ready);
+    tracing::info!("worker ready");
+    match crate::link::read_loop(worker, reader).await {
+        Ok(()) => tracing::warn!("master link closed; the master is gone, exiting"),
+        Err(e) => tracing::error!(error = %e, "master link failed; exiting"),
+    }
+    Ok(())
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = worker.stop_accepting.notified() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::task::spawn_local(crate::http::serve_connection(worker.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or a transient error: the
+                    // connection stays queued; back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed; retrying in 50 ms");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    tracing::info!("stopped accepting; the slot's next worker accepts from here on");
+}

@@ -1,0 +1,318 @@
+//! The state one worker process shares between its tasks: settings, counters, the room
+//! table, every open WebSocket, the link to the master, and the drain switch.
+//!
+//! The worker runs on one thread, so everything here is `Rc`/`Cell`/`RefCell`; no borrow
+//! is ever held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::conn::{CloseCause, Outbox, outbox::Pushed};
+use crate::counters::{self, Counters};
+use crate::ipc::{RoomEvent, ToMaster, WorkerSettings};
+use crate::pubsub::{hub::Hub, protocol};
+
+/// Why a worker is draining; it decides what happens to new upgrades meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainMode {
+    /// A rolling restart: a new worker accepts on this slot; handshakes already accepted
+    /// here still complete (their clients get 1012 with everyone else).
+    Reload,
+    /// The fleet is stopping: new upgrades get 503 so load balancers move on.
+    Stop,
+}
+
+/// One worker process's shared state.
+pub struct Worker {
+    /// The slot this worker serves.
+    pub slot: u32,
+    /// This incarnation of the slot.
+    pub generation: u64,
+    /// Our pid, reported on `/health`.
+    pub pid: u32,
+    /// Limits and timeouts from the master.
+    pub settings: WorkerSettings,
+    /// Live figures for `wsfleet stats`.
+    pub counters: Counters,
+    /// The WebSocket layer's configuration, chosen for many small connections.
+    pub ws_config: WebSocketConfig,
+    /// Messages to the master (written in batches by the link task).
+    link: mpsc::UnboundedSender<ToMaster>,
+    /// Local room membership.
+    pub hub: RefCell<Hub>,
+    /// Every open WebSocket by connection number (drain closes them; broadcasts reach the
+    /// `/ws` ones).
+    conns: RefCell<HashMap<u64, Rc<Outbox>>>,
+    /// Source of connection numbers.
+    next_conn: Cell<u64>,
+    /// Set once the master asked us to drain.
+    drain: Cell<Option<DrainMode>>,
+    /// Set when the drain period is over and every client is being closed.
+    closing_all: Cell<bool>,
+    /// Wakes the accept loop so it stops accepting.
+    pub stop_accepting: Notify,
+    /// Signalled when the last WebSocket or HTTP connection goes away.
+    all_closed: Notify,
+    /// Accepted connections still speaking HTTP (not yet upgraded): a draining worker
+    /// waits for them too, so a handshake it accepted is never cut off by its exit.
+    http_open: Cell<u64>,
+}
+
+/// Counts one accepted HTTP connection for as long as it lives.
+pub struct HttpGuard(Rc<Worker>);
+
+impl Drop for HttpGuard {
+    fn drop(&mut self) {
+        counters::sub(&self.0.http_open, 1);
+        self.0.notify_if_idle();
+    }
+}
+
+impl Worker {
+    /// A worker with no connections yet.
+    pub fn new(
+        slot: u32,
+        generation: u64,
+        settings: WorkerSettings,
+        link: mpsc::UnboundedSender<ToMaster>,
+    ) -> Self {
+        let ws_config = WebSocketConfig::default()
+            // tungstenite allocates the read buffer up front for every connection: keep it
+            // small so an idle connection costs little; large messages grow it on demand.
+            .read_buffer_size(512)
+            // Frames queued between flushes go out in one write; flush always writes all.
+            .write_buffer_size(64 * 1024)
+            .max_message_size(Some(settings.max_message_bytes))
+            .max_frame_size(Some(settings.max_message_bytes));
+        Self {
+            slot,
+            generation,
+            pid: std::process::id(),
+            settings,
+            counters: Counters::default(),
+            ws_config,
+            link,
+            hub: RefCell::new(Hub::default()),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            drain: Cell::new(None),
+            closing_all: Cell::new(false),
+            stop_accepting: Notify::new(),
+            all_closed: Notify::new(),
+            http_open: Cell::new(0),
+        }
+    }
+
+    /// The connection id clients see: unique across the fleet and its restarts.
+    pub fn fleet_id(&self, conn: u64) -> String {
+        format!("{}.{}.{}", self.slot, self.generation, conn)
+    }
+
+    /// Queues a message for the master.
+    pub fn send(&self, msg: ToMaster) {
+        // A closed link means the master is gone; the link reader exits the process.
+        let _ = self.link.send(msg);
+    }
+
+    /// The drain state.
+    pub fn draining(&self) -> Option<DrainMode> {
+        self.drain.get()
+    }
+
+    /// Takes a connection slot if the worker may accept another WebSocket.
+    pub fn reserve_connection(&self) -> Result<(), Refused> {
+        if self.drain.get() == Some(DrainMode::Stop) || self.closing_all.get() {
+            counters::add(&self.counters.rejected_draining, 1);
+            return Err(Refused::Draining);
+        }
+        let current = self.counters.connections_current.get();
+        if current >= self.settings.max_connections as u64 {
+            counters::add(&self.counters.rejected_full, 1);
+            return Err(Refused::Full);
+        }
+        self.counters.connections_current.set(current + 1);
+        counters::add(&self.counters.connections_total, 1);
+        Ok(())
+    }
+
+    /// Gives back a slot taken by [`reserve_connection`](Self::reserve_connection).
+    pub fn release_connection(&self) {
+        counters::sub(&self.counters.connections_current, 1);
+        self.notify_if_idle();
+    }
+
+    /// Counts an accepted connection until the guard drops.
+    pub fn http_guard(self: &Rc<Self>) -> HttpGuard {
+        counters::add(&self.http_open, 1);
+        HttpGuard(self.clone())
+    }
+
+    fn idle(&self) -> bool {
+        self.counters.connections_current.get() == 0 && self.http_open.get() == 0
+    }
+
+    fn notify_if_idle(&self) {
+        if self.idle() {
+            self.all_closed.notify_waiters();
+        }
+    }
+
+    /// Creates the outbox of a newly upgraded connection.
+    pub fn open(&self, pubsub: bool) -> Rc<Outbox> {
+        let id = self.next_conn.get() + 1;
+        self.next_conn.set(id);
+        let outbox = Rc::new(Outbox::new(id, pubsub, self.settings.outbox_limit_bytes));
+        if self.closing_all.get() {
+            outbox.close_with(CloseCause::RESTART);
+        }
+        self.conns.borrow_mut().insert(id, outbox.clone());
+        outbox
+    }
+
+    /// Forgets a closed connection.
+    pub fn close(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    /// Queues `msg` for one client, counting it; an overflow closes the client with 1013.
+    pub fn deliver(&self, to: &Outbox, msg: Message) {
+        let len = msg.len() as u64;
+        match to.push(msg) {
+            Pushed::Queued => {
+                counters::add(&self.counters.messages_out, 1);
+                counters::add(&self.counters.bytes_out, len);
+            }
+            Pushed::Overflow => counters::add(&self.counters.slow_consumer_closes, 1),
+            Pushed::Closed => {}
+        }
+    }
+
+    /// Queues a text frame for one client.
+    pub fn deliver_text(&self, to: &Outbox, text: String) {
+        self.deliver(to, Message::text(text));
+    }
+
+    /// A room message from the master: one shared frame for every local member.
+    pub fn on_room(&self, room: &str, frame: String, skip: Option<u64>) {
+        let msg = Message::text(frame);
+        let hub = self.hub.borrow();
+        for member in hub.members(room) {
+            if Some(member.id) != skip {
+                self.deliver(member, msg.clone());
+            }
+        }
+    }
+
+    /// A broadcast from the master: one shared frame for every local `/ws` client.
+    pub fn on_broadcast(&self, frame: String) {
+        let msg = Message::text(frame);
+        let conns: Vec<Rc<Outbox>> = self
+            .conns
+            .borrow()
+            .values()
+            .filter(|c| c.pubsub)
+            .cloned()
+            .collect();
+        for conn in &conns {
+            self.deliver(conn, msg.clone());
+        }
+    }
+
+    /// The master ordered a publish or broadcast from connection `conn`: acknowledge it.
+    pub fn on_ordered(&self, conn: u64, ack: &str, seq: Option<u64>) {
+        let target = self.conns.borrow().get(&conn).cloned();
+        if let Some(target) = target {
+            self.deliver_text(&target, protocol::ack(ack, seq));
+        }
+    }
+
+    /// The master routes `room` here now: confirm the joins that waited for it.
+    pub fn on_interest_ack(&self, room: &str, token: u64) {
+        let joined = self.hub.borrow_mut().interest_acked(room, token);
+        for j in joined {
+            self.confirm_join(room, &j.conn, j.ack.as_deref());
+        }
+    }
+
+    /// Sends `joined` (and the ack) to a new member and tells the room's other members.
+    pub fn confirm_join(&self, room: &str, conn: &Outbox, ack: Option<&str>) {
+        self.deliver_text(conn, protocol::membership("joined", room));
+        if let Some(ack) = ack {
+            self.deliver_text(conn, protocol::ack(ack, None));
+        }
+        self.send(ToMaster::Presence {
+            room: room.to_owned(),
+            event: RoomEvent::Join,
+            conn: conn.id,
+            id: self.fleet_id(conn.id),
+        });
+    }
+
+    /// Removes connection `conn` from `room`, telling the others and the master.
+    pub fn leave_room(&self, room: &str, conn: u64) {
+        let left = self.hub.borrow_mut().leave(room, conn);
+        if left.was_member {
+            self.send(ToMaster::Presence {
+                room: room.to_owned(),
+                event: RoomEvent::Leave,
+                conn,
+                id: self.fleet_id(conn),
+            });
+        }
+        if left.room_empty {
+            self.send(ToMaster::Interest {
+                room: room.to_owned(),
+                on: false,
+                token: 0,
+            });
+        }
+        self.counters.rooms.set(self.hub.borrow().len() as u64);
+    }
+
+    /// Starts draining: stop taking clients as `mode` says, serve the current ones for
+    /// `grace`, close them with 1012, and exit once they are gone (bounded).
+    pub fn start_drain(self: &Rc<Self>, grace: Duration, mode: DrainMode) {
+        if self.drain.get().is_some() {
+            return;
+        }
+        self.drain.set(Some(mode));
+        if mode == DrainMode::Reload {
+            self.stop_accepting.notify_one();
+        }
+        tracing::info!(grace_ms = grace.as_millis() as u64, ?mode, "draining");
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(grace).await;
+            this.closing_all.set(true);
+            let conns: Vec<Rc<Outbox>> = this.conns.borrow().values().cloned().collect();
+            tracing::info!(
+                clients = conns.len(),
+                "drain period over; closing clients with 1012"
+            );
+            for c in &conns {
+                c.close_with(CloseCause::RESTART);
+            }
+            let wait = this.all_closed.notified();
+            if !this.idle() {
+                let _ = tokio::time::timeout(Duration::from_secs(7), wait).await;
+            }
+            tracing::info!("drained; exiting");
+            std::process::exit(0);
+        });
+    }
+}
+
+/// Why an upgrade was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The worker is draining.
+    Draining,
+    /// The worker is at `max_connections`.
+    Full,
+}
