@@ -388,10 +388,15 @@ table = [
     (f"fanout deliveries/s (rate max, {$FANOUT_SUBS:,} subs, {$FANOUT_SIZE} B)", "higher", metric("fanout-max", "deliveries_per_s")),
     ("fanout server CPU µs/delivery", "lower", metric("fanout-max", "server_cpu_us_per_unit")),
     ("fanout lost / dup / out-of-order (rate max)", "zero", fanout_errs),
+    # Error frames the publisher got (the servers' 1,000 requests/s per-connection limit:
+    # with few subscribers a max-rate publisher can outrun it; deliveries count only
+    # accepted publishes).
+    ("fanout publishes refused (rate max)", "zero", metric("fanout-max", "errors")),
     (f"fanout latency p99 ms (rate {$FANOUT_SLOW_RATE}/s, {$FANOUT_SUBS:,} subs)", "lower", metric("fanout-20", "latency_us", "p99", scale=1e-3)),
     ("fanout latency p50 ms (same run)", "lower", metric("fanout-20", "latency_us", "p50", scale=1e-3)),
     (f"idle RSS per connection, KiB ({$IDLE_CONNS:,} conns)", "lower", metric("idle", "server_rss_per_conn_bytes", scale=1/1024)),
     ("idle connections reached", "higher", metric("idle", "connected")),
+    ("server RSS at rest, MiB (before the idle connections)", "lower", metric("idle", "server_rss_bytes_before", scale=1/1048576)),
     (f"churn failures, rolling restart (SIGHUP) at {$CHURN_RATE}/s", "lower", lambda s: churn_cell(s, "churn-sighup")),
     (f"churn failures, kill -9 one worker at {$CHURN_RATE}/s", "lower", lambda s: churn_cell(s, "churn-kill9")),
 ]
