@@ -353,6 +353,8 @@ def get(server, test, *path):
 def num(x, digits=None):
     if x is None:
         return None
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1000):
+        return f"{int(x):,}"
     if digits is None:
         digits = 0 if abs(x) >= 100 else (1 if abs(x) >= 10 else 2)
     return f"{x:,.{digits}f}"
@@ -366,7 +368,8 @@ def churn_cell(server, test):
         return "error"
     f = x.get("failures") or {}
     kinds = ", ".join(f"{k} {v}" for k, v in f.items() if v)
-    return f"{x.get('failed', '?')} of {x.get('attempted', '?')}" + (f" ({kinds})" if kinds else "")
+    fmt = lambda v: f"{v:,}" if isinstance(v, int) else "?"
+    return f"{fmt(x.get('failed'))} of {fmt(x.get('attempted'))}" + (f" ({kinds})" if kinds else "")
 
 def fanout_errs(server):
     vals = [get(server, "fanout-max", k) for k in ("lost", "duplicated", "out_of_order")]
@@ -378,7 +381,7 @@ def fanout_errs(server):
 def metric(test, *path, scale=1.0):
     def f(s):
         v = get(s, test, *path)
-        return None if v is None else v * scale
+        return None if v is None else (v if scale == 1.0 else v * scale)
     return f
 
 table = [
