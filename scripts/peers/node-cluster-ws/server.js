@@ -47,6 +47,7 @@ const OUTBOX_LIMIT = Number(process.env.PEER_OUTBOX_LIMIT_BYTES || 1024 * 1024);
 // Requests per second per /ws connection (token bucket, burst of the same size); 0 = off.
 const RATE_LIMIT = Number(process.env.PEER_RATE_LIMIT_PER_SEC ?? 1000);
 const PING_INTERVAL_MS = Number(process.env.PEER_PING_INTERVAL_MS || 20000);
+const CORK = process.env.PEER_CORK !== '0'; // batch fan-out writes per socket (see deliver())
 const DRAIN_GRACE_MS = Number(process.env.PEER_DRAIN_GRACE_MS || 1000);
 
 function parseArgs(argv) {
@@ -304,7 +305,10 @@ function worker() {
       socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.sock = socket; // our own handle on the TCP socket, for cork() in deliver()
+      wss.emit('connection', ws, req);
+    });
   });
 
   wssEcho.on('connection', (ws) => {
@@ -472,11 +476,41 @@ function worker() {
     }
   }
 
+  // Fan-out writes. ws.send() writes each frame with its own writev() syscall; a worker that
+  // relays a burst of room frames would make one syscall per frame per member. So each
+  // recipient's socket (the net.Socket we handed to handleUpgrade) is corked on its first
+  // delivery in this turn of the event loop and uncorked in setImmediate: everything queued
+  // to it meanwhile leaves in one writev(), the batching wsfleet's outbox does. Measured on
+  // the shared 2-core box, 1,900 subscribers at --rate max, three runs: ~150k -> 510k-920k
+  // deliveries/s and 7-7.7 -> 1.2-1.4 µs server CPU per delivery. PEER_CORK=0 turns it off.
+  const corked = [];
+  let flushScheduled = false;
+  function flushCorked() {
+    flushScheduled = false;
+    for (let i = 0; i < corked.length; i++) {
+      corked[i].uncork();
+      corked[i].peerCorked = false;
+    }
+    corked.length = 0;
+  }
+
   function deliver(ws, buf) {
     if (ws.readyState !== OPEN) return;
     if (ws.bufferedAmount > OUTBOX_LIMIT) {
       ws.close(1013, 'slow consumer');
       return;
+    }
+    if (CORK) {
+      const sock = ws.sock;
+      if (!sock.peerCorked) {
+        sock.cork();
+        sock.peerCorked = true;
+        corked.push(sock);
+        if (!flushScheduled) {
+          flushScheduled = true;
+          setImmediate(flushCorked);
+        }
+      }
     }
     ws.send(buf, TEXT);
   }
