@@ -26,6 +26,7 @@
 #   BENCH_DURATION=10     seconds per timed measurement
 #   BENCH_QUICK=1         ~1-minute smoke run with small numbers (the defaults below shrink)
 #   BENCH_SERVERS="wsfleet node"   which servers, in order
+#   BENCH_TESTS="echo fanout-max fanout-20 idle churn-sighup churn-kill9"   which rows to measure
 #   BENCH_WORKERS=$(nproc)         workers per server
 #   BENCH_ECHO_CONNS=50  BENCH_FANOUT_SUBS=2000  BENCH_IDLE_CONNS=19000  BENCH_IDLE_HOLD=5
 #   BENCH_IDLE_RAMP=5    BENCH_CHURN_RATE=500    BENCH_CHURN_DURATION=$BENCH_DURATION
@@ -67,6 +68,7 @@ IDLE_RAMP="${BENCH_IDLE_RAMP:-$D_IDLE_RAMP}"
 CHURN_RATE="${BENCH_CHURN_RATE:-$D_CHURN_RATE}"
 CHURN_DURATION="${BENCH_CHURN_DURATION:-${D_CHURN_DURATION:-$DURATION}}"
 SERVERS="${BENCH_SERVERS:-wsfleet node}"
+TESTS="${BENCH_TESTS:-echo fanout-max fanout-20 idle churn-sighup churn-kill9}"
 WORKERS="${BENCH_WORKERS:-$(nproc)}"
 OUT_DIR="${BENCH_OUT_DIR:-$ROOT/bench-results}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
@@ -285,50 +287,53 @@ churn() {
   record "$name" "$test" "{\"action\": \"$action\", \"victim\": \"$victim\", \"workers_after\": $kids}" "$out"
 }
 
+# want TEST: is TEST among BENCH_TESTS?
+want() { [[ " $TESTS " == *" $1 "* ]]; }
+
 # ---- the run --------------------------------------------------------------------------------
 log "servers: $SERVERS; workers: $WORKERS; duration ${DURATION}s; results: $MD"
 for name in $SERVERS; do
   url="ws://127.0.0.1"
 
-  if start_server "$name" echo; then
+  if want echo && start_server "$name" echo; then
     run_bench "$name" echo '{}' $((DURATION + 60)) echo --url "$url:$SERVER_PORT/echo" \
       --conns "$ECHO_CONNS" --size "$ECHO_SIZE" --duration "$DURATION"
     stop_server
-  else record "$name" echo '{}' /dev/null; stop_server; fi
+  elif want echo; then record "$name" echo '{}' /dev/null; stop_server; fi
 
-  if start_server "$name" fanout-max; then
+  if want fanout-max && start_server "$name" fanout-max; then
     run_bench "$name" fanout-max '{}' $((DURATION + 120)) fanout --url "$url:$SERVER_PORT/ws" \
       --subs "$FANOUT_SUBS" --room bench-max --rate max --size "$FANOUT_SIZE" --duration "$DURATION"
     stop_server
-  else record "$name" fanout-max '{}' /dev/null; stop_server; fi
+  elif want fanout-max; then record "$name" fanout-max '{}' /dev/null; stop_server; fi
 
-  if start_server "$name" fanout-20; then
+  if want fanout-20 && start_server "$name" fanout-20; then
     run_bench "$name" fanout-20 '{}' $((DURATION + 120)) fanout --url "$url:$SERVER_PORT/ws" \
       --subs "$FANOUT_SUBS" --room bench-20 --rate "$FANOUT_SLOW_RATE" --size "$FANOUT_SIZE" --duration "$DURATION"
     stop_server
-  else record "$name" fanout-20 '{}' /dev/null; stop_server; fi
+  elif want fanout-20; then record "$name" fanout-20 '{}' /dev/null; stop_server; fi
 
   # Idle: every connection joins its own room ('{i}' = its index). One shared room would make
   # each server send ~N²/2 presence frames (180 million at 19,000), measuring presence, not
   # idle memory. Fanout above deliberately uses one room: the join-time presence storm
   # (2,000²/2 frames) happens before the timed phase. Churn below also uses a room per attempt.
-  if start_server "$name" idle; then
+  if want idle && start_server "$name" idle; then
     run_bench "$name" idle '{}' $((IDLE_RAMP + IDLE_HOLD + 120)) idle --url "$url:$SERVER_PORT/ws" \
       --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --ramp "$IDLE_RAMP" --room 'idle-{i}'
     stop_server
-  else record "$name" idle '{}' /dev/null; stop_server; fi
+  elif want idle; then record "$name" idle '{}' /dev/null; stop_server; fi
 
   # Churn under a rolling restart (SIGHUP to the master/primary). The article's stack has
   # none; the peer implements one the way wsfleet does (new worker first, old one drains).
-  if start_server "$name" churn-sighup; then
+  if want churn-sighup && start_server "$name" churn-sighup; then
     churn "$name" churn-sighup sighup
     stop_server
-  else record "$name" churn-sighup '{}' /dev/null; stop_server; fi
+  elif want churn-sighup; then record "$name" churn-sighup '{}' /dev/null; stop_server; fi
 
-  if start_server "$name" churn-kill9; then
+  if want churn-kill9 && start_server "$name" churn-kill9; then
     churn "$name" churn-kill9 kill9
     stop_server
-  else record "$name" churn-kill9 '{}' /dev/null; stop_server; fi
+  elif want churn-kill9; then record "$name" churn-kill9 '{}' /dev/null; stop_server; fi
 done
 
 # ---- the table ------------------------------------------------------------------------------
@@ -411,6 +416,8 @@ for label, better, fn in table:
     cells = []
     for v in vals:
         cells.append("n/a" if v is None else (v if isinstance(v, str) else num(v)))
+    if all(c == "n/a" for c in cells):
+        continue  # a row not measured in this run (BENCH_TESTS); failures are listed below
     ratios = []
     for i, p in enumerate(peers, 1):
         a, b = vals[0], vals[i]
