@@ -25,7 +25,9 @@
 # Knobs (environment):
 #   BENCH_DURATION=10     seconds per timed measurement
 #   BENCH_QUICK=1         ~1-minute smoke run with small numbers (the defaults below shrink)
-#   BENCH_SERVERS="wsfleet node"   which servers, in order
+#   BENCH_SERVERS="wsfleet node node-plain"   which servers, in order (node: the peer with
+#                         its fan-out corked; node-plain: PEER_CORK=0, one ws.send() per member
+#                         as the article writes it)
 #   BENCH_TESTS="echo fanout-max fanout-20 idle churn-sighup churn-kill9"   which rows to measure
 #   BENCH_WORKERS=$(nproc)         workers per server
 #   BENCH_ECHO_CONNS=50  BENCH_FANOUT_SUBS=2000  BENCH_IDLE_CONNS=19000  BENCH_IDLE_HOLD=5
@@ -67,7 +69,7 @@ IDLE_HOLD="${BENCH_IDLE_HOLD:-$D_IDLE_HOLD}"
 IDLE_RAMP="${BENCH_IDLE_RAMP:-$D_IDLE_RAMP}"
 CHURN_RATE="${BENCH_CHURN_RATE:-$D_CHURN_RATE}"
 CHURN_DURATION="${BENCH_CHURN_DURATION:-${D_CHURN_DURATION:-$DURATION}}"
-SERVERS="${BENCH_SERVERS:-wsfleet node}"
+SERVERS="${BENCH_SERVERS:-wsfleet node node-plain}"
 TESTS="${BENCH_TESTS:-echo fanout-max fanout-20 idle churn-sighup churn-kill9}"
 WORKERS="${BENCH_WORKERS:-$(nproc)}"
 OUT_DIR="${BENCH_OUT_DIR:-$ROOT/bench-results}"
@@ -158,12 +160,16 @@ start_server() {
       local run_dir="$LOGS/$name-$tag.run"
       mkdir -p "$run_dir"
       # shellcheck disable=SC2086
-      "$WSFLEET" serve --listen 127.0.0.1:0 --workers "$WORKERS" --run-dir "$run_dir" ${BENCH_WSFLEET_EXTRA:-} \
+      # A 1 s drain keeps stopping quick between rows (no row measures a graceful stop).
+      "$WSFLEET" serve --listen 127.0.0.1:0 --workers "$WORKERS" --run-dir "$run_dir" --drain-timeout 1 ${BENCH_WSFLEET_EXTRA:-} \
         >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" &
       ;;
-    node)
+    node | node-plain)
+      # node-plain: the article's code as written, one ws.send() per member (no cork).
+      local cork=1
+      [[ "$name" == node-plain ]] && cork=0
       # shellcheck disable=SC2086
-      node "$PEER_DIR/server.js" --host 127.0.0.1 --port 0 --workers "$WORKERS" ${BENCH_NODE_EXTRA:-} \
+      PEER_CORK="$cork" node "$PEER_DIR/server.js" --host 127.0.0.1 --port 0 --workers "$WORKERS" ${BENCH_NODE_EXTRA:-} \
         >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" &
       ;;
     *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;
@@ -345,7 +351,7 @@ res = {(r["server"], r["test"]): r for r in rows}
 servers = "$SERVERS".split()
 base = servers[0]
 peers = servers[1:]
-names = {"wsfleet": "wsfleet", "node": "node cluster+ws"}
+names = {"wsfleet": "wsfleet", "node": "node cluster+ws (corked)", "node-plain": "node cluster+ws (plain send)"}
 
 def get(server, test, *path):
     r = res.get((server, test), {}).get("result")

@@ -434,3 +434,28 @@ async fn health_and_plain_http_routes() {
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_stops_at_once() {
+    // A long drain period: only the second SIGINT can make the master exit quickly.
+    let mut fleet = Fleet::start(&["--drain-timeout", "60"]);
+    let (_ws, _, _) = client(&fleet).await;
+    fleet.signal(Signal::SIGINT);
+    tokio::task::block_in_place(|| {
+        fleet.wait_stats("every worker draining", T, |s| {
+            s["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["state"] == "draining")
+        })
+    });
+    fleet.signal(Signal::SIGINT);
+    let status = tokio::task::block_in_place(|| fleet.wait_exit(T));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        fleet.stderr().contains("stopping now"),
+        "{}",
+        fleet.stderr()
+    );
+}

@@ -431,3 +431,19 @@ async fn silent_peers_are_dropped_after_the_ping_timeout() {
         })
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handshake_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fleet = Fleet::start(&["--workers", "1", "--handshake-timeout", "0.5"]);
+    let mut s = tokio::net::TcpStream::connect(&fleet.addr).await.unwrap();
+    // Slowloris: a request line and one header, then nothing.
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(T, s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a half-sent handshake open");
+    // Others are still served.
+    let (_ws, _, _) = client(&fleet).await;
+}

@@ -71,12 +71,9 @@ impl Fleet {
         let run_dir = dir.0.join("run");
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--drain-timeout", "0.5"])
-            .args(if extra.contains(&"--workers") {
-                &[][..]
-            } else {
-                &["--workers", "2"][..]
-            })
+            .args(["--listen", "127.0.0.1:0"])
+            .args(default_unless(extra, "--drain-timeout", "0.5"))
+            .args(default_unless(extra, "--workers", "2"))
             .arg("--run-dir")
             .arg(&run_dir)
             .args(extra)
@@ -229,6 +226,15 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.kill_tree();
+    }
+}
+
+/// `[flag, value]` unless the test passes `flag` itself.
+fn default_unless<'a>(extra: &[&str], flag: &'a str, value: &'a str) -> Vec<&'a str> {
+    if extra.contains(&flag) {
+        Vec::new()
+    } else {
+        vec![flag, value]
     }
 }
 

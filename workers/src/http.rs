@@ -222,24 +222,14 @@ fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Res
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let worker = worker.clone();
-    let fut = async move {
-        match on_upgrade.await {
-            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    // `read_buf` is a slice of hyper's 8 KiB read buffer: copy the bytes the
-                    // client sent after its request and free the buffer now, not when the
-                    // connection ends.
-                    let early = parts.read_buf.to_vec();
-                    drop(parts.read_buf);
-                    run_websocket(&worker, parts.io.into_inner(), early, pubsub).await
-                }
-                Err(_) => tracing::error!("upgraded connection is not a TCP stream; dropping it"),
-            },
-            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+    tokio::task::spawn_local(async move {
+        // Only the socket and its leftover bytes cross the long await below, so the
+        // connection's task stays small for its whole life.
+        if let Some((stream, early)) = take_stream(on_upgrade.await) {
+            run_websocket(&worker, stream, early, pubsub).await;
         }
         worker.release_connection();
-    };
-    tokio::task::spawn_local(fut);
+    });
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -249,6 +239,23 @@ fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Res
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// The raw socket behind a completed upgrade, and the bytes the client sent after its
+/// request. `read_buf` is a slice of hyper's 8 KiB read buffer: the bytes are copied so
+/// the buffer is freed now, not when the connection ends.
+fn take_stream(upgraded: hyper::Result<hyper::upgrade::Upgraded>) -> Option<(TcpStream, Vec<u8>)> {
+    match upgraded.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+        Ok(Ok(parts)) => Some((parts.io.into_inner(), parts.read_buf.to_vec())),
+        Ok(Err(_)) => {
+            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+            None
+        }
+    }
 }
 
 async fn run_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
