@@ -459,3 +459,50 @@ async fn a_second_sigint_stops_at_once() {
         fleet.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_rereads_the_config_file() {
+    let dir = TempDir::new();
+    let config = dir.0.join("wsfleet.toml");
+    std::fs::write(&config, "max_rooms = 1\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let fleet = Fleet::start_in(BIN, dir, &["--config", &config]).unwrap();
+    let rooms_allowed = |fleet: &Fleet| {
+        let url = fleet.url("/ws");
+        async move {
+            let mut ws = connect(&url).await;
+            recv(&mut ws).await; // welcome
+            send(&mut ws, json!({"type": "join", "room": "a"})).await;
+            recv_type(&mut ws, "joined").await;
+            send(&mut ws, json!({"type": "join", "room": "b"})).await;
+            let v = recv(&mut ws).await;
+            v["type"] == "joined"
+        }
+    };
+    assert!(
+        !rooms_allowed(&fleet).await,
+        "max_rooms = 1 from the file applies"
+    );
+    std::fs::write(&config, "max_rooms = 5\n").unwrap();
+    let out = tokio::task::block_in_place(|| fleet.cli(&["reload"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rooms_allowed(&fleet).await,
+        "the reload applied max_rooms = 5"
+    );
+    // A broken file: the reload is refused before any worker is touched.
+    let before = fleet.ready_pids();
+    std::fs::write(&config, "max_rooms = \"many\"\n").unwrap();
+    let out = tokio::task::block_in_place(|| fleet.cli(&["reload"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("settings not reloaded") && err.contains("max_rooms"),
+        "{err}"
+    );
+    assert_eq!(fleet.ready_pids(), before);
+}
