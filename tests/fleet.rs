@@ -45,6 +45,48 @@ struct Loop {
     other: AtomicU64,
 }
 
+/// A running connect loop.
+struct ConnectLoop {
+    stop: Arc<AtomicBool>,
+    out: Arc<Loop>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ConnectLoop {
+    fn start(addr: &str, tasks: usize) -> Self {
+        let (stop, out) = (Arc::new(AtomicBool::new(false)), Arc::new(Loop::default()));
+        let tasks = connect_loop(addr.to_owned(), tasks, stop.clone(), out.clone());
+        Self { stop, out, tasks }
+    }
+
+    fn ok(&self) -> u64 {
+        self.out.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until `n` more connects than `since` succeeded.
+    async fn wait_ok(&self, since: u64, n: u64) {
+        let started = Instant::now();
+        while self.ok() < since + n {
+            assert!(started.elapsed() < T, "connect loop made no progress");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops the loop and returns (ok, refused, other).
+    async fn finish(self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let o = &self.out;
+        (
+            o.ok.load(Ordering::Relaxed),
+            o.refused.load(Ordering::Relaxed),
+            o.other.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Connects, upgrades to /ws, reads the welcome and closes, over and over, from
 /// `tasks` concurrent tasks until `stop` is set.
 fn connect_loop(
@@ -100,13 +142,8 @@ fn connect_loop(
 async fn kill_9_replaces_the_worker_and_no_connect_is_refused() {
     let fleet = Fleet::start(&[]);
     let before = fleet.ready_pids();
-    let (stop, out) = (Arc::new(AtomicBool::new(false)), Arc::new(Loop::default()));
-    let tasks = connect_loop(fleet.addr.clone(), 4, stop.clone(), out.clone());
-    let warm = Instant::now();
-    while out.ok.load(Ordering::Relaxed) < 50 {
-        assert!(warm.elapsed() < T, "connect loop made no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let connects = ConnectLoop::start(&fleet.addr, 4);
+    connects.wait_ok(0, 50).await;
     let (slot, victim, _) = before[0];
     let killed = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
@@ -129,23 +166,13 @@ async fn kill_9_replaces_the_worker_and_no_connect_is_refused() {
         .unwrap()
         .clone();
     assert_eq!(row["restarts"], 1, "{row}");
-    let after_kill = out.ok.load(Ordering::Relaxed);
-    while out.ok.load(Ordering::Relaxed) < after_kill + 50 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    connects.wait_ok(connects.ok(), 50).await;
+    let (ok, refused, other) = connects.finish().await;
     eprintln!(
-        "kill -9: replaced and ready in {replaced_in:?} (stats poll included); connects ok={} refused={} other={}",
-        out.ok.load(Ordering::Relaxed),
-        out.refused.load(Ordering::Relaxed),
-        out.other.load(Ordering::Relaxed)
+        "kill -9: replaced and ready in {replaced_in:?} (stats poll included); connects ok={ok} refused={refused} other={other}"
     );
     assert_eq!(
-        out.refused.load(Ordering::Relaxed),
-        0,
+        refused, 0,
         "a connect was refused while the worker was replaced"
     );
     assert!(
@@ -159,15 +186,10 @@ async fn kill_9_replaces_the_worker_and_no_connect_is_refused() {
 async fn sighup_replaces_every_worker_with_zero_failed_connects() {
     let fleet = Fleet::start(&[]);
     let before = fleet.ready_pids();
-    let (stop, out) = (Arc::new(AtomicBool::new(false)), Arc::new(Loop::default()));
-    let tasks = connect_loop(fleet.addr.clone(), 8, stop.clone(), out.clone());
-    let warm = Instant::now();
-    while out.ok.load(Ordering::Relaxed) < 100 {
-        assert!(warm.elapsed() < T, "connect loop made no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let connects = ConnectLoop::start(&fleet.addr, 8);
+    connects.wait_ok(0, 100).await;
     let started = Instant::now();
-    let ok_before = out.ok.load(Ordering::Relaxed);
+    let ok_before = connects.ok();
     fleet.signal(Signal::SIGHUP);
     tokio::task::block_in_place(|| {
         fleet.wait_stats(
@@ -182,14 +204,9 @@ async fn sighup_replaces_every_worker_with_zero_failed_connects() {
         )
     });
     let took = started.elapsed();
-    let during = out.ok.load(Ordering::Relaxed) - ok_before;
-    while out.ok.load(Ordering::Relaxed) < ok_before + during + 100 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let during = connects.ok() - ok_before;
+    connects.wait_ok(connects.ok(), 100).await;
+    let (ok, refused, other) = connects.finish().await;
     let after = fleet.ready_pids();
     for (slot, pid, _) in &before {
         assert!(
@@ -199,11 +216,6 @@ async fn sighup_replaces_every_worker_with_zero_failed_connects() {
             "slot {slot} not replaced: {after:?}"
         );
     }
-    let (ok, refused, other) = (
-        out.ok.load(Ordering::Relaxed),
-        out.refused.load(Ordering::Relaxed),
-        out.other.load(Ordering::Relaxed),
-    );
     eprintln!(
         "SIGHUP: done (old workers drained and gone) in {took:?}; {during} connects during it; total ok={ok} refused={refused} other={other}"
     );
