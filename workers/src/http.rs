@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::conn::Driver;
+use crate::conn::{ConnTask, Driver};
 use crate::worker::{Refused, Worker};
 use crate::{assets, echo, pubsub};
 
@@ -223,12 +223,10 @@ fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Res
     let on_upgrade = hyper::upgrade::on(&mut req);
     let worker = worker.clone();
     tokio::task::spawn_local(async move {
-        // Only the socket and its leftover bytes cross the long await below, so the
-        // connection's task stays small for its whole life.
-        if let Some((stream, early)) = take_stream(on_upgrade.await) {
-            run_websocket(&worker, stream, early, pubsub).await;
+        match take_stream(on_upgrade.await) {
+            Some((stream, early)) => start_websocket(&worker, stream, early, pubsub),
+            None => worker.release_connection(),
         }
-        worker.release_connection();
     });
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -258,14 +256,15 @@ fn take_stream(upgraded: hyper::Result<hyper::upgrade::Upgraded>) -> Option<(Tcp
     }
 }
 
-async fn run_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
+/// Starts the connection's own task. It is spawned on its own (not awaited here) so the
+/// long-lived task is only the small [`ConnTask`], without the upgrade's state.
+fn start_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
     let conn = worker.open(stream, pubsub);
-    let id = conn.id;
     let driver = Driver::new(conn, early, worker.ws_config);
     if pubsub {
-        pubsub::session::serve(worker.clone(), driver).await;
+        let session = pubsub::session::Session::start(worker, driver.conn());
+        tokio::task::spawn_local(ConnTask::new(worker.clone(), driver, session));
     } else {
-        echo::serve(worker.clone(), driver).await;
+        tokio::task::spawn_local(ConnTask::new(worker.clone(), driver, echo::Echo));
     }
-    worker.close(id);
 }

@@ -85,13 +85,9 @@ impl Driver {
         &self.conn
     }
 
-    /// Waits for the next thing that needs the session's attention, writing queued frames
+    /// Polls for the next thing that needs the endpoint's attention, writing queued frames
     /// meanwhile.
-    pub async fn next_event(&mut self) -> Event {
-        poll_fn(|cx| self.poll_event(cx)).await
-    }
-
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if let Some(cause) = self.conn.closing() {
             return Poll::Ready(Event::Close(cause));
         }

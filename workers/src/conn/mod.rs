@@ -5,12 +5,15 @@
 //!   socket (vectored, many frames per syscall) by whoever flushes; the task only steps in
 //!   when the socket is full.
 //! - [`frame`]: server→client frames, encoded once and shared by every recipient.
-//! - [`driver`]: the task side: tungstenite parses the client's frames (and queues its
+//! - [`driver`]: the protocol side: tungstenite parses the client's frames (and queues its
 //!   pong and close replies into the same write queue).
+//! - [`task`]: the connection's whole life as one small hand-written future.
 
 pub mod driver;
 pub mod frame;
 pub mod shared;
+pub mod task;
 
 pub use driver::{Driver, Event};
 pub use shared::{CloseCause, Conn, Pushed};
+pub use task::{ConnTask, Handler};

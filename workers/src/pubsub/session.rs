@@ -1,78 +1,57 @@
 //! One `/ws` client: welcome, then requests in, frames out, until it goes; on the way out
-//! it leaves every room it was in.
+//! it leaves every room it was in. (The connection's task is `conn::ConnTask`.)
 
 use std::rc::Rc;
 
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-
 use super::hub::Join;
 use super::protocol::{self, Refusal, Request};
-use crate::conn::{Conn, Driver, Event};
+use crate::conn::{Conn, Handler};
 use crate::counters;
 use crate::ipc::ToMaster;
 use crate::worker::Worker;
 
-/// Per-connection state beyond the socket.
-struct Session {
+/// One `/ws` client's state beyond the socket.
+pub struct Session {
     /// Rooms this connection joined (confirmed or pending), to leave on disconnect.
     rooms: Vec<Box<str>>,
-    /// Token bucket for the request rate limit.
-    tokens: f64,
-    /// When the bucket was last refilled.
-    refilled: Instant,
+    /// Token bucket for the request rate limit (requests left).
+    tokens: f32,
+    /// When the bucket was last refilled ([`crate::heartbeat::now_ms`]).
+    refilled: u32,
 }
 
-/// Serves one upgraded `/ws` connection to its end.
-pub async fn serve(worker: Rc<Worker>, mut driver: Driver) {
-    let conn = driver.conn().clone();
-    worker.reply_text(
-        &conn,
-        &protocol::welcome(worker.slot, &worker.fleet_id(conn.id)),
-    );
-    let rate = f64::from(worker.settings.rate_limit_per_sec);
-    let mut session = Session {
-        rooms: Vec::new(),
-        tokens: rate,
-        refilled: Instant::now(),
-    };
-    loop {
-        match driver.next_event().await {
-            Event::Message(Message::Text(text)) => {
-                counters::add(&worker.counters.messages_in, 1);
-                counters::add(&worker.counters.bytes_in, text.len() as u64);
-                session.handle(&worker, &conn, text.as_str());
-            }
-            Event::Message(Message::Binary(bin)) => {
-                counters::add(&worker.counters.messages_in, 1);
-                counters::add(&worker.counters.bytes_in, bin.len() as u64);
-                let refusal = Refusal::new(
-                    "bad_json",
-                    "binary frames are not part of the /ws protocol; send JSON text frames",
-                );
-                session.refuse(&worker, &conn, &refusal, None);
-            }
-            // Closing paths are boxed: the driver moves into the closing future, and
-            // keeping that future inline would double every connection's task size.
-            Event::Message(Message::Close(_)) => {
-                Box::pin(driver.finish()).await;
-                break;
-            }
-            Event::Message(_) => {}
-            Event::Close(cause) => {
-                Box::pin(driver.close(cause)).await;
-                break;
-            }
-            Event::Violation(cause) => {
-                counters::add(&worker.counters.protocol_errors, 1);
-                Box::pin(driver.close(cause)).await;
-                break;
-            }
-            Event::Ended => break,
+impl Session {
+    /// Greets a new client and starts its session.
+    pub fn start(worker: &Worker, conn: &Conn) -> Self {
+        worker.reply_text(
+            conn,
+            &protocol::welcome(worker.slot, &worker.fleet_id(conn.id)),
+        );
+        Self {
+            rooms: Vec::new(),
+            tokens: worker.settings.rate_limit_per_sec as f32,
+            refilled: crate::heartbeat::now_ms(),
         }
     }
-    for room in session.rooms.drain(..) {
-        worker.leave_room(&room, conn.id);
+}
+
+impl Handler for Session {
+    fn on_text(&mut self, worker: &Worker, conn: &Rc<Conn>, text: &str) {
+        self.handle(worker, conn, text);
+    }
+
+    fn on_binary(&mut self, worker: &Worker, conn: &Rc<Conn>, _: &[u8]) {
+        let refusal = Refusal::new(
+            "bad_json",
+            "binary frames are not part of the /ws protocol; send JSON text frames",
+        );
+        self.refuse(worker, conn, &refusal, None);
+    }
+
+    fn on_end(&mut self, worker: &Worker, conn: &Rc<Conn>) {
+        for room in self.rooms.drain(..) {
+            worker.leave_room(&room, conn.id);
+        }
     }
 }
 
@@ -168,9 +147,9 @@ impl Session {
         if rate == 0 {
             return true;
         }
-        let rate = f64::from(rate);
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        let rate = rate as f32;
+        let now = crate::heartbeat::now_ms();
+        let elapsed = now.wrapping_sub(self.refilled) as f32 / 1000.0;
         self.refilled = now;
         self.tokens = (self.tokens + elapsed * rate).min(rate);
         if self.tokens >= 1.0 {
