@@ -49,8 +49,9 @@ pub struct Left {
 /// All rooms of this worker.
 #[derive(Default)]
 pub struct Hub {
-    /// Rooms with at least one member or pending join.
-    rooms: HashMap<Box<str>, Room>,
+    /// Rooms with at least one member or pending join. Boxed values keep the table's
+    /// slots small (a worker may hold tens of thousands of one-member rooms).
+    rooms: HashMap<Box<str>, Box<Room>>,
     /// Source of interest tokens.
     next_token: u64,
 }
@@ -88,14 +89,14 @@ impl Hub {
         let token = self.next_token;
         self.rooms.insert(
             room.into(),
-            Room {
-                members: Vec::new(),
+            Box::new(Room {
+                members: Vec::with_capacity(1),
                 pending: vec![PendingJoin {
                     conn: conn.clone(),
                     ack,
                 }],
                 awaiting: Some(token),
-            },
+            }),
         );
         Join::Pending(Some(token))
     }

@@ -120,6 +120,9 @@ impl Session {
             );
             return self.refuse(worker, conn, &refusal, id);
         }
+        // Most clients are in one or two rooms: grow the list one slot at a time rather
+        // than by Vec's default of four.
+        self.rooms.reserve_exact(1);
         self.rooms.push(room.as_str().into());
         let joined = worker
             .hub
