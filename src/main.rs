@@ -73,3 +73,6 @@ fn worker(args: cli::WorkerCliArgs) -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -33,6 +33,8 @@ impl Relay {
         if on {
             let route = self.rooms.entry(room.to_owned()).or_default();
             if !route.workers.contains(&worker) {
+                // Most rooms live on one or two workers: grow one slot at a time.
+                route.workers.reserve_exact(1);
                 route.workers.push(worker);
             }
         } else if let Some(route) = self.rooms.get_mut(room) {

@@ -172,12 +172,7 @@ impl Worker {
     pub fn open(&self, stream: tokio::net::TcpStream, pubsub: bool) -> Rc<Conn> {
         let id = self.next_conn.get() + 1;
         self.next_conn.set(id);
-        let conn = Rc::new(Conn::new(
-            id,
-            pubsub,
-            stream,
-            self.settings.outbox_limit_bytes,
-        ));
+        let conn = Rc::new(Conn::new(id, pubsub, stream));
         if self.closing_all.get() {
             conn.close_with(CloseCause::RESTART);
         }
@@ -211,7 +206,7 @@ impl Worker {
     /// Queues a frame, counting it; false if it was not queued.
     fn queue(&self, to: &Conn, frame: Bytes) -> bool {
         let len = frame.len() as u64;
-        match to.push(frame) {
+        match to.push(frame, self.settings.outbox_limit_bytes) {
             Pushed::Queued => {
                 counters::add(&self.counters.messages_out, 1);
                 counters::add(&self.counters.bytes_out, len);
@@ -329,7 +324,7 @@ impl Worker {
             if conn.silent_for(now_ms) >= timeout_ms {
                 conn.close_with(CloseCause::PING_TIMEOUT);
             } else if ping
-                && conn.push(frame::ping()) == Pushed::Queued
+                && conn.push(frame::ping(), self.settings.outbox_limit_bytes) == Pushed::Queued
                 && !conn.scheduled.replace(true)
             {
                 self.dirty.borrow_mut().push(conn.clone());

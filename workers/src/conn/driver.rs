@@ -61,9 +61,9 @@ impl Write for Socket {
 
 /// The protocol state of one connection plus its shared half.
 pub struct Driver {
-    /// tungstenite's state machine over the socket (boxed: it is a few hundred bytes and
-    /// the connection's task future is built in steps that would each keep a copy).
-    ws: Box<WebSocket<Socket>>,
+    /// tungstenite's state machine over the socket (inline: the connection's task is one
+    /// allocation, sized exactly, with no async state machine copying it around).
+    ws: WebSocket<Socket>,
     /// The shared half.
     conn: Rc<Conn>,
 }
@@ -74,10 +74,7 @@ impl Driver {
     pub fn new(conn: Rc<Conn>, early: Vec<u8>, config: WebSocketConfig) -> Self {
         let ws =
             WebSocket::from_partially_read(Socket(conn.clone()), early, Role::Server, Some(config));
-        Self {
-            ws: Box::new(ws),
-            conn,
-        }
+        Self { ws, conn }
     }
 
     /// The shared half.

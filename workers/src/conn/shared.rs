@@ -28,6 +28,21 @@ pub struct CloseCause {
 }
 
 impl CloseCause {
+    /// The client sent a message over the size limit (1009).
+    pub const TOO_BIG: Self = Self {
+        code: 1009,
+        reason: "message too big",
+    };
+    /// The client sent invalid UTF-8 (1007).
+    pub const BAD_UTF8: Self = Self {
+        code: 1007,
+        reason: "invalid UTF-8",
+    };
+    /// The client broke the protocol (1002).
+    pub const PROTOCOL: Self = Self {
+        code: 1002,
+        reason: "protocol error",
+    };
     /// The client did not read fast enough (1013 "try again later").
     pub const SLOW_CONSUMER: Self = Self {
         code: 1013,
@@ -43,6 +58,23 @@ impl CloseCause {
         code: 1001,
         reason: "ping timeout",
     };
+
+    /// Every cause the server uses, so a connection can store just the code.
+    const ALL: [Self; 6] = [
+        Self::TOO_BIG,
+        Self::BAD_UTF8,
+        Self::PROTOCOL,
+        Self::SLOW_CONSUMER,
+        Self::RESTART,
+        Self::PING_TIMEOUT,
+    ];
+
+    fn from_code(code: u16) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.code == code)
+            .unwrap_or(Self { code, reason: "" })
+    }
 }
 
 /// What became of a pushed frame.
@@ -81,12 +113,11 @@ pub struct Conn {
     pub(crate) stream: TcpStream,
     /// Frames not yet written.
     queue: RefCell<Queue>,
-    /// The most `queue.bytes` may reach before the client counts as a slow consumer.
-    limit: usize,
     /// The connection task's waker, set each time it waits.
     waker: RefCell<Option<Waker>>,
-    /// Set when the connection must be closed; the task sees it on its next wake.
-    close: Cell<Option<CloseCause>>,
+    /// The close code once the connection must be closed (0: open); the task sees it on
+    /// its next wake. Just the code: this struct exists once per connection.
+    close: Cell<u16>,
     /// When the client last sent a frame ([`crate::heartbeat::now_ms`]).
     last_seen: Cell<u32>,
     /// Whether the worker's fan-out will flush this connection at the end of its batch.
@@ -94,29 +125,28 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection with an empty queue bounded to `limit` bytes.
-    pub fn new(id: u64, pubsub: bool, stream: TcpStream, limit: usize) -> Self {
+    /// A connection with an empty queue.
+    pub fn new(id: u64, pubsub: bool, stream: TcpStream) -> Self {
         Self {
             id,
             pubsub,
             stream,
             queue: RefCell::new(Queue::default()),
-            limit,
             waker: RefCell::new(None),
-            close: Cell::new(None),
+            close: Cell::new(0),
             last_seen: Cell::new(crate::heartbeat::now_ms()),
             scheduled: Cell::new(false),
         }
     }
 
-    /// Queues a data frame, unless the connection is closing or the queue would overflow
-    /// (which closes it with 1013).
-    pub fn push(&self, frame: Bytes) -> Pushed {
-        if self.close.get().is_some() {
+    /// Queues a data frame, unless the connection is closing or the queue would pass
+    /// `limit` bytes (which closes it with 1013).
+    pub fn push(&self, frame: Bytes, limit: usize) -> Pushed {
+        if self.close.get() != 0 {
             return Pushed::Closed;
         }
         let mut q = self.queue.borrow_mut();
-        if q.bytes + frame.len() > self.limit {
+        if q.bytes + frame.len() > limit {
             drop(q);
             self.close_with(CloseCause::SLOW_CONSUMER);
             return Pushed::Overflow;
@@ -188,10 +218,10 @@ impl Conn {
     /// Marks the connection for closing with `cause` (the first cause wins), drops the
     /// frames not yet started, and wakes its task.
     pub fn close_with(&self, cause: CloseCause) {
-        if self.close.get().is_some() {
+        if self.close.get() != 0 {
             return;
         }
-        self.close.set(Some(cause));
+        self.close.set(cause.code);
         let mut q = self.queue.borrow_mut();
         let keep = usize::from(q.front_written > 0);
         while q.frames.len() > keep {
@@ -205,7 +235,10 @@ impl Conn {
 
     /// The pending close, if any.
     pub fn closing(&self) -> Option<CloseCause> {
-        self.close.get()
+        match self.close.get() {
+            0 => None,
+            code => Some(CloseCause::from_code(code)),
+        }
     }
 
     /// Records that the client just sent something.
@@ -249,22 +282,22 @@ mod tests {
     #[tokio::test]
     async fn overflow_closes_with_1013_and_drops_unsent_frames() {
         let (a, _b) = pair().await;
-        let c = Conn::new(1, true, a, 10);
-        assert_eq!(c.push(Bytes::from_static(b"12345")), Pushed::Queued);
-        assert_eq!(c.push(Bytes::from_static(b"12345")), Pushed::Queued);
-        assert_eq!(c.push(Bytes::from_static(b"1")), Pushed::Overflow);
+        let c = Conn::new(1, true, a);
+        assert_eq!(c.push(Bytes::from_static(b"12345"), 10), Pushed::Queued);
+        assert_eq!(c.push(Bytes::from_static(b"12345"), 10), Pushed::Queued);
+        assert_eq!(c.push(Bytes::from_static(b"1"), 10), Pushed::Overflow);
         assert_eq!(c.closing(), Some(CloseCause::SLOW_CONSUMER));
         assert_eq!(c.queued_bytes(), 0);
-        assert_eq!(c.push(Bytes::from_static(b"1")), Pushed::Closed);
+        assert_eq!(c.push(Bytes::from_static(b"1"), 10), Pushed::Closed);
     }
 
     #[tokio::test]
     async fn flush_writes_every_frame_in_order_in_one_go() {
         use tokio::io::AsyncReadExt;
         let (a, mut b) = pair().await;
-        let c = Conn::new(1, true, a, 1 << 20);
+        let c = Conn::new(1, true, a);
         for part in [&b"ab"[..], b"cd", b"ef"] {
-            c.push(Bytes::copy_from_slice(part));
+            c.push(Bytes::copy_from_slice(part), 1 << 20);
         }
         assert!(c.flush_now().unwrap());
         assert_eq!(c.queued_bytes(), 0);
@@ -276,15 +309,15 @@ mod tests {
     #[tokio::test]
     async fn a_full_socket_keeps_the_rest_and_a_close_keeps_the_partial_frame() {
         let (a, _b) = pair().await;
-        let c = Conn::new(1, true, a, usize::MAX);
+        let c = Conn::new(1, true, a);
         let big = Bytes::from(vec![7u8; 1 << 20]);
         let mut queued = 0;
         while c.queued_bytes() == 0 || c.flush_now().unwrap() {
-            c.push(big.clone());
+            c.push(big.clone(), usize::MAX);
             queued += 1;
             assert!(queued < 1000, "socket never filled");
         }
-        c.push(big.clone());
+        c.push(big.clone(), usize::MAX);
         let before = c.queued_bytes();
         assert!(before > 0);
         c.close_with(CloseCause::RESTART);

@@ -165,7 +165,7 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         SOCKETS.with(|s| s.borrow_mut().push(b));
         let stream = tokio::net::TcpStream::from_std(a).unwrap();
-        Rc::new(Conn::new(id, true, stream, 1 << 20))
+        Rc::new(Conn::new(id, true, stream))
     }
 
     #[tokio::test]
