@@ -671,6 +671,15 @@ impl Master {
         waits
     }
 
+    /// Takes a first /proc sample of workers the once-a-second sampler has not seen yet,
+    /// so a fresh worker does not show 0 bytes of RSS.
+    pub fn sample_new_processes(&self) {
+        let mut st = self.state.borrow_mut();
+        for w in st.workers.values_mut().filter(|w| w.cpu.at.is_none()) {
+            w.cpu.update(w.pid);
+        }
+    }
+
     /// Refreshes the /proc figures of the master and every worker.
     pub fn sample_processes(&self) {
         let mut st = self.state.borrow_mut();

@@ -45,6 +45,7 @@ pub async fn collect(master: &Rc<Master>) -> FleetStats {
             answers.insert(key, c);
         }
     }
+    master.sample_new_processes();
     let st = master.state.borrow();
     let now = Instant::now();
     let mut workers = Vec::new();
