@@ -158,7 +158,7 @@ start_server() {
       local run_dir="$LOGS/$name-$tag.run"
       mkdir -p "$run_dir"
       # shellcheck disable=SC2086
-      "$WSFLEET" serve --listen 127.0.0.1:0 --workers "$WORKERS" --run-dir "$run_dir" ${BENCH_WSFLEET_EXTRA:-} \
+      "$WSFLEET" serve --listen 127.0.0.1:0 --workers "$WORKERS" --run-dir "$run_dir" --admin 127.0.0.1:0 ${BENCH_WSFLEET_EXTRA:-} \
         >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" &
       ;;
     node)

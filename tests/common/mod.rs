@@ -50,6 +50,9 @@ pub struct Fleet {
     pub child: Option<Child>,
     pub dir: TempDir,
     pub addr: String,
+    /// The admin listener's address (`--admin 127.0.0.1:0` unless a test chose otherwise),
+    /// from the ready line; None with `--admin off`.
+    pub admin: Option<String>,
     pub control: PathBuf,
     pub stderr_log: PathBuf,
     pub stdout_rx: mpsc::Receiver<String>,
@@ -76,6 +79,12 @@ impl Fleet {
                 &[][..]
             } else {
                 &["--workers", "2"][..]
+            })
+            .args(if extra.contains(&"--admin") {
+                &[][..]
+            } else {
+                // Never the default 9090: tests run in parallel.
+                &["--admin", "127.0.0.1:0"][..]
             })
             .arg("--run-dir")
             .arg(&run_dir)
@@ -111,6 +120,7 @@ impl Fleet {
             child: Some(child),
             dir,
             addr: String::new(),
+            admin: None,
             control: run_dir.join("control.sock"),
             stderr_log,
             stdout_rx: rx,
@@ -124,6 +134,11 @@ impl Fleet {
             .find_map(|w| w.strip_prefix("listen="))
             .ok_or_else(|| format!("unexpected first line {line:?}"))?;
         fleet.addr = addr.to_owned();
+        fleet.admin = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .filter(|a| *a != "off")
+            .map(str::to_owned);
         Ok(fleet)
     }
 
