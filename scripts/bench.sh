@@ -161,7 +161,7 @@ start_server() {
       mkdir -p "$run_dir"
       # shellcheck disable=SC2086
       # A 1 s drain keeps stopping quick between rows (no row measures a graceful stop).
-      "$WSFLEET" serve --listen 127.0.0.1:0 --workers "$WORKERS" --run-dir "$run_dir" --drain-timeout 1 ${BENCH_WSFLEET_EXTRA:-} \
+      "$WSFLEET" serve --listen 127.0.0.1:0 --workers "$WORKERS" --run-dir "$run_dir" --drain-timeout 1 --admin 127.0.0.1:0 ${BENCH_WSFLEET_EXTRA:-} \
         >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" &
       ;;
     node | node-plain)

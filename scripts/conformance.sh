@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Case 9.* sends messages up to 16 MiB: allow them (the default is 64 KiB).
-"$bin" serve --listen 127.0.0.1:0 --workers 2 --run-dir "$run_dir/run" \
+"$bin" serve --listen 127.0.0.1:0 --workers 2 --run-dir "$run_dir/run" --admin 127.0.0.1:0 \
   --max-message-bytes 16842752 --outbox-limit-bytes 67108864 --drain-timeout 0 \
   >"$out/server.out" 2>"$out/server.log" &
 server_pid=$!

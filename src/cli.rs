@@ -114,6 +114,30 @@ pub struct ServeArgs {
     /// Log line format [text].
     #[arg(long, env = "WSFLEET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Address of the master's admin HTTP listener (/metrics, /health, /ready), or `off`;
+    /// port 0 picks a free port, shown in the ready line [127.0.0.1:9090].
+    #[arg(long, env = "WSFLEET_ADMIN", value_name = "ADDR|off", value_parser = admin_addr)]
+    pub admin: Option<AdminAddr>,
+}
+
+/// Where the admin listener binds, or that there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAddr {
+    /// No admin listener.
+    Off,
+    /// Listen on this address.
+    At(SocketAddr),
+}
+
+/// Parses `--admin`: `off` or an address such as `127.0.0.1:9090`.
+pub fn admin_addr(s: &str) -> Result<AdminAddr, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminAddr::Off);
+    }
+    s.parse().map(AdminAddr::At).map_err(|_| {
+        format!("{s:?} is neither `off` nor an address with a port such as 127.0.0.1:9090")
+    })
 }
 
 /// Where the clients find the control socket.
@@ -274,6 +298,7 @@ mod tests {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
+                "admin" => "\"off\"".to_owned(),
                 "allowed_origins" => "[\"https://a\"]".to_owned(),
                 _ => "1".to_owned(),
             };
@@ -287,6 +312,16 @@ mod tests {
                 "--{long} has no environment variable"
             );
         }
+    }
+
+    #[test]
+    fn admin_parses() {
+        assert_eq!(admin_addr("off"), Ok(AdminAddr::Off));
+        assert_eq!(
+            admin_addr("127.0.0.1:0"),
+            Ok(AdminAddr::At("127.0.0.1:0".parse().unwrap()))
+        );
+        assert!(admin_addr("localhost").is_err());
     }
 
     #[test]

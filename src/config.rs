@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wsfleet_worker::ipc::WorkerSettings;
 
-use crate::cli::{ControlArgs, LogFormat, ServeArgs};
+use crate::cli::{AdminAddr, ControlArgs, LogFormat, ServeArgs};
 
 /// Largest `max_message_bytes` allowed: a publish of that size must still fit in one
 /// IPC frame together with its room name and envelope.
@@ -40,6 +40,8 @@ pub struct Settings {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// The admin HTTP listener's address (None: off). Read at start only.
+    pub admin: Option<SocketAddr>,
     /// What the workers get in `Start`.
     pub worker: WorkerSettings,
 }
@@ -92,6 +94,7 @@ pub struct FileConfig {
     pub rate_limit: Option<u32>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub admin: Option<String>,
 }
 
 impl FileConfig {
@@ -218,7 +221,17 @@ impl Settings {
                 worker.outbox_limit_bytes, worker.max_message_bytes
             )));
         }
+        let admin = match (args.admin, file.admin) {
+            (Some(a), _) => a,
+            (None, Some(text)) => crate::cli::admin_addr(&text)
+                .map_err(|e| ConfigError::Invalid(format!("admin = {text:?}: {e}")))?,
+            (None, None) => AdminAddr::At(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        };
         Ok(Self {
+            admin: match admin {
+                AdminAddr::Off => None,
+                AdminAddr::At(a) => Some(a),
+            },
             listen: args
                 .listen
                 .or(file.listen)
@@ -340,6 +353,27 @@ mod tests {
         assert!(
             Settings::resolve(&ServeArgs {
                 workers: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn admin_defaults_to_loopback_9090_and_can_be_off() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        let (_d, path) = write("admin = \"off\"\n");
+        let s = Settings::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.admin, None);
+        let (_d, path) = write("admin = \"nowhere\"\n");
+        assert!(
+            Settings::resolve(&ServeArgs {
+                config: Some(path),
                 ..Default::default()
             })
             .is_err()

@@ -49,7 +49,12 @@ fn main() -> ExitCode {
 /// whole process group on Ctrl-C) and a stray SIGTERM or SIGHUP do not stop it; the
 /// master drains it, or it exits when the master's link closes.
 fn worker(args: cli::WorkerCliArgs) -> anyhow::Result<()> {
-    logging::init(&args.log_level, args.log_format, Some("worker"))?;
+    let identity = logging::WorkerIdentity {
+        slot: args.slot,
+        pid: std::process::id(),
+        generation: args.generation,
+    };
+    logging::init(&args.log_level, args.log_format, Some(identity))?;
     let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGINT,
@@ -60,9 +65,9 @@ fn worker(args: cli::WorkerCliArgs) -> anyhow::Result<()> {
     }
     let span = tracing::info_span!(
         "worker",
-        slot = args.slot,
-        pid = std::process::id(),
-        generation = args.generation
+        slot = identity.slot,
+        pid = identity.pid,
+        generation = identity.generation
     );
     let _entered = span.enter();
     wsfleet_worker::run(wsfleet_worker::WorkerArgs {

@@ -51,7 +51,7 @@ async function stopServer() {
 function startServer() {
   // Short path: the control socket lives in it and sun_path is limited to 108 bytes.
   runDir = mkdtempSync('/tmp/wsf-e2e-');
-  const args = ['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--run-dir', runDir, '--drain-timeout', '1'];
+  const args = ['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--run-dir', runDir, '--drain-timeout', '1', '--admin', '127.0.0.1:0'];
   server = spawn(BIN, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
   return new Promise((resolve, reject) => {
     let buf = '';

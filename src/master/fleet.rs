@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use wsfleet_worker::ipc::framing::pump;
 use wsfleet_worker::ipc::{
     FrameReader, FrameWriter, PROTOCOL_VERSION, RoomEvent, ToMaster, ToWorker, WorkerCounters,
+    monotonic_ns,
 };
 use wsfleet_worker::pubsub::protocol;
 
@@ -91,6 +92,31 @@ impl CpuMeter {
     }
 }
 
+/// The master's queue of messages to one worker, with its depth: messages sent and not
+/// yet written to the worker's socket (the `/metrics` IPC queue depth). The queue is
+/// unbounded by design (the relay must not block the master's single thread), so its
+/// depth is what shows a worker falling behind.
+pub struct WorkerTx {
+    /// The channel the worker's link task drains.
+    tx: mpsc::UnboundedSender<ToWorker>,
+    /// Messages queued and not yet written; the link task subtracts what it wrote.
+    queued: Rc<Cell<u64>>,
+}
+
+impl WorkerTx {
+    /// Queues `msg` for the worker; fails only if its link task is gone.
+    pub fn send(&self, msg: ToWorker) -> Result<(), mpsc::error::SendError<ToWorker>> {
+        self.tx.send(msg)?;
+        self.queued.set(self.queued.get() + 1);
+        Ok(())
+    }
+
+    /// Messages queued and not yet written.
+    pub fn depth(&self) -> u64 {
+        self.queued.get()
+    }
+}
+
 /// One listening socket and the worker that serves it.
 pub struct Slot {
     /// The slot's SO_REUSEPORT socket, owned by the master for its whole life.
@@ -107,6 +133,11 @@ pub struct Slot {
     pub backoff_until: Option<Instant>,
     /// How the slot's last worker ended, for error messages.
     pub last_exit: Option<String>,
+    /// Counters of the slot's exited workers (as last reported), so `/metrics` counters
+    /// per slot keep growing across restarts instead of resetting.
+    pub retired: WorkerCounters,
+    /// CPU seconds used by the slot's exited workers, for the same reason.
+    pub retired_cpu_s: f64,
 }
 
 /// One worker process.
@@ -124,7 +155,7 @@ pub struct WorkerEntry {
     /// When it reported ready.
     pub ready_at: Option<Instant>,
     /// Messages to it (written in batches by its link task).
-    pub tx: mpsc::UnboundedSender<ToWorker>,
+    pub tx: WorkerTx,
     /// A reload candidate: not the slot's worker until the reload promotes it.
     pub candidate: bool,
     /// Whether its Hello was accepted and Start sent: nothing else may reach it before.
@@ -135,6 +166,8 @@ pub struct WorkerEntry {
     pub pending: HashMap<u64, oneshot::Sender<WorkerCounters>>,
     /// CPU and memory from /proc.
     pub cpu: CpuMeter,
+    /// Its counters as it last reported them; added to its slot's `retired` when it exits.
+    pub last_counters: Option<WorkerCounters>,
 }
 
 /// The mutable part of the master.
@@ -215,6 +248,8 @@ impl Master {
                 backoff: Backoff::default(),
                 backoff_until: None,
                 last_exit: None,
+                retired: WorkerCounters::default(),
+                retired_cpu_s: 0.0,
             })
             .collect();
         Self {
@@ -275,6 +310,11 @@ impl Master {
                 st.slots[slot as usize].current = Some(key);
             }
             let (tx, rx) = mpsc::unbounded_channel();
+            let tx = WorkerTx {
+                tx,
+                queued: Rc::new(Cell::new(0)),
+            };
+            let queued = tx.queued.clone();
             let (ready_tx, ready_rx) = oneshot::channel();
             st.workers.insert(
                 key,
@@ -291,6 +331,7 @@ impl Master {
                     ready_tx: Some(ready_tx),
                     pending: HashMap::new(),
                     cpu: CpuMeter::default(),
+                    last_counters: None,
                 },
             );
             tracing::info!(
@@ -300,9 +341,9 @@ impl Master {
                 candidate,
                 "worker started"
             );
-            (key, spawned, (rx, ready_rx))
+            (key, spawned, (rx, ready_rx, queued))
         };
-        let (rx, ready_rx) = tx_rx;
+        let (rx, ready_rx, queued) = tx_rx;
         let spawn::Spawned {
             mut child,
             link,
@@ -311,7 +352,8 @@ impl Master {
         let link = tokio::net::UnixStream::from_std(link).map_err(|e| e.to_string())?;
         let (read_half, write_half) = link.into_split();
         tokio::task::spawn_local(async move {
-            let _ = pump(rx, FrameWriter::new(write_half), 256 * 1024, |_| {}).await;
+            let written = |n: u64| queued.set(queued.get().saturating_sub(n));
+            let _ = pump(rx, FrameWriter::new(write_half), 256 * 1024, written).await;
         });
         let this = self.clone();
         tokio::task::spawn_local(async move {
@@ -418,12 +460,14 @@ impl Master {
                 let seq = match st.relay.publish(&room) {
                     Some((seq, targets)) => {
                         let frame = protocol::room_message(&room, seq, &data);
+                        let ordered_ns = monotonic_ns();
                         for t in targets {
                             if let Some(w) = st.workers.get(t) {
                                 let _ = w.tx.send(ToWorker::Room {
                                     room: room.clone(),
                                     frame: frame.clone(),
                                     skip: None,
+                                    ordered_ns,
                                 });
                             }
                         }
@@ -451,6 +495,7 @@ impl Master {
                             room: room.clone(),
                             frame: frame.clone(),
                             skip,
+                            ordered_ns: 0,
                         },
                     );
                 }
@@ -548,6 +593,10 @@ impl Master {
             };
             let phase = st.phase;
             let slot = &mut st.slots[w.slot as usize];
+            if let Some(c) = &w.last_counters {
+                super::stats::add_counters(&mut slot.retired, c);
+            }
+            slot.retired_cpu_s += w.cpu.sample.cpu_s;
             let (s, pid, generation) = (w.slot, w.pid, w.generation);
             if let Some(tx) = w.ready_tx.take() {
                 let _ = tx.send(Err(format!(

@@ -5,10 +5,13 @@
 //! ready, then the ready line) → `Running` (supervision, reloads) → `Stopping` (drain or
 //! kill, wait for every worker, remove the socket files) → exit.
 
+mod admin;
 mod backoff;
 mod control;
 mod fleet;
+mod limits;
 mod listeners;
+mod metrics;
 mod procfs;
 mod relay;
 mod reload;
@@ -53,8 +56,14 @@ pub enum MasterCmd {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(&args)?;
     crate::logging::init(&settings.log_level, settings.log_format, None)?;
+    limits::check(
+        settings.worker.max_connections,
+        settings.workers,
+        settings.backlog,
+    );
     let run_dir = rundir::RunDir::claim(&settings.run_dir, &settings.control)?;
     let sockets = listeners::bind(settings.listen, settings.workers, settings.backlog)?;
+    let admin = settings.admin.map(admin::bind).transpose()?;
     let listen = sockets[0]
         .local_addr()
         .ok()
@@ -65,7 +74,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the master's runtime")?;
-    let result = LocalSet::new().block_on(&runtime, serve(settings, args, exe, sockets, listen));
+    let result =
+        LocalSet::new().block_on(&runtime, serve(settings, args, exe, sockets, listen, admin));
     run_dir.remove_lock_file();
     result
 }
@@ -76,7 +86,19 @@ async fn serve(
     exe: std::path::PathBuf,
     sockets: Vec<socket2::Socket>,
     listen: std::net::SocketAddr,
+    admin: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
+    let admin = admin
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()
+        .context("cannot use the admin listener")?;
+    let admin_addr = match &admin {
+        Some(l) => l
+            .local_addr()
+            .context("admin listener has no address")?
+            .to_string(),
+        None => "off".to_owned(),
+    };
     let control_path = settings.control.clone();
     let control = control::bind(&control_path).with_context(|| {
         format!(
@@ -104,6 +126,10 @@ async fn serve(
         }
     });
     tokio::task::spawn_local(control::serve(control, master.clone(), cmd_tx.clone()));
+    if let Some(admin) = admin {
+        // Up before the workers are ready: /health answers and /ready says 503 meanwhile.
+        tokio::task::spawn_local(admin::serve(admin, master.clone()));
+    }
     tokio::select! {
         started = wait_started(&master) => if let Err(e) = started {
             master.state.borrow_mut().phase = Phase::Stopping;
@@ -121,14 +147,15 @@ async fn serve(
     }
     master.state.borrow_mut().phase = Phase::Running;
     let mut out = std::io::stdout().lock();
+    // Fields are only ever appended: scripts parse `listen=` and `control=`.
     writeln!(
         out,
-        "wsfleet ready listen={listen} workers={workers} control={}",
+        "wsfleet ready listen={listen} workers={workers} control={} admin={admin_addr}",
         control_path.display()
     )?;
     out.flush()?;
     drop(out);
-    tracing::info!(%listen, workers, control = %control_path.display(), "fleet ready");
+    tracing::info!(%listen, workers, control = %control_path.display(), admin = %admin_addr, "fleet ready");
 
     let mut stopping = false;
     while let Some(cmd) = cmd_rx.recv().await {

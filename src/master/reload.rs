@@ -157,6 +157,7 @@ fn apply_settings(master: &Master) -> Result<(), String> {
         ("run_dir", fresh.run_dir != old.run_dir),
         ("control", fresh.control != old.control),
         ("backlog", fresh.backlog != old.backlog),
+        ("admin", fresh.admin != old.admin),
     ] {
         if changed {
             tracing::warn!(
@@ -170,6 +171,7 @@ fn apply_settings(master: &Master) -> Result<(), String> {
         run_dir: old.run_dir.clone(),
         control: old.control.clone(),
         backlog: old.backlog,
+        admin: old.admin,
         ..fresh
     };
     st.settings = Rc::new(merged);

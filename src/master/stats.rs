@@ -13,7 +13,7 @@ use crate::control_api::{FleetStats, MasterRow, Totals, WorkerRow};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Adds every counter of `b` into `a`.
-fn add_counters(
+pub fn add_counters(
     a: &mut wsfleet_worker::ipc::WorkerCounters,
     b: &wsfleet_worker::ipc::WorkerCounters,
 ) {
@@ -33,6 +33,7 @@ fn add_counters(
     a.request_errors += b.request_errors;
     a.ipc_frames_in += b.ipc_frames_in;
     a.ipc_frames_out += b.ipc_frames_out;
+    a.delivery_latency.merge(&b.delivery_latency);
 }
 
 /// Collects the fleet's figures.
@@ -46,6 +47,14 @@ pub async fn collect(master: &Rc<Master>) -> FleetStats {
         }
     }
     master.sample_new_processes();
+    {
+        let mut st = master.state.borrow_mut();
+        for (key, c) in &answers {
+            if let Some(w) = st.workers.get_mut(key) {
+                w.last_counters = Some(c.clone());
+            }
+        }
+    }
     let st = master.state.borrow();
     let now = Instant::now();
     let mut workers = Vec::new();

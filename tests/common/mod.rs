@@ -50,6 +50,9 @@ pub struct Fleet {
     pub child: Option<Child>,
     pub dir: TempDir,
     pub addr: String,
+    /// The admin listener's address (`--admin 127.0.0.1:0` unless a test chose otherwise),
+    /// from the ready line; None with `--admin off`.
+    pub admin: Option<String>,
     pub control: PathBuf,
     pub stderr_log: PathBuf,
     pub stdout_rx: mpsc::Receiver<String>,
@@ -74,6 +77,8 @@ impl Fleet {
             .args(["--listen", "127.0.0.1:0"])
             .args(default_unless(extra, "--drain-timeout", "0.5"))
             .args(default_unless(extra, "--workers", "2"))
+            // Never the default 9090: tests run in parallel.
+            .args(default_unless(extra, "--admin", "127.0.0.1:0"))
             .arg("--run-dir")
             .arg(&run_dir)
             .args(extra)
@@ -108,6 +113,7 @@ impl Fleet {
             child: Some(child),
             dir,
             addr: String::new(),
+            admin: None,
             control: run_dir.join("control.sock"),
             stderr_log,
             stdout_rx: rx,
@@ -121,6 +127,11 @@ impl Fleet {
             .find_map(|w| w.strip_prefix("listen="))
             .ok_or_else(|| format!("unexpected first line {line:?}"))?;
         fleet.addr = addr.to_owned();
+        fleet.admin = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .filter(|a| *a != "off")
+            .map(str::to_owned);
         Ok(fleet)
     }
 

@@ -1,9 +1,9 @@
 //! The worker's live counters. The worker is single-threaded, so plain `Cell`s suffice;
 //! a snapshot goes to the master on request.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
-use crate::ipc::WorkerCounters;
+use crate::ipc::{LatencyHistogram, WorkerCounters};
 
 /// One counter per figure in [`WorkerCounters`]; see there for what each means.
 #[derive(Default)]
@@ -25,6 +25,7 @@ pub struct Counters {
     pub request_errors: Cell<u64>,
     pub ipc_frames_in: Cell<u64>,
     pub ipc_frames_out: Cell<u64>,
+    pub delivery_latency: RefCell<LatencyHistogram>,
 }
 
 /// Adds `n` to a counter.
@@ -57,6 +58,7 @@ impl Counters {
             request_errors: self.request_errors.get(),
             ipc_frames_in: self.ipc_frames_in.get(),
             ipc_frames_out: self.ipc_frames_out.get(),
+            delivery_latency: self.delivery_latency.borrow().clone(),
         }
     }
 }

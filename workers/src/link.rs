@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::unix::OwnedReadHalf;
 
 use crate::counters;
-use crate::ipc::{FrameReader, ToMaster, ToWorker, framing::LinkError};
+use crate::ipc::{FrameReader, ToMaster, ToWorker, framing::LinkError, monotonic_ns};
 use crate::worker::{DrainMode, Worker};
 
 /// Most bytes gathered into one write to the master.
@@ -18,10 +18,23 @@ pub async fn read_loop(
     worker: Rc<Worker>,
     mut reader: FrameReader<OwnedReadHalf>,
 ) -> Result<(), LinkError> {
+    // Order stamps of the room publishes in the current batch: their latency is recorded
+    // once the batch has been written out (one clock read per batch).
+    let mut stamps: Vec<u64> = Vec::new();
     while let Some(msg) = reader.next::<ToWorker>().await? {
         counters::add(&worker.counters.ipc_frames_in, 1);
         match msg {
-            ToWorker::Room { room, frame, skip } => worker.on_room(&room, frame, skip),
+            ToWorker::Room {
+                room,
+                frame,
+                skip,
+                ordered_ns,
+            } => {
+                worker.on_room(&room, frame, skip);
+                if ordered_ns != 0 {
+                    stamps.push(ordered_ns);
+                }
+            }
             ToWorker::Ordered { conn, ack, seq } => worker.on_ordered(conn, &ack, seq),
             ToWorker::Broadcast { frame } => worker.on_broadcast(frame),
             ToWorker::InterestAck { room, token } => worker.on_interest_ack(&room, token),
@@ -46,6 +59,13 @@ pub async fn read_loop(
         // out, one vectored write per touched connection.
         if !reader.has_buffered_frame() {
             worker.flush_dirty();
+            if !stamps.is_empty() {
+                let now = monotonic_ns();
+                let mut h = worker.counters.delivery_latency.borrow_mut();
+                for t in stamps.drain(..) {
+                    h.record(now.saturating_sub(t));
+                }
+            }
         }
     }
     Ok(())

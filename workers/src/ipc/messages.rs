@@ -2,9 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::latency::LatencyHistogram;
+
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -104,6 +106,9 @@ pub struct WorkerCounters {
     pub ipc_frames_in: u64,
     /// IPC frames sent to the master.
     pub ipc_frames_out: u64,
+    /// Time from the master ordering a room publish to this worker having written it to
+    /// its local members (one observation per room message, not per recipient).
+    pub delivery_latency: LatencyHistogram,
 }
 
 /// Master → worker.
@@ -143,6 +148,9 @@ pub enum ToWorker {
         frame: String,
         /// A local connection that must not receive it (the subject of a presence event).
         skip: Option<u64>,
+        /// When the master ordered it (`CLOCK_MONOTONIC` ns, see `ipc::latency`); 0 for
+        /// messages that are not publishes (presence), which are not timed.
+        ordered_ns: u64,
     },
     /// A frame for every local `/ws` client.
     Broadcast {

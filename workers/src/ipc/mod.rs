@@ -7,10 +7,12 @@
 
 pub mod codec;
 pub mod framing;
+pub mod latency;
 pub mod messages;
 
 pub use codec::CodecError;
 pub use framing::{FrameReader, FrameWriter, MAX_FRAME_BYTES};
+pub use latency::{LatencyHistogram, monotonic_ns};
 pub use messages::{
     Hello, PROTOCOL_VERSION, RoomEvent, ToMaster, ToWorker, WorkerCounters, WorkerSettings,
 };
