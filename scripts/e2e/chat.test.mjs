@@ -62,7 +62,7 @@ function startServer() {
     server.stderr.on('data', (d) => { serverLog += d; });
     server.stdout.on('data', (d) => {
       serverLog += d; buf += d;
-      const m = buf.match(/^wsfleet ready listen=(127\.0\.0\.1:\d+) workers=(\d+) control=(\S+)$/m);
+      const m = buf.match(/^wsfleet ready listen=(127\.0\.0\.1:\d+) workers=(\d+) control=(\S+)(?: .*)?$/m);
       if (m) { clearTimeout(timer); server.removeAllListeners('exit'); resolve({ addr: m[1], workers: Number(m[2]), control: m[3] }); buf = ''; }
       if (buf.length > 1e6) buf = buf.slice(-1e5);
     });
