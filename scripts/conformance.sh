@@ -15,9 +15,17 @@ if [[ -z "${WSFLEET_BIN:-}" ]]; then
   cargo build --release --bin wsfleet --quiet
 fi
 
-if ! command -v kosoku >/dev/null 2>&1; then
+kosoku=$(command -v kosoku || true)
+if [[ -z "$kosoku" ]]; then
   echo "conformance: installing kosoku from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check kosoku
+  # pip may put the script in a directory that is not on PATH (e.g. ~/.local/bin).
+  kosoku=$(command -v kosoku || true)
+  for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" \
+    "$(python3 -m site --user-base 2>/dev/null)/bin"; do
+    [[ -z "$kosoku" && -x "$dir/kosoku" ]] && kosoku="$dir/kosoku"
+  done
+  [[ -n "$kosoku" ]] || { echo "conformance: kosoku installed but not found on PATH" >&2; exit 1; }
 fi
 
 out="$root/target/conformance"
@@ -53,7 +61,7 @@ echo "conformance: running the Autobahn cases against ws://$addr/echo"
 
 # kosoku exits non-zero whenever any case is not OK (the 12.*/13.* ones always are);
 # the verdict below is ours, from its report.
-timeout 900 kosoku -p 4 -o "$out/report" "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || true
+timeout 900 "$kosoku" -p 4 -o "$out/report" "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || true
 if [[ ! -s "$out/report/index.json" ]]; then
   tail -20 "$out/kosoku.log" >&2
   echo "conformance: kosoku wrote no report" >&2
