@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Accept-queue length of each slot's listening socket [4096].
     #[arg(long, env = "WSFLEET_BACKLOG", value_name = "N")]
     pub backlog: Option<u32>,
+    /// Messages the master may hold for one worker that is not reading its link; past
+    /// it the worker counts as stalled and is killed and replaced [1000000].
+    #[arg(long, env = "WSFLEET_IPC_QUEUE_LIMIT", value_name = "N")]
+    pub ipc_queue_limit: Option<u64>,
     /// WebSocket connections per worker before upgrades get 503 [50000].
     #[arg(long, env = "WSFLEET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,

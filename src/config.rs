@@ -36,6 +36,8 @@ pub struct Settings {
     pub ready_timeout: Duration,
     /// Accept queue length per listening socket.
     pub backlog: u32,
+    /// Messages queued for one worker before the master kills it as stalled.
+    pub ipc_queue_limit: u64,
     /// Log filter.
     pub log_level: String,
     /// Log format.
@@ -83,6 +85,7 @@ pub struct FileConfig {
     pub drain_timeout: Option<f64>,
     pub ready_timeout: Option<f64>,
     pub backlog: Option<u32>,
+    pub ipc_queue_limit: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_message_bytes: Option<usize>,
     pub max_rooms: Option<usize>,
@@ -249,6 +252,11 @@ impl Settings {
                 .or(secs(file.ready_timeout, "ready_timeout")?)
                 .unwrap_or(Duration::from_secs(10)),
             backlog: args.backlog.or(file.backlog).unwrap_or(4096),
+            ipc_queue_limit: args
+                .ipc_queue_limit
+                .or(file.ipc_queue_limit)
+                .unwrap_or(1_000_000)
+                .max(1),
             log_level: args
                 .log_level
                 .clone()

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -517,4 +517,45 @@ async fn reload_rereads_the_config_file() {
         "{err}"
     );
     assert_eq!(fleet.ready_pids(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_is_killed_and_replaced() {
+    let fleet = Fleet::start(&["--ipc-queue-limit", "500", "--rate-limit", "0"]);
+    let ((mut a, _, _), (mut b, slot_b, _)) = clients_on_two_workers(&fleet).await;
+    for ws in [&mut a, &mut b] {
+        send(ws, json!({"type": "join", "room": "r"})).await;
+        recv_type(ws, "joined").await;
+    }
+    let pid_b = fleet
+        .ready_pids()
+        .into_iter()
+        .find(|w| w.0 == slot_b)
+        .unwrap()
+        .1;
+    // Freeze b's worker: it stops reading its link while a's publishes keep coming.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid_b as i32), Signal::SIGSTOP).unwrap();
+    let blob = "z".repeat(1024);
+    for i in 0..3000 {
+        a.feed(tokio_tungstenite::tungstenite::Message::text(
+            json!({"type": "publish", "room": "r", "data": [i, blob]}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    a.flush().await.unwrap();
+    tokio::task::block_in_place(|| {
+        fleet.wait_stats("the stalled worker replaced", T, |s| {
+            s["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["slot"] == slot_b && w["state"] == "ready" && w["pid"] != pid_b)
+        })
+    });
+    assert!(
+        fleet.stderr().contains("not reading its master link"),
+        "{}",
+        fleet.stderr()
+    );
 }

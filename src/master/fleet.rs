@@ -720,6 +720,24 @@ impl Master {
         waits
     }
 
+    /// Kills workers that stopped reading their link (a stopped or wedged process): the
+    /// master would otherwise buffer their relayed messages without bound. Supervision
+    /// then replaces them like any crashed worker.
+    pub fn kill_stalled(&self) {
+        let st = self.state.borrow();
+        let limit = st.settings.ipc_queue_limit;
+        for w in st.workers.values().filter(|w| w.tx.depth() > limit) {
+            tracing::error!(
+                slot = w.slot,
+                pid = w.pid,
+                queued = w.tx.depth(),
+                limit,
+                "worker is not reading its master link (stalled?); killing it so it is replaced"
+            );
+            kill_pid(w.pid);
+        }
+    }
+
     /// Takes a first /proc sample of workers the once-a-second sampler has not seen yet,
     /// so a fresh worker does not show 0 bytes of RSS.
     pub fn sample_new_processes(&self) {

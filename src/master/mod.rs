@@ -123,6 +123,7 @@ async fn serve(
         loop {
             tick.tick().await;
             sampler.sample_processes();
+            sampler.kill_stalled();
         }
     });
     tokio::task::spawn_local(control::serve(control, master.clone(), cmd_tx.clone()));
