@@ -13,8 +13,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,7 +22,7 @@ use tokio::time::Instant;
 
 use super::fleet::{Master, Phase, WorkerState};
 
-type Body = Full<Bytes>;
+use wsfleet_worker::http::Body;
 
 /// Why the admin listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -276,13 +274,5 @@ pub fn readiness(master: &Master) -> (bool, Readiness) {
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
-    let mut res = Response::new(Body::from(text));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    wsfleet_worker::http::json(status, text)
 }

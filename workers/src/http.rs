@@ -22,7 +22,8 @@ use crate::conn::{ConnTask, Driver};
 use crate::worker::{Refused, Worker};
 use crate::{assets, echo, pubsub};
 
-type Body = Full<Bytes>;
+/// Every response body here is one in-memory chunk.
+pub type Body = Full<Bytes>;
 
 /// Serves HTTP on one accepted connection until it closes or upgrades.
 pub async fn serve_connection(worker: Rc<Worker>, stream: TcpStream) {
@@ -116,7 +117,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     res
 }
 
-fn json(status: StatusCode, body: String) -> Response<Body> {
+/// A JSON response that is never cached (also used by the master's admin listener).
+pub fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = status;
     let h = res.headers_mut();
