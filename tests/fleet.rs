@@ -316,6 +316,18 @@ async fn sigterm_closes_clients_with_1012_and_exits_zero() {
     let status = tokio::task::block_in_place(|| fleet.wait_exit(T));
     assert!(status.success(), "{status:?}\n{}", fleet.stderr());
     assert!(!fleet.control.exists(), "control socket left behind");
+    assert!(
+        !fleet.control.with_file_name("master.lock").exists(),
+        "lock file left behind"
+    );
+    // The master waits for (and reaps) every worker before it exits: nothing of the
+    // process group is left.
+    let group = nix::unistd::Pid::from_raw(fleet.pid());
+    assert_eq!(
+        nix::sys::signal::killpg(group, None),
+        Err(nix::errno::Errno::ESRCH),
+        "a worker outlived the master"
+    );
 }
 
 #[test]
