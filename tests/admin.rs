@@ -144,10 +144,7 @@ fn wait_ready(fleet: &Fleet, want: u16, limit: Duration) -> Value {
 
 #[test]
 fn ready_is_503_while_a_slot_crash_loops_and_200_again_after() {
-    let dir = TempDir::new();
-    let bin = dir.0.join("wsfleet");
-    std::fs::copy(BIN, &bin).unwrap();
-    let fleet = Fleet::start_in(bin.to_str().unwrap(), dir, &[]).unwrap();
+    let fleet = Fleet::start_from_copy(&[]);
     let (status, body) = get(&fleet, "/health");
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&body).unwrap();
@@ -155,12 +152,7 @@ fn ready_is_503_while_a_slot_crash_loops_and_200_again_after() {
     let ready = wait_ready(&fleet, 200, T);
     assert_eq!(ready["slots"].as_array().unwrap().len(), 2);
 
-    let good = fleet.dir.0.join("good");
-    std::fs::copy(&bin, &good).unwrap();
-    let broken = fleet.dir.0.join("broken");
-    std::fs::write(&broken, "#!/bin/sh\nexit 7\n").unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&broken, &bin).unwrap();
+    let good = fleet.break_binary("exit 7");
     let (slot, victim, _) = fleet.ready_pids()[0];
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
 
@@ -184,7 +176,7 @@ fn ready_is_503_while_a_slot_crash_loops_and_200_again_after() {
     let metrics = scrape(&fleet);
     assert!(value(&metrics, "wsfleet_worker_restarts_total", &slot.to_string()) >= 2.0);
 
-    std::fs::rename(&good, &bin).unwrap();
+    fleet.restore_binary(&good);
     let v = wait_ready(&fleet, 200, Duration::from_secs(30));
     assert_eq!(v["ready"], true, "{v:#}");
 }

@@ -229,16 +229,10 @@ async fn sighup_replaces_every_worker_with_zero_failed_connects() {
 
 #[test]
 fn reload_with_a_broken_binary_rolls_back_and_keeps_serving() {
-    let dir = TempDir::new();
-    let bin = dir.0.join("wsfleet");
-    std::fs::copy(BIN, &bin).unwrap();
-    let fleet = Fleet::start_in(bin.to_str().unwrap(), dir, &["--ready-timeout", "3"]).unwrap();
+    let fleet = Fleet::start_from_copy(&["--ready-timeout", "3"]);
     let before = fleet.ready_pids();
     // An upgrade gone wrong: the binary on disk now exits at once.
-    let broken = fleet.dir.0.join("broken");
-    std::fs::write(&broken, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&broken, &bin).unwrap();
+    fleet.break_binary("echo 'broken build' >&2\nexit 3");
     let out = fleet.cli(&["reload"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -258,16 +252,8 @@ fn reload_with_a_broken_binary_rolls_back_and_keeps_serving() {
 
 #[test]
 fn a_crash_looping_slot_backs_off_and_recovers() {
-    let dir = TempDir::new();
-    let bin = dir.0.join("wsfleet");
-    std::fs::copy(BIN, &bin).unwrap();
-    let fleet = Fleet::start_in(bin.to_str().unwrap(), dir, &[]).unwrap();
-    let good = fleet.dir.0.join("good");
-    std::fs::copy(&bin, &good).unwrap();
-    let broken = fleet.dir.0.join("broken");
-    std::fs::write(&broken, "#!/bin/sh\nexit 7\n").unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&broken, &bin).unwrap();
+    let fleet = Fleet::start_from_copy(&[]);
+    let good = fleet.break_binary("exit 7");
     let (slot, victim, _) = fleet.ready_pids()[0];
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     let s = fleet.wait_stats("the slot in backoff", T, |s| {
@@ -287,7 +273,7 @@ fn a_crash_looping_slot_backs_off_and_recovers() {
     assert!(row["restarts"].as_u64().unwrap() >= 2, "{row}");
     assert!(fleet.stderr().contains("exit code 7"), "{}", fleet.stderr());
     // Fix the binary: the slot comes back by itself.
-    std::fs::rename(&good, &bin).unwrap();
+    fleet.restore_binary(&good);
     fleet.wait_stats("the slot serving again", Duration::from_secs(30), |s| {
         s["workers"]
             .as_array()

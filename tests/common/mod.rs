@@ -69,6 +69,42 @@ impl Fleet {
         Self::start_in(bin, dir, extra).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts a fleet from a private copy of the binary in its own directory, so the test
+    /// can replace "the binary on disk" ([`break_binary`](Self::break_binary)).
+    pub fn start_from_copy(extra: &[&str]) -> Self {
+        let dir = TempDir::new();
+        let bin = dir.0.join("wsfleet");
+        std::fs::copy(BIN, &bin).unwrap();
+        Self::start_in(bin.to_str().unwrap(), dir, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The private binary of a fleet started with [`start_from_copy`](Self::start_from_copy).
+    pub fn private_bin(&self) -> PathBuf {
+        self.dir.0.join("wsfleet")
+    }
+
+    /// Replaces the private binary (by rename, as an upgrade would) with a script that
+    /// runs `body`; returns a saved copy of the working binary for
+    /// [`restore_binary`](Self::restore_binary).
+    pub fn break_binary(&self, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let (bin, good, broken) = (
+            self.private_bin(),
+            self.dir.0.join("good"),
+            self.dir.0.join("broken"),
+        );
+        std::fs::copy(&bin, &good).unwrap();
+        std::fs::write(&broken, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&broken, &bin).unwrap();
+        good
+    }
+
+    /// Puts the working binary saved by [`break_binary`](Self::break_binary) back.
+    pub fn restore_binary(&self, good: &Path) {
+        std::fs::rename(good, self.private_bin()).unwrap();
+    }
+
     pub fn start_in(bin: &str, dir: TempDir, extra: &[&str]) -> Result<Self, String> {
         let stderr_log = dir.0.join("stderr.log");
         let run_dir = dir.0.join("run");
