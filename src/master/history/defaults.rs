@@ -7,10 +7,11 @@
 //!   needs the last value wants less (`history_size = 1` in its namespace).
 //! - [`HISTORY_TTL`] 10 minutes: long enough for a laptop lid, a train tunnel or a
 //!   crashed tab; short enough that the master does not hold a day of chatter.
-//! - [`BUDGET_BYTES`] 64 MiB for all rooms together: at ~200 B per short chat message
-//!   (see `store`'s cost notes) that is ~300,000 messages, e.g. 3,000 rooms with a full
-//!   history, on a master whose RSS is otherwise a few MiB. Past it, the least recently
-//!   published rooms lose their oldest messages first.
+//! - [`BUDGET_BYTES`] 64 MiB for all rooms together. Measured (`tests/memory.rs`): a
+//!   message costs its payload + ~65 B of real memory (the budget counts payload + 51 B),
+//!   a room ~300–350 B + its name. So 64 MiB holds ~400,000 messages of 100 B, e.g. 4,000
+//!   rooms with a full history, on a master whose RSS is otherwise a few MiB. Past it, the
+//!   least recently published rooms lose their oldest messages first.
 //! - [`RECOVERY_MAX`] 300 messages: the issue's `--recovery-max`; a replay longer than that
 //!   costs more than the client reloading its state from the application.
 

@@ -81,6 +81,14 @@ pub enum Loaded {
     },
 }
 
+/// The largest file [`load`] reads for a store with `budget` bytes: the encoding of a
+/// message or room is smaller than what the budget counts for it, so a file written under
+/// a budget up to twice today's still loads (the budget then evicts); anything larger is
+/// set aside unread, so a hostile file cannot make the master allocate more.
+pub fn file_limit(budget: usize) -> u64 {
+    (budget as u64).saturating_mul(2).saturating_add(1 << 20)
+}
+
 /// Writes every stream of `store` (expired at `now` first) to `<dir>/history.bin`.
 pub fn save(
     dir: &Path,
