@@ -140,6 +140,8 @@ impl HistoryStore {
                 while s.entries.len() > history.size && s.pop_front(Cause::Size) {
                     n += 1;
                 }
+                // A smaller size gives its ring slots back.
+                s.entries.shrink_to(history.size);
                 n
             });
             self.counters.evicted_size += dropped.unwrap_or(0) as u64;

@@ -258,4 +258,11 @@ fn reconfigure_applies_new_limits_and_drops_rooms_turned_off() {
             .len(),
         10
     );
+    let st = s.stats();
+    assert_eq!(st.evicted_size, 40);
+    // Name "big:a", at most 16 slots of 32 B, ten 8-byte payloads with 16-byte headers.
+    assert!(
+        st.bytes <= ROOM_OVERHEAD + 5 + 16 * 32 + 10 * 24,
+        "the ring shrank to the new size: {st:?}"
+    );
 }
