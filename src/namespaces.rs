@@ -1,0 +1,484 @@
+//! Namespaces: per-room options chosen by room-name pattern from the config file.
+//!
+//! ```toml
+//! [[namespace]]
+//! pattern = "chat:*"     # trailing `*` = prefix match, otherwise exact; "*" = every room
+//! history_size = 100     # messages kept per room, 0 = history off
+//! history_ttl = "10m"    # "90s", "10m", "1h", or a number of seconds
+//! ```
+//!
+//! **First match wins, in file order**, like firewall rules: the file reads top to bottom
+//! and a reader never has to compare pattern lengths. A namespace that an earlier one
+//! makes unreachable (`"*"` before `"chat:*"`, or the same pattern twice) is a config
+//! error, so the order cannot silently hide a rule. A key a namespace leaves out takes the
+//! global default the caller supplies (flags, env, TOML top level). Rooms matching no
+//! namespace get the defaults.
+//!
+//! [`RoomOptions`] is the growing set of per-room options: presence (issue 11) and
+//! permissions (issue 12) join it as new fields of [`RoomOptions`] and new optional keys of
+//! [`NamespaceSpec`], resolved the same way.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Largest `history_size` accepted: far above any sensible room history, low enough that
+/// a typo (an extra zero or three) is caught at start rather than by the memory budget.
+pub const MAX_HISTORY_SIZE: usize = 1_000_000;
+
+/// Longest `history_ttl` accepted (7 days): history is for reconnects, not an archive.
+pub const MAX_HISTORY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest pattern, in bytes (a room name is at most 128 bytes; the `*` adds one).
+const MAX_PATTERN_BYTES: usize = 129;
+
+/// A room's history settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryOptions {
+    /// Messages kept per room; 0 turns history off for the room.
+    pub size: usize,
+    /// How long a message stays recoverable after it was published.
+    pub ttl: Duration,
+}
+
+impl HistoryOptions {
+    /// Whether the room keeps history at all.
+    pub fn enabled(&self) -> bool {
+        self.size > 0
+    }
+}
+
+/// Everything a namespace can set for a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomOptions {
+    /// History and recovery.
+    pub history: HistoryOptions,
+}
+
+/// One `[[namespace]]` table as written in the file (before validation).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    /// `"prefix*"`, `"exact-name"` or `"*"`.
+    pub pattern: String,
+    /// Messages kept per room (0 = off); signed so that `-1` gets a clear error.
+    pub history_size: Option<i64>,
+    /// Seconds, or text with a unit.
+    pub history_ttl: Option<TtlValue>,
+}
+
+/// A TTL as the file may spell it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum TtlValue {
+    /// A number of seconds.
+    Seconds(f64),
+    /// `"90s"`, `"10m"`, `"1h"`, or digits.
+    Text(String),
+}
+
+/// Which rooms a namespace applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// Room names starting with this (`""` for `"*"`: every room).
+    Prefix(String),
+    /// Exactly this room.
+    Exact(String),
+}
+
+impl Pattern {
+    /// Parses `text`: a trailing `*` makes a prefix; `*` anywhere else is refused.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("is empty (use \"*\" for every room)".into());
+        }
+        if text.len() > MAX_PATTERN_BYTES {
+            return Err(format!("is longer than {MAX_PATTERN_BYTES} bytes"));
+        }
+        let (body, prefix) = match text.strip_suffix('*') {
+            Some(body) => (body, true),
+            None => (text, false),
+        };
+        if body.contains('*') {
+            return Err("may only have `*` at its end (prefix match)".into());
+        }
+        Ok(if prefix {
+            Self::Prefix(body.to_owned())
+        } else {
+            Self::Exact(body.to_owned())
+        })
+    }
+
+    /// Whether `room` matches.
+    pub fn matches(&self, room: &str) -> bool {
+        match self {
+            Self::Prefix(p) => room.starts_with(p.as_str()),
+            Self::Exact(e) => room == e,
+        }
+    }
+
+    /// Whether every room `later` matches is already matched by `self`.
+    fn covers(&self, later: &Pattern) -> bool {
+        match (self, later) {
+            (Self::Prefix(p), Self::Prefix(q) | Self::Exact(q)) => q.starts_with(p.as_str()),
+            (Self::Exact(e), Self::Exact(q)) => e == q,
+            (Self::Exact(_), Self::Prefix(_)) => false,
+        }
+    }
+}
+
+/// A validated namespace: a pattern and the options it sets (unset = default).
+#[derive(Debug, Clone, PartialEq)]
+struct Namespace {
+    /// Which rooms.
+    pattern: Pattern,
+    /// Overrides `defaults.history.size`.
+    history_size: Option<usize>,
+    /// Overrides `defaults.history.ttl`.
+    history_ttl: Option<Duration>,
+}
+
+/// Why the namespaces in a config are not usable.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum NamespaceError {
+    /// `namespace` is not an array of tables.
+    #[error("`namespace` must be an array of tables ([[namespace]] sections), not {found}")]
+    NotArray {
+        /// The TOML type found.
+        found: String,
+    },
+    /// A table has unknown keys or wrong types.
+    #[error("namespace[{index}]: {message}; keys are pattern, history_size, history_ttl")]
+    Parse {
+        /// Position in the file (0-based).
+        index: usize,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// A key has a bad value.
+    #[error("namespace[{index}].{key}: {message}")]
+    Invalid {
+        /// Position in the file (0-based).
+        index: usize,
+        /// The bad key.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// An earlier namespace catches every room this one would.
+    #[error(
+        "namespace[{index}] pattern {pattern:?} can never match: namespace[{earlier}] \
+         {earlier_pattern:?} comes first and first match wins; move the narrower one up"
+    )]
+    Shadowed {
+        /// The unreachable namespace.
+        index: usize,
+        /// Its pattern.
+        pattern: String,
+        /// The namespace that hides it.
+        earlier: usize,
+        /// Its pattern.
+        earlier_pattern: String,
+    },
+}
+
+/// The namespaces of a config plus the global defaults: answers "what options does this
+/// room have".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Namespaces {
+    /// Options of rooms no namespace matches, and of keys a namespace leaves out.
+    defaults: RoomOptions,
+    /// In file order; the first match wins.
+    list: Vec<Namespace>,
+}
+
+impl Namespaces {
+    /// No namespaces: every room gets `defaults`.
+    pub fn new(defaults: RoomOptions) -> Self {
+        Self {
+            defaults,
+            list: Vec::new(),
+        }
+    }
+
+    /// Validates `specs` (in file order) over `defaults`.
+    pub fn from_specs(
+        defaults: RoomOptions,
+        specs: &[NamespaceSpec],
+    ) -> Result<Self, NamespaceError> {
+        let mut list: Vec<Namespace> = Vec::with_capacity(specs.len());
+        for (index, spec) in specs.iter().enumerate() {
+            let ns = validate(index, spec)?;
+            if let Some(earlier) = list.iter().position(|e| e.pattern.covers(&ns.pattern)) {
+                return Err(NamespaceError::Shadowed {
+                    index,
+                    pattern: spec.pattern.clone(),
+                    earlier,
+                    earlier_pattern: specs[earlier].pattern.clone(),
+                });
+            }
+            list.push(ns);
+        }
+        Ok(Self { defaults, list })
+    }
+
+    /// Reads the `namespace` key of a parsed config file (absent = no namespaces).
+    pub fn from_toml(defaults: RoomOptions, config: &toml::Table) -> Result<Self, NamespaceError> {
+        let Some(value) = config.get("namespace") else {
+            return Ok(Self::new(defaults));
+        };
+        let toml::Value::Array(items) = value else {
+            return Err(NamespaceError::NotArray {
+                found: value.type_str().to_owned(),
+            });
+        };
+        let specs = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                NamespaceSpec::deserialize(item.clone()).map_err(|e| NamespaceError::Parse {
+                    index,
+                    message: e.to_string().trim().to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_specs(defaults, &specs)
+    }
+
+    /// The options of `room`.
+    pub fn lookup(&self, room: &str) -> RoomOptions {
+        let mut options = self.defaults;
+        if let Some(ns) = self.list.iter().find(|ns| ns.pattern.matches(room)) {
+            options.history.size = ns.history_size.unwrap_or(options.history.size);
+            options.history.ttl = ns.history_ttl.unwrap_or(options.history.ttl);
+        }
+        options
+    }
+}
+
+fn validate(index: usize, spec: &NamespaceSpec) -> Result<Namespace, NamespaceError> {
+    let invalid = |key, message: String| NamespaceError::Invalid {
+        index,
+        key,
+        message,
+    };
+    let pattern = Pattern::parse(&spec.pattern)
+        .map_err(|m| invalid("pattern", format!("{:?} {m}", spec.pattern)))?;
+    let history_size = spec
+        .history_size
+        .map(|n| match usize::try_from(n) {
+            Ok(n) if n <= MAX_HISTORY_SIZE => Ok(n),
+            _ => Err(invalid(
+                "history_size",
+                format!("{n} is not a number of messages from 0 (off) to {MAX_HISTORY_SIZE}"),
+            )),
+        })
+        .transpose()?;
+    let history_ttl = spec
+        .history_ttl
+        .as_ref()
+        .map(|v| parse_ttl(v).map_err(|m| invalid("history_ttl", m)))
+        .transpose()?;
+    Ok(Namespace {
+        pattern,
+        history_size,
+        history_ttl,
+    })
+}
+
+/// Parses a TTL: positive, at most [`MAX_HISTORY_TTL`]; text is digits with an optional
+/// `s`, `m` or `h` unit.
+pub fn parse_ttl(value: &TtlValue) -> Result<Duration, String> {
+    let secs = match value {
+        TtlValue::Seconds(s) => *s,
+        TtlValue::Text(text) => {
+            let t = text.trim();
+            let (digits, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+                Some((i, _)) => (&t[..i], &t[i..]),
+                None => (t, "s"),
+            };
+            let scale = match unit {
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(format!("{text:?} has an unknown unit (use s, m or h)")),
+            };
+            let n: f64 = digits.trim().parse().map_err(|_| {
+                format!("{text:?} is not a duration like \"90s\", \"10m\" or \"1h\"")
+            })?;
+            n * scale
+        }
+    };
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!(
+            "{secs} s: must be more than zero (turn history off with history_size = 0)"
+        ));
+    }
+    let ttl = Duration::try_from_secs_f64(secs).map_err(|_| format!("{secs} s is out of range"))?;
+    if ttl > MAX_HISTORY_TTL {
+        return Err(format!("{secs} s is longer than the 7-day maximum"));
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: RoomOptions = RoomOptions {
+        history: HistoryOptions {
+            size: 100,
+            ttl: Duration::from_secs(600),
+        },
+    };
+
+    fn parse(text: &str) -> Result<Namespaces, NamespaceError> {
+        let table: toml::Table = text.parse().expect("test TOML parses");
+        Namespaces::from_toml(DEFAULTS, &table)
+    }
+
+    #[test]
+    fn first_match_wins_and_unset_keys_inherit_defaults() {
+        let ns = parse(
+            r#"
+            [[namespace]]
+            pattern = "chat:vip"
+            history_size = 1000
+            [[namespace]]
+            pattern = "chat:*"
+            history_ttl = "1h"
+            [[namespace]]
+            pattern = "tick:*"
+            history_size = 0
+            "#,
+        )
+        .unwrap();
+        let vip = ns.lookup("chat:vip").history;
+        assert_eq!((vip.size, vip.ttl), (1000, Duration::from_secs(600)));
+        let chat = ns.lookup("chat:lobby").history;
+        assert_eq!((chat.size, chat.ttl), (100, Duration::from_secs(3600)));
+        assert!(!ns.lookup("tick:btc").history.enabled());
+        assert_eq!(ns.lookup("other"), DEFAULTS);
+        assert_eq!(
+            ns.lookup("chat:vipx").history.ttl,
+            Duration::from_secs(3600),
+            "exact is exact"
+        );
+    }
+
+    #[test]
+    fn star_matches_every_room_and_absent_key_means_defaults() {
+        let ns = parse("[[namespace]]\npattern = \"*\"\nhistory_size = 5").unwrap();
+        assert_eq!(ns.lookup("").history.size, 5);
+        assert_eq!(ns.lookup("anything").history.size, 5);
+        assert_eq!(parse("workers = 2").unwrap(), Namespaces::new(DEFAULTS));
+    }
+
+    #[test]
+    fn a_namespace_hidden_by_an_earlier_one_is_refused() {
+        let err = parse("[[namespace]]\npattern = \"*\"\n[[namespace]]\npattern = \"chat:*\"")
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NamespaceError::Shadowed {
+                    index: 1,
+                    earlier: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("move the narrower one up"));
+        let dup =
+            parse("[[namespace]]\npattern = \"a\"\n[[namespace]]\npattern = \"a\"").unwrap_err();
+        assert!(matches!(dup, NamespaceError::Shadowed { index: 1, .. }));
+        // An exact room before a prefix that contains it is fine (narrow first).
+        parse("[[namespace]]\npattern = \"chat:x\"\n[[namespace]]\npattern = \"chat:*\"").unwrap();
+        parse("[[namespace]]\npattern = \"chat\"\n[[namespace]]\npattern = \"chat*\"").unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("pattern = \"\"", "namespace[0].pattern"),
+            ("pattern = \"a*b\"", "namespace[0].pattern"),
+            ("pattern = \"*a\"", "namespace[0].pattern"),
+            (
+                "pattern = \"a\"\nhistory_size = -1",
+                "namespace[0].history_size",
+            ),
+            (
+                "pattern = \"a\"\nhistory_size = 99999999",
+                "namespace[0].history_size",
+            ),
+            (
+                "pattern = \"a\"\nhistory_ttl = 0",
+                "namespace[0].history_ttl",
+            ),
+            (
+                "pattern = \"a\"\nhistory_ttl = -5",
+                "namespace[0].history_ttl",
+            ),
+            (
+                "pattern = \"a\"\nhistory_ttl = \"0m\"",
+                "namespace[0].history_ttl",
+            ),
+            (
+                "pattern = \"a\"\nhistory_ttl = \"10 days\"",
+                "namespace[0].history_ttl",
+            ),
+            (
+                "pattern = \"a\"\nhistory_ttl = \"200h\"",
+                "namespace[0].history_ttl",
+            ),
+        ];
+        for (body, key) in cases {
+            let text = format!("[[namespace]]\n{body}");
+            match parse(&text) {
+                Err(e) if e.to_string().starts_with(key) => {}
+                other => panic!("{body:?}: expected an error naming {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_shapes_are_refused_with_the_index() {
+        let err = parse(
+            "[[namespace]]\npattern = \"a\"\n[[namespace]]\npattern = \"b\"\nhistroy_size = 1",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, NamespaceError::Parse { index: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("histroy_size"), "{err}");
+        let err = parse("namespace = 3").unwrap_err();
+        assert_eq!(
+            err,
+            NamespaceError::NotArray {
+                found: "integer".into()
+            }
+        );
+        let err = parse("[[namespace]]\nhistory_size = 1").unwrap_err();
+        assert!(err.to_string().contains("pattern"), "{err}");
+    }
+
+    #[test]
+    fn ttl_spellings() {
+        let t = |s: &str| parse_ttl(&TtlValue::Text(s.into()));
+        assert_eq!(t("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(t("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(t("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(t("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(t(" 2 m "), Ok(Duration::from_secs(120)));
+        assert_eq!(
+            parse_ttl(&TtlValue::Seconds(1.5)),
+            Ok(Duration::from_millis(1500))
+        );
+        assert!(t("m").is_err());
+        assert!(t("1d").is_err());
+        assert!(parse_ttl(&TtlValue::Seconds(f64::NAN)).is_err());
+        assert!(parse_ttl(&TtlValue::Seconds(f64::INFINITY)).is_err());
+    }
+}
