@@ -4,10 +4,8 @@
 use tokio::sync::oneshot;
 use wsfleet_worker::ipc::{ToMaster, WorkerCounters};
 
-use super::handle::Answers;
-
 use super::relay::WorkerKey;
-use super::view::FleetView;
+use super::view::{Answers, FleetView};
 use crate::control_api::ReloadReport;
 
 /// What the master is asked to do (by signals or the control socket).

@@ -8,15 +8,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::events::{Event, MasterCmd, Request};
-use super::view::FleetView;
+use super::view::{Answers, FleetView};
 use crate::control_api::Counters;
 use crate::control_api::ReloadReport;
 
 /// How long a snapshot waits for workers' counters.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Counters that workers answered with, by worker key.
-pub type Answers = HashMap<super::relay::WorkerKey, Counters>;
 
 /// A sender of events to the loop.
 #[derive(Clone)]

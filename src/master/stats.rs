@@ -3,9 +3,8 @@
 
 use crate::control_api::{FleetStats, MasterRow, Totals, WorkerRow};
 
-use super::handle::Answers;
 use super::state::SlotState;
-use super::view::FleetView;
+use super::view::{Answers, FleetView};
 
 /// The fleet's figures as `wsfleet stats` shows them.
 pub fn fleet_stats(view: &FleetView, mut answers: Answers) -> FleetStats {

@@ -1,11 +1,16 @@
 //! An owned snapshot of the fleet, taken by the supervisor's loop on request, from which
 //! `wsfleet stats`, `/ready`, `/health` and `/metrics` are built outside the loop.
 
+use std::collections::HashMap;
+
 use crate::control_api::Counters;
 
 use super::relay::WorkerKey;
 use super::sampling::CpuMeter;
 use super::state::{Phase, SlotState, WorkerState};
+
+/// Counters that workers answered with, by worker key.
+pub type Answers = HashMap<WorkerKey, Counters>;
 
 /// The fleet at one moment.
 #[derive(Debug, Clone)]

@@ -33,8 +33,11 @@ struct Log {
     fail_next: u32,
 }
 
-/// A spawner that starts nothing.
-struct Fake(Rc<RefCell<Log>>);
+/// A spawner that starts nothing and logs what it was asked.
+struct Fake(
+    /// Shared with the test.
+    Rc<RefCell<Log>>,
+);
 
 impl Spawner for Fake {
     fn spawn(
@@ -88,10 +91,15 @@ fn settings(workers: usize) -> Settings {
 
 /// A supervisor, its fake's log, the test's clock and the phases seen so far.
 struct Harness {
+    /// The supervisor under test.
     sup: Supervisor<Fake>,
+    /// What its spawner was asked to do.
     log: Rc<RefCell<Log>>,
+    /// The test's clock: every event happens at this time.
     now: Instant,
+    /// The published phase, as a waiter reads it.
     phase: watch::Receiver<Phase>,
+    /// Every distinct phase seen, in order.
     phases: Vec<Phase>,
 }
 
