@@ -78,6 +78,11 @@ fn human(n: u64) -> String {
     }
 }
 
+/// Width of the `i`th counter column (the first sits right after `cpu%`).
+fn width(i: usize) -> usize {
+    if i == 0 { 7 } else { 8 }
+}
+
 /// The stats table.
 pub fn render(s: &FleetStats) -> String {
     let mut out = String::new();
@@ -98,8 +103,8 @@ pub fn render(s: &FleetStats) -> String {
         "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6}",
         "slot", "pid", "state", "gen", "uptime", "rst", "rss", "cpu%"
     );
-    for c in columns() {
-        header.push_str(&format!(" {:>8}", c.column));
+    for (i, c) in columns().enumerate() {
+        header.push_str(&format!(" {:>w$}", c.column, w = width(i)));
     }
     out.push_str(&header);
     out.push('\n');
@@ -123,9 +128,9 @@ pub fn render(s: &FleetStats) -> String {
             mib(rss),
             cpu
         );
-        for col in columns() {
+        for (i, col) in columns().enumerate() {
             let v = c.map(|c| human((col.get)(c))).unwrap_or_else(|| "-".into());
-            line.push_str(&format!(" {v:>8}"));
+            line.push_str(&format!(" {v:>w$}", w = width(i)));
         }
         line.push('\n');
         line
@@ -246,10 +251,26 @@ mod tests {
         let text = render(&stats);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
-        assert!(
-            lines[1].contains("msg_in") && lines[1].ends_with("ipc_out"),
-            "{text}"
+        let before = format!(
+            "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "slot",
+            "pid",
+            "state",
+            "gen",
+            "uptime",
+            "rst",
+            "rss",
+            "cpu%",
+            "conns",
+            "total",
+            "msg_in",
+            "msg_out",
+            "b_in",
+            "b_out",
+            "ipc_in",
+            "ipc_out"
         );
+        assert_eq!(lines[1], before, "the header is as it always was");
         assert!(lines[2].contains("12.3k"), "{text}");
         let cells = |l: &str| l.split_whitespace().count();
         assert_eq!(cells(lines[1]), cells(lines[2]), "{text}");

@@ -94,7 +94,6 @@ impl<S: Spawner> Supervisor<S> {
 
     /// Start-up failed: kill what runs and exit with `why`.
     fn fail(&mut self, why: String, now: Instant) {
-        tracing::error!("{why}");
         self.failure = Some(why);
         self.begin_stop(true, now);
     }
