@@ -1,9 +1,13 @@
-//! One worker's link tasks: the writer (the master's queue to its socket, in batches),
-//! the reader (the Hello handshake, then every message) and the exit watcher. They only
-//! turn what they see into [`Event`]s for the supervisor's loop; none touches the state.
+//! One worker's link: the writer task (the master's queue to its socket, in batches),
+//! the reader as a stream of [`Event`]s (the Hello handshake, then every message) that
+//! the loop's own task polls, so a relayed message costs no extra task hop, and the exit
+//! watcher task. None of them touches the fleet state.
 
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::Stream;
+use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 use wsfleet_worker::ipc::framing::pump;
 use wsfleet_worker::ipc::{FrameReader, FrameWriter, Hello, PROTOCOL_VERSION, ToMaster};
@@ -12,6 +16,9 @@ use super::events::Event;
 use super::relay::WorkerKey;
 use super::spawn::Spawned;
 use super::state::WorkerTx;
+
+/// A worker's link as events, for the loop to poll.
+pub type LinkEvents = Pin<Box<dyn Stream<Item = Event>>>;
 
 /// How the worker was started, to check its Hello against.
 pub struct Expect {
@@ -25,12 +32,21 @@ pub struct Expect {
     pub hello_timeout: Duration,
 }
 
-/// Starts the link tasks of a freshly spawned worker; returns its message queue.
+/// A freshly spawned worker's link: its message queue and its events.
+pub struct Link {
+    /// Messages to the worker (a writer task drains them).
+    pub tx: WorkerTx,
+    /// What the worker says, for the loop to poll.
+    pub events: LinkEvents,
+}
+
+/// Starts the writer and exit-watcher tasks of a freshly spawned worker; exits are
+/// reported on `exits`.
 pub fn start(
     spawned: Spawned,
     expect: Expect,
-    events: mpsc::UnboundedSender<Event>,
-) -> std::io::Result<WorkerTx> {
+    exits: mpsc::UnboundedSender<Event>,
+) -> std::io::Result<Link> {
     let Spawned {
         mut child,
         link,
@@ -45,26 +61,61 @@ pub fn start(
         let _ = pump(rx, FrameWriter::new(write_half), 256 * 1024, written).await;
     });
     let key = expect.key;
-    let reader_events = events.clone();
-    tokio::task::spawn_local(async move {
-        if !read(FrameReader::new(read_half), pid, &expect, &reader_events).await {
-            let _ = reader_events.send(Event::Misbehaved(key));
-        }
-    });
     tokio::task::spawn_local(async move {
         let status = child.wait().await;
-        let _ = events.send(Event::Exited(key, describe(&status)));
+        let _ = exits.send(Event::Exited(key, describe(&status)));
     });
-    Ok(tx)
+    Ok(Link {
+        tx,
+        events: Box::pin(read(FrameReader::new(read_half), pid, expect)),
+    })
 }
 
-/// Reads the Hello, then forwards every message; false if the worker must be killed.
-async fn read(
-    mut reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
-    pid: u32,
-    expect: &Expect,
-    events: &mpsc::UnboundedSender<Event>,
-) -> bool {
+/// Where a link's reader is.
+enum Stage {
+    /// Waiting for the Hello.
+    Hello,
+    /// Linked: forwarding messages.
+    Linked,
+    /// Ended (closed, or the worker is to be killed).
+    Done,
+}
+
+/// The worker's Hello (checked), then its messages; `Misbehaved` ends a link whose
+/// worker must be killed.
+fn read(reader: FrameReader<OwnedReadHalf>, pid: u32, expect: Expect) -> impl Stream<Item = Event> {
+    futures_util::stream::unfold(
+        (reader, Stage::Hello, expect),
+        move |(mut reader, stage, expect)| async move {
+            let key = expect.key;
+            let event = match stage {
+                Stage::Done => return None,
+                Stage::Hello => match hello(&mut reader, pid, &expect).await {
+                    Some(true) => Event::Hello(key),
+                    Some(false) => Event::Misbehaved(key),
+                    None => return None,
+                },
+                Stage::Linked => match reader.next::<ToMaster>().await {
+                    Ok(Some(msg)) => Event::Message(key, msg),
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::error!(slot = expect.slot, pid, error = %e, "bad frame from worker; killing it");
+                        Event::Misbehaved(key)
+                    }
+                },
+            };
+            let next = match event {
+                Event::Message(..) | Event::Hello(_) => Stage::Linked,
+                _ => Stage::Done,
+            };
+            Some((event, (reader, next, expect)))
+        },
+    )
+}
+
+/// Reads and checks the Hello: `Some(true)` linked, `Some(false)` kill it, `None` the
+/// worker exited before saying anything (its exit reports it).
+async fn hello(reader: &mut FrameReader<OwnedReadHalf>, pid: u32, expect: &Expect) -> Option<bool> {
     let slot = expect.slot;
     let timeout = expect.hello_timeout;
     let hello = match tokio::time::timeout(timeout, reader.next::<ToMaster>()).await {
@@ -75,12 +126,12 @@ async fn read(
                 pid,
                 "worker spoke before saying Hello ({other:?}); killing it"
             );
-            return false;
+            return Some(false);
         }
-        Ok(Ok(None)) => return true, // exited before saying anything; its exit reports it
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::error!(slot, pid, error = %e, "worker's first message is unreadable (is the binary on disk another wsfleet version?); killing it");
-            return false;
+            return Some(false);
         }
         Err(_) => {
             tracing::error!(
@@ -88,30 +139,14 @@ async fn read(
                 pid,
                 "worker sent no Hello within {timeout:?}; killing it"
             );
-            return false;
+            return Some(false);
         }
     };
     if let Err(why) = check_hello(&hello, expect) {
         tracing::error!(slot, pid, ?hello, "{why}");
-        return false;
+        return Some(false);
     }
-    if events.send(Event::Hello(expect.key)).is_err() {
-        return true;
-    }
-    loop {
-        match reader.next::<ToMaster>().await {
-            Ok(Some(msg)) => {
-                if events.send(Event::Message(expect.key, msg)).is_err() {
-                    return true;
-                }
-            }
-            Ok(None) => return true,
-            Err(e) => {
-                tracing::error!(slot, pid, error = %e, "bad frame from worker; killing it");
-                return false;
-            }
-        }
-    }
+    Some(true)
 }
 
 /// Whether a Hello is from the worker we started, speaking our protocol.

@@ -38,6 +38,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
@@ -72,8 +73,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the master's runtime")?;
-    let result =
-        LocalSet::new().block_on(&runtime, serve(settings, args, exe, sockets, listen, admin));
+    // The loop runs as a local task like the link and control tasks, so the LocalSet
+    // schedules them all alike.
+    let result = LocalSet::new().block_on(&runtime, async move {
+        tokio::task::spawn_local(serve(settings, args, exe, sockets, listen, admin))
+            .await
+            .context("the master's loop panicked")?
+    });
     run_dir.remove_lock_file();
     result
 }
@@ -108,7 +114,8 @@ async fn serve(
     let (events, mut inbox) = mpsc::unbounded_channel();
     signals::forward(events.clone()).context("cannot install signal handlers")?;
     let workers = settings.workers;
-    let spawner = spawner::ProcessSpawner::new(exe, sockets, events.clone());
+    let (new_links, mut new_link) = mpsc::unbounded_channel();
+    let spawner = spawner::ProcessSpawner::new(exe, sockets, events.clone(), new_links);
     let resolve: supervisor::Resolve =
         Box::new(move || Settings::resolve(&args).map_err(|e| e.to_string()));
     let mut sup = Supervisor::new(spawner, settings, resolve, listen, Instant::now());
@@ -123,24 +130,35 @@ async fn serve(
     sup.start(Instant::now());
     let mut announced = false;
     let mut next_sample = Instant::now() + SAMPLE_EVERY;
+    // Every worker's link reader, polled by this task itself: a relayed message goes
+    // from the worker's socket to the other workers' queues without a task hop.
+    let mut links = futures_util::stream::SelectAll::new();
+    let timer = tokio::time::sleep_until(next_sample);
+    tokio::pin!(timer);
     while *phase.borrow() != Phase::Stopped {
         let wake = sup
             .next_deadline()
             .map_or(next_sample, |d| d.min(next_sample));
-        let event = tokio::select! {
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
+        tokio::select! {
             event = inbox.recv() => match event {
-                Some(event) => event,
+                Some(event) => sup.handle(event, Instant::now()),
                 None => break,
             },
-            () = tokio::time::sleep_until(wake) => {
+            Some(event) = links.next(), if !links.is_empty() => sup.handle(event, Instant::now()),
+            Some(link) = new_link.recv() => links.push(link),
+            () = &mut timer => {
                 let now = Instant::now();
                 if now >= next_sample {
                     next_sample = now + SAMPLE_EVERY;
                 }
-                events::Event::Tick
+                sup.handle(events::Event::Tick, now);
+                // An elapsed timer stays ready: arm it anew even if the wake time repeats.
+                timer.as_mut().reset(next_sample);
             }
-        };
-        sup.handle(event, Instant::now());
+        }
         if !announced && *phase.borrow() == Phase::Running {
             announced = true;
             let mut out = std::io::stdout().lock();

@@ -1,7 +1,7 @@
 //! Starting and killing worker processes behind a small trait, so the supervisor's unit
 //! tests drive it with a fake and no process. The real [`ProcessSpawner`] uses
-//! [`super::spawn`] and starts the worker's link tasks ([`super::link`]), which report
-//! back to the supervisor's loop as [`Event`]s.
+//! [`super::spawn`] and starts the worker's link ([`super::link`]): its reader goes to
+//! the loop as a stream of [`Event`]s, its exit arrives on the loop's event queue.
 
 use std::path::PathBuf;
 
@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 use super::events::Event;
+use super::link::LinkEvents;
 use super::procfs::{self, ProcSample};
 use super::relay::WorkerKey;
 use super::spawn::{self, WorkerSpec};
@@ -52,21 +53,26 @@ pub struct ProcessSpawner {
     exe: PathBuf,
     /// One listening socket per slot, owned by the master for its whole life.
     sockets: Vec<socket2::Socket>,
-    /// Where the link tasks report.
+    /// Where worker exits are reported.
     events: mpsc::UnboundedSender<Event>,
+    /// Where each new worker's link reader goes, for the loop to poll.
+    links: mpsc::UnboundedSender<LinkEvents>,
 }
 
 impl ProcessSpawner {
-    /// A spawner for `sockets` (one per slot) reporting to `events`.
+    /// A spawner for `sockets` (one per slot) reporting exits to `events` and handing
+    /// link readers to `links`.
     pub fn new(
         exe: PathBuf,
         sockets: Vec<socket2::Socket>,
         events: mpsc::UnboundedSender<Event>,
+        links: mpsc::UnboundedSender<LinkEvents>,
     ) -> Self {
         Self {
             exe,
             sockets,
             events,
+            links,
         }
     }
 }
@@ -97,7 +103,7 @@ impl Spawner for ProcessSpawner {
         let hello_timeout = settings
             .ready_timeout
             .max(std::time::Duration::from_secs(1));
-        let tx = super::link::start(
+        let link = super::link::start(
             spawned,
             super::link::Expect {
                 key,
@@ -108,7 +114,9 @@ impl Spawner for ProcessSpawner {
             self.events.clone(),
         )
         .map_err(|e| format!("cannot use the link to worker pid {pid}: {e}"))?;
-        Ok(SpawnedWorker { pid, tx })
+        // The loop outlives every spawn; if it is gone, nothing is left to tell.
+        let _ = self.links.send(link.events);
+        Ok(SpawnedWorker { pid, tx: link.tx })
     }
 
     fn kill(&mut self, pid: u32) {
