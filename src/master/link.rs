@@ -182,7 +182,72 @@ pub fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
+
     use super::*;
+
+    /// A link whose worker end the test writes `msgs` to, then closes.
+    async fn link_with(msgs: &[ToMaster], expect: Expect) -> Vec<Event> {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (read_half, _write_half) = ours.into_split();
+        let mut writer = FrameWriter::new(theirs);
+        for m in msgs {
+            writer.queue(m).unwrap();
+        }
+        writer.flush().await.unwrap();
+        drop(writer);
+        let events = read(FrameReader::new(read_half), 9, expect);
+        tokio::time::timeout(Duration::from_secs(5), events.collect::<Vec<_>>())
+            .await
+            .unwrap()
+    }
+
+    fn expect() -> Expect {
+        Expect {
+            key: 1,
+            slot: 2,
+            generation: 3,
+            hello_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn names(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Hello(k) => format!("hello {k}"),
+                Event::Message(k, m) => format!("message {k} {m:?}"),
+                Event::Misbehaved(k) => format!("misbehaved {k}"),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_good_hello_links_and_messages_follow_in_order() {
+        let hello = ToMaster::Hello(Hello {
+            slot: 2,
+            pid: 9,
+            generation: 3,
+            version: PROTOCOL_VERSION,
+        });
+        let events = link_with(&[hello, ToMaster::Ready], expect()).await;
+        assert_eq!(names(&events), ["hello 1", "message 1 Ready"]);
+    }
+
+    #[tokio::test]
+    async fn speaking_before_hello_or_a_wrong_generation_gets_the_worker_killed() {
+        let events = link_with(&[ToMaster::Ready], expect()).await;
+        assert_eq!(names(&events), ["misbehaved 1"]);
+        let stale = ToMaster::Hello(Hello {
+            slot: 2,
+            pid: 9,
+            generation: 2,
+            version: PROTOCOL_VERSION,
+        });
+        let events = link_with(&[stale, ToMaster::Ready], expect()).await;
+        assert_eq!(names(&events), ["misbehaved 1"], "nothing after");
+    }
 
     #[test]
     fn hello_must_match_version_slot_and_generation() {
