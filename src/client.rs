@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::cli::{ControlArgs, StatsArgs, StopArgs};
-use crate::control_api::{FleetStats, Request, Response};
+use crate::control_api::{COUNTERS, Counters, FleetStats, Request, Response};
 
 /// Sends one request and reads the answer.
 pub fn request(path: &Path, req: &Request, timeout: Option<Duration>) -> anyhow::Result<Response> {
@@ -78,6 +78,11 @@ fn human(n: u64) -> String {
     }
 }
 
+/// Width of the `i`th counter column (the first sits right after `cpu%`).
+fn width(i: usize) -> usize {
+    if i == 0 { 7 } else { 8 }
+}
+
 /// The stats table.
 pub fn render(s: &FleetStats) -> String {
     let mut out = String::new();
@@ -93,10 +98,16 @@ pub fn render(s: &FleetStats) -> String {
         m.reloads,
         if m.reloading { " (reloading)" } else { "" }
     ));
-    out.push_str(&format!(
-        "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-        "slot", "pid", "state", "gen", "uptime", "rst", "rss", "cpu%", "conns", "total", "msg_in", "msg_out", "b_in", "b_out", "ipc_in", "ipc_out"
-    ));
+    let columns = || COUNTERS.iter().filter(|c| !c.column.is_empty());
+    let mut header = format!(
+        "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6}",
+        "slot", "pid", "state", "gen", "uptime", "rst", "rss", "cpu%"
+    );
+    for (i, c) in columns().enumerate() {
+        header.push_str(&format!(" {:>w$}", c.column, w = width(i)));
+    }
+    out.push_str(&header);
+    out.push('\n');
     let row = |slot: String,
                pid: String,
                state: &str,
@@ -105,12 +116,9 @@ pub fn render(s: &FleetStats) -> String {
                rst: u64,
                rss: u64,
                cpu: f64,
-               c: Option<&wsfleet_worker::ipc::WorkerCounters>| {
-        let f = |v: fn(&wsfleet_worker::ipc::WorkerCounters) -> u64| {
-            c.map(|c| human(v(c))).unwrap_or_else(|| "-".into())
-        };
-        format!(
-            "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6.1} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+               c: Option<&Counters>| {
+        let mut line = format!(
+            "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6.1}",
             slot,
             pid,
             state,
@@ -118,16 +126,14 @@ pub fn render(s: &FleetStats) -> String {
             up,
             rst,
             mib(rss),
-            cpu,
-            f(|c| c.connections_current),
-            f(|c| c.connections_total),
-            f(|c| c.messages_in),
-            f(|c| c.messages_out),
-            f(|c| c.bytes_in),
-            f(|c| c.bytes_out),
-            f(|c| c.ipc_frames_in),
-            f(|c| c.ipc_frames_out)
-        )
+            cpu
+        );
+        for (i, col) in columns().enumerate() {
+            let v = c.map(|c| human((col.get)(c))).unwrap_or_else(|| "-".into());
+            line.push_str(&format!(" {v:>w$}", w = width(i)));
+        }
+        line.push('\n');
+        line
     };
     for w in &s.workers {
         let state = match w.backoff_ms {
@@ -221,4 +227,52 @@ pub fn stop(args: StopArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control_api::{Totals, WorkerRow};
+
+    #[test]
+    fn the_table_has_a_column_per_listed_counter() {
+        let mut stats = FleetStats::default();
+        stats.workers.push(WorkerRow {
+            slot: 0,
+            pid: Some(42),
+            state: "ready".into(),
+            counters: Some(Counters {
+                messages_in: 12_345,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        stats.total = Totals::default();
+        let text = render(&stats);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let before = format!(
+            "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "slot",
+            "pid",
+            "state",
+            "gen",
+            "uptime",
+            "rst",
+            "rss",
+            "cpu%",
+            "conns",
+            "total",
+            "msg_in",
+            "msg_out",
+            "b_in",
+            "b_out",
+            "ipc_in",
+            "ipc_out"
+        );
+        assert_eq!(lines[1], before, "the header is as it always was");
+        assert!(lines[2].contains("12.3k"), "{text}");
+        let cells = |l: &str| l.split_whitespace().count();
+        assert_eq!(cells(lines[1]), cells(lines[2]), "{text}");
+    }
 }

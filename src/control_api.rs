@@ -10,7 +10,7 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
-use wsfleet_worker::ipc::WorkerCounters;
+use wsfleet_worker::ipc::{LatencyHistogram, WorkerCounters};
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +115,7 @@ pub struct WorkerRow {
     /// Milliseconds until the next start attempt (backoff only).
     pub backoff_ms: Option<u64>,
     /// The worker's own counters (none if it did not answer in time).
-    pub counters: Option<WorkerCounters>,
+    pub counters: Option<Counters>,
 }
 
 /// Fleet-wide sums.
@@ -130,8 +130,88 @@ pub struct Totals {
     /// Restarts over all slots.
     pub restarts: u64,
     /// Summed worker counters.
-    pub counters: WorkerCounters,
+    pub counters: Counters,
 }
+
+/// Whether a figure only grows or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterKind {
+    /// Grows; `/metrics` adds the figures of a slot's exited workers.
+    Counter,
+    /// Goes up and down; `/metrics` shows live workers only.
+    Gauge,
+}
+
+/// One figure of [`Counters`], as `wsfleet stats` and `/metrics` show it.
+#[derive(Debug, Clone, Copy)]
+pub struct CounterInfo {
+    /// Counter or gauge.
+    pub kind: CounterKind,
+    /// Its `wsfleet stats` column (empty: not shown).
+    pub column: &'static str,
+    /// Its `/metrics` family.
+    pub metric: &'static str,
+    /// The label that tells it apart within a shared family.
+    pub label: Option<(&'static str, &'static str)>,
+    /// What it counts.
+    pub help: &'static str,
+    /// Reads it.
+    pub get: fn(&Counters) -> u64,
+}
+
+macro_rules! kind {
+    (counter) => {
+        CounterKind::Counter
+    };
+    (gauge) => {
+        CounterKind::Gauge
+    };
+}
+
+/// Builds [`Counters`], its conversion from the IPC type and [`COUNTERS`].
+macro_rules! public_counters {
+    ($($name:ident $kind:ident $col:literal $metric:literal $lk:literal $lv:literal $help:literal;)*) => {
+        /// A worker's counters as the control socket shows them (the JSON field names
+        /// are part of the public interface).
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct Counters {
+            $(#[doc = $help] pub $name: u64,)*
+            /// Publish-to-delivery latency of room messages.
+            pub delivery_latency: LatencyHistogram,
+        }
+
+        /// Every figure of [`Counters`], in order.
+        pub const COUNTERS: &[CounterInfo] = &[$(CounterInfo {
+            kind: kind!($kind),
+            column: $col,
+            metric: $metric,
+            label: if $lk.is_empty() { None } else { Some(($lk, $lv)) },
+            help: $help,
+            get: |c| c.$name,
+        },)*];
+
+        impl Counters {
+            /// Adds every figure of `other` into `self`.
+            pub fn add(&mut self, other: &Self) {
+                $(self.$name += other.$name;)*
+                self.delivery_latency.merge(&other.delivery_latency);
+            }
+        }
+
+        /// The IPC type becomes the public one (the master does it where the workers'
+        /// answers arrive, and nowhere else).
+        impl From<WorkerCounters> for Counters {
+            fn from(c: WorkerCounters) -> Self {
+                Self {
+                    $($name: c.$name,)*
+                    delivery_latency: c.delivery_latency,
+                }
+            }
+        }
+    };
+}
+
+wsfleet_worker::with_counters!(public_counters);
 
 /// What a reload did, slot by slot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -177,5 +257,26 @@ mod tests {
         assert_eq!(r, Request::Stop { now: false });
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"dance"}"#).is_err());
         assert!(serde_json::from_str::<Request>("nope").is_err());
+    }
+
+    #[test]
+    fn counters_keep_their_json_names_and_add_up() {
+        let ipc = WorkerCounters {
+            connections_current: 2,
+            ipc_frames_out: 5,
+            ..Default::default()
+        };
+        let mut c = Counters::from(ipc.clone());
+        c.add(&Counters::from(ipc.clone()));
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["connections_current"], 4);
+        assert_eq!(json["ipc_frames_out"], 10);
+        assert!(json["delivery_latency"].is_object());
+        let ipc_json = serde_json::to_value(&ipc).unwrap();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&json), keys(&ipc_json), "same shape as before");
+        assert_eq!(COUNTERS.len() + 1, keys(&json).len());
+        assert_eq!((COUNTERS[0].get)(&c), 4);
     }
 }

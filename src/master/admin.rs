@@ -4,13 +4,12 @@
 //!
 //! It is separate from the public port on purpose: metrics and probes stay reachable when
 //! the public port is saturated, and are not exposed to clients. It runs on the master's
-//! single-threaded runtime, like everything else of the master; a scrape asks the workers
-//! for their counters with a bounded wait and never holds the fleet state across an
-//! `.await`.
+//! single-threaded runtime, like everything else of the master; it only sends requests to
+//! the supervisor's loop through a [`Handle`] (a scrape asks the workers for their
+//! counters with a bounded wait) and renders the snapshot it gets back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -18,11 +17,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::time::Instant;
 
-use super::fleet::{Master, Phase, WorkerState};
-
-use wsfleet_worker::http::Body;
+use super::handle::Handle;
+use super::readiness::readiness;
 
 /// Why the admin listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +60,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, AdminError> {
 }
 
 /// Accepts admin connections forever.
-pub async fn serve(listener: tokio::net::TcpListener, master: Rc<Master>) {
+pub async fn serve(listener: tokio::net::TcpListener, master: Handle) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -94,7 +91,10 @@ pub async fn serve(listener: tokio::net::TcpListener, master: Rc<Master>) {
     }
 }
 
-async fn route(master: &Rc<Master>, req: Request<Incoming>) -> Response<Body> {
+/// The answers' body: small, complete strings.
+type Body = String;
+
+async fn route(master: &Handle, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     if !matches!(path, "/metrics" | "/health" | "/ready") {
         return json(
@@ -111,10 +111,19 @@ async fn route(master: &Rc<Master>, req: Request<Incoming>) -> Response<Body> {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return res;
     }
+    let view = match path {
+        "/metrics" => master.view_with_counters().await.map(|(view, _)| view),
+        _ => master.view().await,
+    };
+    let Some(view) = view else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "the master is exiting"}),
+        );
+    };
     match path {
         "/metrics" => {
-            let text = super::metrics::render(master).await;
-            let mut res = Response::new(Body::from(text));
+            let mut res = Response::new(super::metrics::render(&view));
             let h = res.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -123,10 +132,18 @@ async fn route(master: &Rc<Master>, req: Request<Incoming>) -> Response<Body> {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
-        "/health" => json(StatusCode::OK, &health(master)),
+        "/health" => json(
+            StatusCode::OK,
+            &Health {
+                status: "alive",
+                pid: std::process::id(),
+                phase: view.phase.name(),
+                uptime_s: view.uptime_s,
+            },
+        ),
         _ => {
-            let (ready, body) = readiness(master);
-            let status = if ready {
+            let body = readiness(&view);
+            let status = if body.ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -149,130 +166,16 @@ struct Health {
     uptime_s: f64,
 }
 
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Starting => "starting",
-        Phase::Running => "running",
-        Phase::Stopping => "stopping",
-    }
-}
-
-fn health(master: &Master) -> Health {
-    Health {
-        status: "alive",
-        pid: std::process::id(),
-        phase: phase_name(master.state.borrow().phase),
-        uptime_s: master.started.elapsed().as_secs_f64(),
-    }
-}
-
-/// The readiness answer.
-#[derive(Debug, Serialize)]
-pub struct Readiness {
-    /// Whether the fleet should get traffic.
-    pub ready: bool,
-    /// `starting`, `running` or `stopping`.
-    pub phase: &'static str,
-    /// Why it is not ready (empty when ready).
-    pub reasons: Vec<String>,
-    /// Rolling restarts.
-    pub reload: ReloadState,
-    /// One entry per slot.
-    pub slots: Vec<SlotReadiness>,
-}
-
-/// The reload part of `/ready`.
-#[derive(Debug, Serialize)]
-pub struct ReloadState {
-    /// Reloads started.
-    pub reloads: u64,
-    /// Whether one runs now.
-    pub in_progress: bool,
-    /// Outcome of the last one (none before the first).
-    pub last_ok: Option<bool>,
-}
-
-/// One slot in `/ready`.
-#[derive(Debug, Serialize)]
-pub struct SlotReadiness {
-    /// Slot index.
-    pub slot: u32,
-    /// Whether its current worker is ready.
-    pub ready: bool,
-    /// `ready`, `starting`, `draining`, `backoff` or `down`.
-    pub state: &'static str,
-    /// The current worker's pid.
-    pub pid: Option<u32>,
-    /// The slot's newest generation.
-    pub generation: u64,
-    /// Unplanned restarts so far.
-    pub restarts: u64,
-    /// Milliseconds until the next start attempt, while backing off.
-    pub backoff_ms: Option<u64>,
-    /// How the slot's last worker ended.
-    pub last_exit: Option<String>,
-}
-
-/// Whether the fleet is ready, and the per-slot detail `/ready` shows.
-pub fn readiness(master: &Master) -> (bool, Readiness) {
-    let st = master.state.borrow();
-    let now = Instant::now();
-    let mut reasons = Vec::new();
-    if st.phase != Phase::Running {
-        reasons.push(format!("the master is {}", phase_name(st.phase)));
-    }
-    let slots: Vec<SlotReadiness> = st
-        .slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let current = s.current.and_then(|k| st.workers.get(&k));
-            let backoff_ms = s
-                .backoff_until
-                .map(|t| t.saturating_duration_since(now).as_millis() as u64);
-            let state = match (current, backoff_ms) {
-                (Some(w), _) => w.state.name(),
-                (None, Some(_)) => "backoff",
-                (None, None) => "down",
-            };
-            let ready = current.is_some_and(|w| w.state == WorkerState::Ready);
-            if !ready {
-                reasons.push(format!("slot {i} has no ready worker ({state})"));
-            }
-            SlotReadiness {
-                slot: i as u32,
-                ready,
-                state,
-                pid: current.map(|w| w.pid),
-                generation: s.generation,
-                restarts: s.restarts,
-                backoff_ms,
-                last_exit: s.last_exit.clone(),
-            }
-        })
-        .collect();
-    if st.last_reload_ok == Some(false) {
-        reasons.push(
-            "the last reload failed (see the master's log); the fleet runs a mix of old and new workers until a reload succeeds"
-                .into(),
-        );
-    }
-    let ready = reasons.is_empty();
-    let body = Readiness {
-        ready,
-        phase: phase_name(st.phase),
-        reasons,
-        reload: ReloadState {
-            reloads: st.reloads,
-            in_progress: st.reloading,
-            last_ok: st.last_reload_ok,
-        },
-        slots,
-    };
-    (ready, body)
-}
-
+/// A JSON answer that is never cached.
 fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
-    wsfleet_worker::http::json(status, text)
+    let mut res = Response::new(text);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }

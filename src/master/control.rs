@@ -3,14 +3,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::rc::Rc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
 
-use super::MasterCmd;
-use super::fleet::Master;
+use super::events::MasterCmd;
+use super::handle::Handle;
 use crate::control_api::{Request, Response};
 
 /// Longest request line accepted.
@@ -24,17 +22,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves control connections until the master exits.
-pub async fn serve(
-    listener: UnixListener,
-    master: Rc<Master>,
-    cmds: mpsc::UnboundedSender<MasterCmd>,
-) {
+pub async fn serve(listener: UnixListener, master: Handle) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let (master, cmds) = (master.clone(), cmds.clone());
+                let master = master.clone();
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = connection(stream, master, cmds).await {
+                    if let Err(e) = connection(stream, master).await {
                         tracing::debug!(error = %e, "control connection ended with an error");
                     }
                 });
@@ -47,11 +41,7 @@ pub async fn serve(
     }
 }
 
-async fn connection(
-    stream: UnixStream,
-    master: Rc<Master>,
-    cmds: mpsc::UnboundedSender<MasterCmd>,
-) -> std::io::Result<()> {
+async fn connection(stream: UnixStream, master: Handle) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let me = nix::unistd::geteuid().as_raw();
     let peer = write.as_ref().peer_cred()?.uid();
@@ -88,13 +78,16 @@ async fn connection(
             Err(e) => Response::error(format!(
                 "bad request ({e}); send one JSON object per line: {{\"cmd\":\"stats\"}}, {{\"cmd\":\"reload\"}} or {{\"cmd\":\"stop\",\"now\":false}}"
             )),
-            Ok(Request::Stats) => Response {
-                ok: true,
-                stats: Some(super::stats::collect(&master).await),
-                ..Default::default()
+            Ok(Request::Stats) => match master.view_with_counters().await {
+                Some((view, answers)) => Response {
+                    ok: true,
+                    stats: Some(super::stats::fleet_stats(&view, answers)),
+                    ..Default::default()
+                },
+                None => Response::error("the master is exiting"),
             },
             Ok(Request::Reload) => {
-                let report = super::reload::reload(&master).await;
+                let report = master.reload().await;
                 Response {
                     ok: report.ok,
                     error: report.error.clone(),
@@ -103,7 +96,7 @@ async fn connection(
                 }
             }
             Ok(Request::Stop { now }) => {
-                let _ = cmds.send(MasterCmd::Stop { now });
+                master.command(MasterCmd::Stop { now });
                 Response {
                     ok: true,
                     ..Default::default()

@@ -1,23 +1,24 @@
 //! `GET /metrics`: the fleet's figures in the Prometheus text exposition format (0.0.4),
 //! encoded by `prometheus-client` from one snapshot taken per scrape.
 //!
-//! The snapshot reuses [`super::stats::collect`] (the same live counters `wsfleet stats`
-//! shows) and adds what only the master knows: IPC queue depths, restarts, slot states,
-//! reloads. Per-worker series carry a `worker` label with the **slot** index, not the pid:
-//! a slot's counters add its exited workers' last figures (`Slot::retired`), so they keep
-//! growing across restarts and reloads, and the label set stays bounded.
+//! The snapshot is built from a [`FleetView`] (the same live counters `wsfleet stats`
+//! shows, plus what only the master knows: IPC queue depths, restarts, slot states,
+//! reloads). The worker counter families follow the one counter list ([`COUNTERS`]).
+//! Per-worker series carry a `worker` label with the **slot** index, not the pid: a
+//! slot's counters add its exited workers' last figures, so they keep growing across
+//! restarts and reloads, and the label set stays bounded.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use wsfleet_worker::ipc::{LatencyHistogram, WorkerCounters};
 
-use super::fleet::{Master, WorkerState};
-use super::stats::add_counters;
+use super::readiness::readiness;
+use super::state::SlotState;
+use super::view::FleetView;
+use crate::control_api::{COUNTERS, CounterKind, Counters};
 
 /// The `Content-Type` of the answer.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -25,12 +26,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// One slot's figures: its live processes summed, plus its exited workers for counters.
 #[derive(Debug, Default)]
 struct SlotFigures {
-    /// Counters of live and exited workers (only counter fields are read from it).
-    counters: WorkerCounters,
-    /// Gauges: live processes only.
-    connections: u64,
-    /// Rooms with a member on this slot's live workers.
-    rooms: u64,
+    /// Counters of live and exited workers (what counter families show).
+    all: Counters,
+    /// Counters of live workers only (what gauge families show).
+    live: Counters,
     /// Messages queued by the master for this slot's workers, not yet written.
     ipc_queue_depth: u64,
     /// Unplanned restarts of the slot.
@@ -68,12 +67,13 @@ struct Snapshot {
     uptime_s: f64,
 }
 
-/// Takes a snapshot (asking every worker for its counters, bounded wait) and encodes it.
-pub async fn render(master: &Rc<Master>) -> String {
-    let stats = super::stats::collect(master).await;
-    let ready = super::admin::readiness(master).0;
-    let st = master.state.borrow();
-    let mut slots: Vec<SlotFigures> = st
+/// Encodes the fleet's figures as `/metrics` shows them.
+pub fn render(view: &FleetView) -> String {
+    encode(snapshot(view))
+}
+
+fn snapshot(view: &FleetView) -> Snapshot {
+    let mut slots: Vec<SlotFigures> = view
         .slots
         .iter()
         .map(|s| {
@@ -81,55 +81,42 @@ pub async fn render(master: &Rc<Master>) -> String {
                 restarts: s.restarts,
                 generation: s.generation,
                 cpu_s: s.retired_cpu_s,
+                all: s.retired.clone(),
                 ..Default::default()
             };
-            add_counters(&mut f.counters, &s.retired);
-            for state in ["starting", "ready", "draining", "backoff", "down"] {
-                f.states.insert(state, 0);
+            for state in SlotState::ALL {
+                f.states.insert(state.name(), 0);
             }
-            if s.current.is_none() {
-                let state = if s.backoff_until.is_some() {
-                    "backoff"
-                } else {
-                    "down"
-                };
-                f.states.insert(state, 1);
+            if matches!(s.state, SlotState::Backoff | SlotState::Down) {
+                f.states.insert(s.state.name(), 1);
             }
             f
         })
         .collect();
-    for w in st.workers.values() {
+    for w in &view.workers {
         let Some(f) = slots.get_mut(w.slot as usize) else {
             continue;
         };
         if let Some(c) = &w.last_counters {
-            add_counters(&mut f.counters, c);
-            f.connections += c.connections_current;
-            f.rooms += c.rooms;
+            f.all.add(c);
+            f.live.add(c);
         }
-        f.ipc_queue_depth += w.tx.depth();
+        f.ipc_queue_depth += w.ipc_queue_depth;
         f.rss_bytes += w.cpu.sample.rss_bytes;
         f.cpu_s += w.cpu.sample.cpu_s;
-        let state = match w.state {
-            WorkerState::Starting => "starting",
-            WorkerState::Ready => "ready",
-            WorkerState::Draining => "draining",
-        };
-        *f.states.entry(state).or_default() += 1;
+        *f.states.entry(w.state.name()).or_default() += 1;
     }
-    let snapshot = Snapshot {
+    Snapshot {
         slots,
-        fleet_rooms: stats.master.rooms as u64,
-        reloads: st.reloads,
-        last_reload_ok: st.last_reload_ok,
-        reloading: st.reloading,
-        ready,
-        master_rss_bytes: st.cpu.sample.rss_bytes,
-        master_cpu_s: st.cpu.sample.cpu_s,
-        uptime_s: stats.master.uptime_s,
-    };
-    drop(st);
-    encode(snapshot)
+        fleet_rooms: view.rooms as u64,
+        reloads: view.reloads,
+        last_reload_ok: view.last_reload_ok,
+        reloading: view.reloading,
+        ready: readiness(view).ready,
+        master_rss_bytes: view.master_cpu.sample.rss_bytes,
+        master_cpu_s: view.master_cpu.sample.cpu_s,
+        uptime_s: view.uptime_s,
+    }
 }
 
 /// Encodes a snapshot in the Prometheus text format.
@@ -216,134 +203,51 @@ fn single(
     encode_value(&mut m, kind, v.into())
 }
 
+/// The worker counter families, one per distinct `metric` of [`COUNTERS`] (entries that
+/// share one become its label values).
+fn worker_counters(
+    enc: &mut DescriptorEncoder,
+    slots: &[SlotFigures],
+) -> Result<(), std::fmt::Error> {
+    let mut i = 0;
+    while i < COUNTERS.len() {
+        let first = &COUNTERS[i];
+        let family: Vec<_> = COUNTERS[i..]
+            .iter()
+            .take_while(|c| c.metric == first.metric)
+            .collect();
+        i += family.len();
+        let kind = match first.kind {
+            CounterKind::Counter => MetricType::Counter,
+            CounterKind::Gauge => MetricType::Gauge,
+        };
+        let mut rows = Vec::new();
+        for (slot, s) in slots.iter().enumerate() {
+            let figures = match first.kind {
+                CounterKind::Counter => &s.all,
+                CounterKind::Gauge => &s.live,
+            };
+            for c in &family {
+                rows.push((labels(slot, c.label), (c.get)(figures)));
+            }
+        }
+        per_slot(enc, first.metric, first.help, kind, rows)?;
+    }
+    Ok(())
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
         let slots = || self.slots.iter().enumerate();
-        let counter = |get: fn(&WorkerCounters) -> u64| {
-            slots()
-                .map(move |(i, s)| (labels(i, None), get(&s.counters)))
-                .collect::<Vec<_>>()
-        };
         let e = &mut enc;
-        per_slot(
-            e,
-            "wsfleet_connections",
-            "WebSocket connections open now.",
-            Gauge,
-            slots().map(|(i, s)| (labels(i, None), s.connections)),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_connections_accepted",
-            "WebSocket connections accepted.",
-            Counter,
-            counter(|c| c.connections_total),
-        )?;
-        let mut rejected = Vec::new();
-        for (i, s) in slots() {
-            for (reason, v) in [
-                ("full", s.counters.rejected_full),
-                ("draining", s.counters.rejected_draining),
-                ("origin", s.counters.rejected_origin),
-            ] {
-                rejected.push((labels(i, Some(("reason", reason))), v));
-            }
-        }
-        per_slot(
-            e,
-            "wsfleet_connections_rejected",
-            "WebSocket upgrades refused: full (max_connections, 503), draining (503), origin (403).",
-            Counter,
-            rejected,
-        )?;
-        per_slot(
-            e,
-            "wsfleet_received_messages",
-            "WebSocket data messages received from clients.",
-            Counter,
-            counter(|c| c.messages_in),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_sent_messages",
-            "WebSocket data messages queued to clients.",
-            Counter,
-            counter(|c| c.messages_out),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_received_bytes",
-            "Payload bytes received from clients.",
-            Counter,
-            counter(|c| c.bytes_in),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_sent_bytes",
-            "Payload bytes queued to clients.",
-            Counter,
-            counter(|c| c.bytes_out),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_rooms",
-            "Rooms with at least one member on this worker.",
-            Gauge,
-            slots().map(|(i, s)| (labels(i, None), s.rooms)),
-        )?;
+        worker_counters(e, &self.slots)?;
         single(
             e,
             "wsfleet_fleet_rooms",
             "Rooms with at least one member anywhere in the fleet (the master's relay table).",
             Gauge,
             self.fleet_rooms,
-        )?;
-        per_slot(
-            e,
-            "wsfleet_publishes",
-            "Room publishes this worker's clients sent, relayed by the master.",
-            Counter,
-            counter(|c| c.publishes),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_slow_consumer_closes",
-            "Clients closed with 1013 because their outgoing buffer overflowed.",
-            Counter,
-            counter(|c| c.slow_consumer_closes),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_protocol_error_closes",
-            "Connections closed for a protocol violation (1002, 1007, 1009).",
-            Counter,
-            counter(|c| c.protocol_errors),
-        )?;
-        per_slot(
-            e,
-            "wsfleet_request_errors",
-            "Error frames sent for /ws requests that could not be honoured.",
-            Counter,
-            counter(|c| c.request_errors),
-        )?;
-        let mut frames = Vec::new();
-        for (i, s) in slots() {
-            frames.push((
-                labels(i, Some(("direction", "to_worker"))),
-                s.counters.ipc_frames_in,
-            ));
-            frames.push((
-                labels(i, Some(("direction", "to_master"))),
-                s.counters.ipc_frames_out,
-            ));
-        }
-        per_slot(
-            e,
-            "wsfleet_ipc_frames",
-            "Frames over the master-worker link, as counted by the worker.",
-            Counter,
-            frames,
         )?;
         per_slot(
             e,
@@ -360,11 +264,11 @@ impl Collector for Snapshot {
                 MetricType::Histogram,
             )?;
             for (i, s) in slots() {
-                let h: &LatencyHistogram = &s.counters.delivery_latency;
+                let h = &s.all.delivery_latency;
                 let l = labels(i, None);
                 let mut f = m.encode_family(&l)?;
                 f.encode_histogram::<NoLabelSet>(
-                    s.counters.delivery_latency.sum_ns as f64 / 1e9,
+                    h.sum_ns as f64 / 1e9,
                     h.count(),
                     &h.cumulative_seconds(),
                     None,
@@ -481,8 +385,8 @@ mod tests {
     #[test]
     fn encodes_counters_with_total_and_histograms_with_buckets() {
         let mut slot = SlotFigures::default();
-        slot.counters.messages_in = 7;
-        slot.counters.delivery_latency.record(1_000_000);
+        slot.all.messages_in = 7;
+        slot.all.delivery_latency.record(1_000_000);
         let text = encode(Snapshot {
             slots: vec![slot, SlotFigures::default()],
             ..Default::default()

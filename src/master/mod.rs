@@ -1,59 +1,58 @@
 //! The master: owns the listening sockets and the run directory, starts and supervises
 //! one worker per slot, relays rooms between them, handles signals and the control socket.
 //!
+//! One event loop owns the fleet: [`supervisor::Supervisor`] holds the state by value
+//! and handles one [`events::Event`] at a time. Everything else only sends it events —
+//! the worker link tasks (`link`), the signal thread (`signals`), the control socket
+//! (`control`) and the admin listener (`admin`) through a [`handle::Handle`] — and the
+//! driver here feeds it those events and timer ticks until its phase is `Stopped`.
+//!
 //! Lifecycle: `Starting` (sockets bound, workers spawned, waiting for every slot to be
 //! ready, then the ready line) → `Running` (supervision, reloads) → `Stopping` (drain or
-//! kill, wait for every worker, remove the socket files) → exit.
+//! kill, wait for every worker) → `Stopped` (remove the socket files, exit).
 
 mod admin;
 mod backoff;
 mod control;
-mod fleet;
-// Not wired into the fleet yet (issue 10, part 1): the wiring task removes the allow.
+mod events;
+mod handle;
+// Not wired into the loop yet (issue 10, part 1): the wiring task removes the allow.
 #[allow(dead_code, unused_imports)]
 mod history;
 mod limits;
+mod link;
 mod listeners;
 mod metrics;
 mod procfs;
+mod readiness;
 mod relay;
-mod reload;
+mod rooms;
 mod rundir;
+mod sampling;
 mod signals;
 mod spawn;
+mod spawner;
+mod state;
 mod stats;
+mod supervisor;
+mod view;
 
 use std::io::Write;
-use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
 use crate::cli::ServeArgs;
 use crate::config::Settings;
-use fleet::{Master, Phase};
+use state::Phase;
+use supervisor::Supervisor;
 
-/// Consecutive failures of one slot during start-up after which the master gives up.
-const STARTUP_FAILURES: u32 = 3;
-
-/// What the main loop is asked to do (by signals or the control socket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MasterCmd {
-    /// Rolling restart.
-    Reload,
-    /// Stop the fleet; `now` skips draining.
-    Stop {
-        /// Kill instead of drain.
-        now: bool,
-    },
-    /// SIGINT: the first one stops gracefully, the second at once.
-    Interrupt,
-    /// Everything stopped: leave the loop.
-    Exit,
-}
+/// How often /proc is sampled and stalled workers are looked for.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the master in the foreground until it is stopped.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -77,8 +76,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the master's runtime")?;
-    let result =
-        LocalSet::new().block_on(&runtime, serve(settings, args, exe, sockets, listen, admin));
+    // The loop runs as a local task like the link and control tasks, so the LocalSet
+    // schedules them all alike.
+    let result = LocalSet::new().block_on(&runtime, async move {
+        tokio::task::spawn_local(serve(settings, args, exe, sockets, listen, admin))
+            .await
+            .context("the master's loop panicked")?
+    });
     run_dir.remove_lock_file();
     result
 }
@@ -110,154 +114,71 @@ async fn serve(
         )
     })?;
     let _control_file = RemoveOnDrop(control_path.clone());
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
-    signals::forward(cmd_tx.clone()).context("cannot install signal handlers")?;
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    signals::forward(events.clone()).context("cannot install signal handlers")?;
     let workers = settings.workers;
-    let master = Rc::new(Master::new(settings, args, exe, sockets, listen));
-    for slot in 0..workers as u32 {
-        if let Err(e) = master.start_worker(slot, false) {
-            master.kill_all();
-            anyhow::bail!("{e}");
-        }
-    }
-    let sampler = master.clone();
-    tokio::task::spawn_local(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            sampler.sample_processes();
-            sampler.kill_stalled();
-        }
-    });
-    tokio::task::spawn_local(control::serve(control, master.clone(), cmd_tx.clone()));
+    let (new_links, mut new_link) = mpsc::unbounded_channel();
+    let spawner = spawner::ProcessSpawner::new(exe, sockets, events.clone(), new_links);
+    let resolve: supervisor::Resolve =
+        Box::new(move || Settings::resolve(&args).map_err(|e| e.to_string()));
+    let mut sup = Supervisor::new(spawner, settings, resolve, listen, Instant::now());
+    let handle = handle::Handle::new(events);
+    tokio::task::spawn_local(control::serve(control, handle.clone()));
     if let Some(admin) = admin {
         // Up before the workers are ready: /health answers and /ready says 503 meanwhile.
-        tokio::task::spawn_local(admin::serve(admin, master.clone()));
+        tokio::task::spawn_local(admin::serve(admin, handle));
     }
-    tokio::select! {
-        started = wait_started(&master) => if let Err(e) = started {
-            master.state.borrow_mut().phase = Phase::Stopping;
-            master.kill_all();
-            wait_stopped(&master, Duration::from_secs(3)).await;
-            return Err(e);
-        },
-        cmd = cmd_rx.recv() => {
-            tracing::warn!(?cmd, "stopped while starting");
-            master.state.borrow_mut().phase = Phase::Stopping;
-            master.kill_all();
-            wait_stopped(&master, Duration::from_secs(3)).await;
-            return Ok(());
+    // The loop and the ready line follow the phase the supervisor publishes.
+    let phase = sup.subscribe();
+    sup.start(Instant::now());
+    let mut announced = false;
+    let mut next_sample = Instant::now() + SAMPLE_EVERY;
+    // Every worker's link reader, polled by this task itself: a relayed message goes
+    // from the worker's socket to the other workers' queues without a task hop.
+    let mut links = futures_util::stream::SelectAll::new();
+    let timer = tokio::time::sleep_until(next_sample);
+    tokio::pin!(timer);
+    while *phase.borrow() != Phase::Stopped {
+        let wake = sup
+            .next_deadline()
+            .map_or(next_sample, |d| d.min(next_sample));
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
         }
-    }
-    master.state.borrow_mut().phase = Phase::Running;
-    let mut out = std::io::stdout().lock();
-    // Fields are only ever appended: scripts parse `listen=` and `control=`.
-    writeln!(
-        out,
-        "wsfleet ready listen={listen} workers={workers} control={} admin={admin_addr}",
-        control_path.display()
-    )?;
-    out.flush()?;
-    drop(out);
-    tracing::info!(%listen, workers, control = %control_path.display(), admin = %admin_addr, "fleet ready");
-
-    let mut stopping = false;
-    while let Some(cmd) = cmd_rx.recv().await {
-        match cmd {
-            MasterCmd::Reload if !stopping => {
-                let master = master.clone();
-                tokio::task::spawn_local(async move {
-                    super::master::reload::reload(&master).await;
-                });
+        tokio::select! {
+            event = inbox.recv() => match event {
+                Some(event) => sup.handle(event, Instant::now()),
+                None => break,
+            },
+            Some(event) = links.next(), if !links.is_empty() => sup.handle(event, Instant::now()),
+            Some(link) = new_link.recv() => links.push(link),
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= next_sample {
+                    next_sample = now + SAMPLE_EVERY;
+                }
+                sup.handle(events::Event::Tick, now);
+                // An elapsed timer stays ready: arm it anew even if the wake time repeats.
+                timer.as_mut().reset(next_sample);
             }
-            MasterCmd::Reload => tracing::warn!("ignoring a reload while stopping"),
-            MasterCmd::Stop { now: false } | MasterCmd::Interrupt if !stopping => {
-                stopping = true;
-                tracing::info!("stopping: draining every worker");
-                master.state.borrow_mut().phase = Phase::Stopping;
-                master.drain_all();
-                let (master, tx) = (master.clone(), cmd_tx.clone());
-                tokio::task::spawn_local(async move {
-                    let grace = master.settings().drain_timeout;
-                    if !wait_stopped(&master, grace + Duration::from_secs(10)).await {
-                        tracing::warn!("workers still alive after the drain period; killing them");
-                        master.kill_all();
-                        wait_stopped(&master, Duration::from_secs(3)).await;
-                    }
-                    let _ = tx.send(MasterCmd::Exit);
-                });
-            }
-            MasterCmd::Stop { now: false } => tracing::info!("already stopping"),
-            MasterCmd::Stop { now: true } | MasterCmd::Interrupt => {
-                tracing::warn!("stopping now: killing every worker");
-                master.state.borrow_mut().phase = Phase::Stopping;
-                master.kill_all();
-                wait_stopped(&master, Duration::from_secs(3)).await;
-                break;
-            }
-            MasterCmd::Exit => break,
+        }
+        if !announced && *phase.borrow() == Phase::Running {
+            announced = true;
+            let mut out = std::io::stdout().lock();
+            // Fields are only ever appended: scripts parse `listen=` and `control=`.
+            writeln!(
+                out,
+                "wsfleet ready listen={listen} workers={workers} control={} admin={admin_addr}",
+                control_path.display()
+            )?;
+            out.flush()?;
+            drop(out);
+            tracing::info!(%listen, workers, control = %control_path.display(), admin = %admin_addr, "fleet ready");
         }
     }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Waits until every slot has a ready worker; fails if a slot keeps crashing first.
-async fn wait_started(master: &Master) -> anyhow::Result<()> {
-    let mut changed = master.changed.subscribe();
-    let deadline = Instant::now() + master.settings().ready_timeout * 3;
-    loop {
-        changed.borrow_and_update();
-        {
-            let st = master.state.borrow();
-            let all_ready = st.slots.iter().all(|s| {
-                s.current
-                    .and_then(|k| st.workers.get(&k))
-                    .is_some_and(|w| w.state == fleet::WorkerState::Ready)
-            });
-            if all_ready {
-                return Ok(());
-            }
-            if let Some((i, s)) = st
-                .slots
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.backoff.failures >= STARTUP_FAILURES)
-            {
-                anyhow::bail!(
-                    "the worker for slot {i} failed to start {} times (last: {}); see the log lines above",
-                    s.backoff.failures,
-                    s.last_exit.as_deref().unwrap_or("unknown")
-                );
-            }
-        }
-        if tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .is_err()
-        {
-            anyhow::bail!(
-                "workers were not all ready within {:?}; see the log lines above",
-                master.settings().ready_timeout * 3
-            );
-        }
-    }
-}
-
-/// Waits until no worker process is left; false on timeout.
-async fn wait_stopped(master: &Master, limit: Duration) -> bool {
-    let mut changed = master.changed.subscribe();
-    let deadline = Instant::now() + limit;
-    loop {
-        changed.borrow_and_update();
-        if master.state.borrow().workers.is_empty() {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .is_err()
-        {
-            return false;
-        }
+    match sup.failure() {
+        Some(why) => anyhow::bail!("{why}"),
+        None => Ok(()),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Signals (signal-hook): a thread turns them into [`MasterCmd`]s for the main loop.
+//! Signals (signal-hook): a thread turns them into [`MasterCmd`]s for the supervisor's loop.
 //! SIGHUP reloads; SIGTERM stops gracefully; SIGINT stops gracefully, a second one at
 //! once; SIGQUIT stops at once.
 
@@ -6,10 +6,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 
-use super::MasterCmd;
+use super::events::{Event, MasterCmd};
 
 /// Starts the signal thread.
-pub fn forward(tx: mpsc::UnboundedSender<MasterCmd>) -> std::io::Result<()> {
+pub fn forward(tx: mpsc::UnboundedSender<Event>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGQUIT])?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -22,7 +22,7 @@ pub fn forward(tx: mpsc::UnboundedSender<MasterCmd>) -> std::io::Result<()> {
                     _ => MasterCmd::Stop { now: true },
                 };
                 tracing::info!(signal = sig, ?cmd, "signal received");
-                if tx.send(cmd).is_err() {
+                if tx.send(Event::Command(cmd)).is_err() {
                     return;
                 }
             }

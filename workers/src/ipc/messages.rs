@@ -71,45 +71,69 @@ pub enum RoomEvent {
     Leave,
 }
 
-/// Live counters a worker reports when the master asks (`wsfleet stats`, `/metrics`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WorkerCounters {
-    /// WebSocket connections open now.
-    pub connections_current: u64,
-    /// WebSocket connections accepted since the worker started.
-    pub connections_total: u64,
-    /// Upgrades refused because the worker was at `max_connections`.
-    pub rejected_full: u64,
-    /// Upgrades refused because the worker was draining.
-    pub rejected_draining: u64,
-    /// Upgrades refused for a bad Origin.
-    pub rejected_origin: u64,
-    /// WebSocket data messages received from clients.
-    pub messages_in: u64,
-    /// WebSocket data messages queued to clients.
-    pub messages_out: u64,
-    /// Payload bytes received from clients.
-    pub bytes_in: u64,
-    /// Payload bytes queued to clients.
-    pub bytes_out: u64,
-    /// Rooms with at least one local member.
-    pub rooms: u64,
-    /// Room publishes this worker sent to the master.
-    pub publishes: u64,
-    /// Clients closed with 1013 because their outgoing buffer overflowed.
-    pub slow_consumer_closes: u64,
-    /// Connections closed for a protocol violation (1002, 1007, 1009).
-    pub protocol_errors: u64,
-    /// Error frames sent for requests that could not be honoured.
-    pub request_errors: u64,
-    /// IPC frames received from the master.
-    pub ipc_frames_in: u64,
-    /// IPC frames sent to the master.
-    pub ipc_frames_out: u64,
-    /// Time from the master ordering a room publish to this worker having written it to
-    /// its local members (one observation per room message, not per recipient).
-    pub delivery_latency: LatencyHistogram,
+/// Every counter a worker keeps, listed once. Each entry is
+/// `field kind "stats column" "metric family" "label key" "label value" "help";` and the
+/// list is handed to the macro named by the caller, which builds what it needs from it:
+/// the IPC struct below, the worker's live cells (`counters.rs`), the control socket's
+/// public counters and the `/metrics` families in the master. `kind` is `counter` (grows;
+/// `/metrics` adds exited workers' figures) or `gauge` (live workers only); an empty
+/// column is not shown by `wsfleet stats`; entries sharing a family are one metric with
+/// a label (the first entry's help is the family's). Adding a counter is one line here.
+#[macro_export]
+macro_rules! with_counters {
+    ($then:ident) => {
+        $then! {
+            connections_current gauge "conns" "wsfleet_connections" "" ""
+                "WebSocket connections open now.";
+            connections_total counter "total" "wsfleet_connections_accepted" "" ""
+                "WebSocket connections accepted.";
+            rejected_full counter "" "wsfleet_connections_rejected" "reason" "full"
+                "WebSocket upgrades refused: full (max_connections, 503), draining (503), origin (403).";
+            rejected_draining counter "" "wsfleet_connections_rejected" "reason" "draining"
+                "Upgrades refused because the worker was draining (503).";
+            rejected_origin counter "" "wsfleet_connections_rejected" "reason" "origin"
+                "Upgrades refused for a bad Origin (403).";
+            messages_in counter "msg_in" "wsfleet_received_messages" "" ""
+                "WebSocket data messages received from clients.";
+            messages_out counter "msg_out" "wsfleet_sent_messages" "" ""
+                "WebSocket data messages queued to clients.";
+            bytes_in counter "b_in" "wsfleet_received_bytes" "" ""
+                "Payload bytes received from clients.";
+            bytes_out counter "b_out" "wsfleet_sent_bytes" "" ""
+                "Payload bytes queued to clients.";
+            rooms gauge "" "wsfleet_rooms" "" ""
+                "Rooms with at least one member on this worker.";
+            publishes counter "" "wsfleet_publishes" "" ""
+                "Room publishes this worker's clients sent, relayed by the master.";
+            slow_consumer_closes counter "" "wsfleet_slow_consumer_closes" "" ""
+                "Clients closed with 1013 because their outgoing buffer overflowed.";
+            protocol_errors counter "" "wsfleet_protocol_error_closes" "" ""
+                "Connections closed for a protocol violation (1002, 1007, 1009).";
+            request_errors counter "" "wsfleet_request_errors" "" ""
+                "Error frames sent for /ws requests that could not be honoured.";
+            ipc_frames_in counter "ipc_in" "wsfleet_ipc_frames" "direction" "to_worker"
+                "Frames over the master-worker link, as counted by the worker.";
+            ipc_frames_out counter "ipc_out" "wsfleet_ipc_frames" "direction" "to_master"
+                "IPC frames the worker sent to the master.";
+        }
+    };
 }
+
+/// Builds [`WorkerCounters`] from the [`with_counters!`] list.
+macro_rules! ipc_counters {
+    ($($name:ident $kind:ident $col:literal $metric:literal $lk:literal $lv:literal $help:literal;)*) => {
+        /// Live counters a worker reports when the master asks (`wsfleet stats`, `/metrics`).
+        #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+        pub struct WorkerCounters {
+            $(#[doc = $help] pub $name: u64,)*
+            /// Time from the master ordering a room publish to this worker having written
+            /// it to its local members (one observation per room message, not per recipient).
+            pub delivery_latency: LatencyHistogram,
+        }
+    };
+}
+
+crate::with_counters!(ipc_counters);
 
 /// Master → worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
