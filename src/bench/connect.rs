@@ -16,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wsfleet_worker::protocol::client;
 
 use super::args::ArgError;
 use super::wire;
@@ -246,14 +247,14 @@ impl ConnError {
 /// (welcome, presence) are skipped.
 pub async fn join(ws: &mut Ws, room: &str, timeout: Duration) -> Result<(), ConnError> {
     let fut = async {
-        ws.send(Message::text(wire::join(room)))
+        ws.send(Message::text(client::join(room, None)))
             .await
             .map_err(ConnError::ws)?;
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => match wire::classify(t.as_str()) {
-                    wire::Kind::Joined => return Ok(()),
-                    wire::Kind::Error => return Err(ConnError::Server(wire::short(t.as_str()))),
+                Some(Ok(Message::Text(t))) => match client::classify(t.as_str()) {
+                    client::Kind::Joined => return Ok(()),
+                    client::Kind::Error => return Err(ConnError::Server(wire::short(t.as_str()))),
                     _ => {}
                 },
                 Some(Ok(Message::Close(f))) => {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use wsfleet_worker::protocol::client;
 
 use super::args::{FanoutArgs, Rate};
 use super::connect::{self, ConnError, Opener};
@@ -145,7 +146,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
                                     w.received(d.data.p);
                                 }
                             }
-                        } else if wire::classify(t.as_str()) == wire::Kind::Error {
+                        } else if client::classify(t.as_str()) == client::Kind::Error {
                             sh.errors.fetch_add(1, Relaxed);
                             sh.first_error
                                 .note(format_args!("subscriber got: {}", wire::short(t.as_str())));
@@ -242,7 +243,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
                     Some(Ok(Message::Text(t))) => {
                         if let Some(id) = wire::ack_id(t.as_str()) {
                             acked.observe(id);
-                        } else if wire::classify(t.as_str()) == wire::Kind::Error {
+                        } else if client::classify(t.as_str()) == client::Kind::Error {
                             sh.errors.fetch_add(1, Relaxed);
                             sh.rejected.fetch_add(1, Relaxed);
                             sh.first_error

@@ -21,7 +21,7 @@ use wsfleet_worker::ipc::{
     FrameReader, FrameWriter, PROTOCOL_VERSION, RoomEvent, ToMaster, ToWorker, WorkerCounters,
     monotonic_ns,
 };
-use wsfleet_worker::pubsub::protocol;
+use wsfleet_worker::protocol;
 
 use super::backoff::Backoff;
 use super::procfs::{self, ProcSample};

@@ -26,7 +26,7 @@ use crate::{assets, echo, pubsub};
 pub type Body = Full<Bytes>;
 
 /// Serves HTTP on one accepted connection until it closes or upgrades.
-pub async fn serve_connection(worker: Rc<Worker>, stream: TcpStream) {
+pub(crate) async fn serve_connection(worker: Rc<Worker>, stream: TcpStream) {
     let _open = worker.http_guard();
     let timeout = Duration::from_millis(worker.settings.handshake_timeout_ms);
     let service = hyper::service::service_fn(move |req| {

@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::conn::{CloseCause, Conn, Pushed, frame};
 use crate::counters::{self, Counters};
 use crate::ipc::{RoomEvent, ToMaster, WorkerSettings};
-use crate::pubsub::{hub::Hub, protocol};
+use crate::protocol;
+use crate::pubsub::hub::Hub;
 
 /// Why a worker is draining; it decides what happens to new upgrades meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! Rooms and broadcasts: the `/ws` client protocol, the worker's local room table, and
-//! the per-connection session that ties them to the master.
+//! Rooms and broadcasts: the worker's local room table and the per-connection session
+//! that ties a `/ws` client to it and to the master (the wire format is
+//! [`crate::protocol`]).
 
-pub mod hub;
-pub mod protocol;
-pub mod session;
+pub(crate) mod hub;
+pub(crate) mod session;

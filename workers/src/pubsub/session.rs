@@ -4,10 +4,10 @@
 use std::rc::Rc;
 
 use super::hub::Join;
-use super::protocol::{self, Refusal, Request};
 use crate::conn::{Conn, Handler};
 use crate::counters;
 use crate::ipc::ToMaster;
+use crate::protocol::{self, Refusal, Request};
 use crate::worker::Worker;
 
 /// One `/ws` client's state beyond the socket.
