@@ -11,6 +11,7 @@
 //!   `stop`.
 //! - `bench/`: `wsfleet bench`.
 //! - `logging`: tracing setup for master and workers.
+//! - `sys/`: /proc sampling and the open-file limit, shared by the master and the bench.
 //! - The worker itself lives in the `wsfleet-worker` crate (`workers/`).
 
 mod bench;
@@ -20,6 +21,7 @@ mod config;
 mod control_api;
 mod logging;
 mod master;
+mod sys;
 
 use std::process::ExitCode;
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -314,16 +313,9 @@ impl Opener {
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit and returns how many sockets this
 /// process can have open (the soft limit minus a reserve).
 pub fn raise_nofile() -> anyhow::Result<u64> {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    let soft = if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(_) => soft,
-        }
-    } else {
-        soft
-    };
-    Ok(soft.saturating_sub(FD_RESERVE))
+    let limit = crate::sys::nofile::raise()
+        .map_err(|e| anyhow::anyhow!("cannot read the open-file limit (RLIMIT_NOFILE): {e}"))?;
+    Ok(limit.soft.saturating_sub(FD_RESERVE))
 }
 
 /// Fails clearly when `wanted` sockets do not fit in the open-files budget.

@@ -24,11 +24,11 @@ use wsfleet_worker::ipc::{
 use wsfleet_worker::protocol;
 
 use super::backoff::Backoff;
-use super::procfs::{self, ProcSample};
 use super::relay::{Relay, WorkerKey};
 use super::spawn::{self, WorkerSpec};
 use crate::cli::ServeArgs;
 use crate::config::Settings;
+use crate::sys::procfs::{self, ProcSample};
 
 /// Where the fleet is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,6 @@ mod fleet;
 mod limits;
 mod listeners;
 mod metrics;
-mod procfs;
 mod relay;
 mod reload;
 mod rundir;

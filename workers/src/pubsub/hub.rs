@@ -62,11 +62,6 @@ impl Hub {
         self.rooms.len()
     }
 
-    /// Whether no room has local members.
-    pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
-    }
-
     /// Adds `conn` to `room`.
     pub fn join(&mut self, room: &str, conn: &Rc<Conn>, ack: Option<String>) -> Join {
         if let Some(r) = self.rooms.get_mut(room) {
@@ -230,7 +225,7 @@ mod tests {
                 room_empty: true
             }
         );
-        assert!(hub.is_empty());
+        assert_eq!(hub.len(), 0);
         assert_eq!(
             hub.leave("r", 2),
             Left {
