@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - `cli`: the command line (clap); `config`: how options merge with env vars and the
-//!   TOML file.
+//!   TOML file; `defaults`: every default, once (config, help and README read it).
 //! - `master/`: the supervisor: listening sockets, worker processes, relay, signals,
 //!   control socket.
 //! - `control_api`: the control socket's JSON messages; `client`: `stats`, `reload`,
@@ -19,16 +19,15 @@ mod cli;
 mod client;
 mod config;
 mod control_api;
+mod defaults;
 mod logging;
 mod master;
 mod sys;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let result = match cli.command {
         None => master::run(cli::ServeArgs::default()),
         Some(cli::Command::Serve(args)) => master::run(*args),
