@@ -123,6 +123,20 @@ impl Target {
         }
     }
 
+    /// [`connect`](Self::connect), then joins `room` and waits for `joined` (each step
+    /// within `timeout`).
+    pub async fn connect_joined(
+        &self,
+        idx: usize,
+        cfg: WebSocketConfig,
+        room: &str,
+        timeout: Duration,
+    ) -> Result<Ws, ConnError> {
+        let mut ws = self.connect(idx, cfg, timeout).await?;
+        join(&mut ws, room, timeout).await?;
+        Ok(ws)
+    }
+
     async fn connect_inner(&self, idx: usize, cfg: WebSocketConfig) -> Result<Ws, ConnError> {
         let sock = if self.addr.is_ipv4() {
             TcpSocket::new_v4()

@@ -175,6 +175,12 @@ impl Fleet {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// Fails the test, showing the whole log, unless the master's stderr contains `text`.
+    pub fn assert_logged(&self, text: &str) {
+        let log = self.stderr();
+        assert!(log.contains(text), "stderr lacks {text:?}:\n{log}");
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
