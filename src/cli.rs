@@ -1,11 +1,13 @@
 //! The command line (clap). Every `serve` option can also come from an environment
-//! variable and from the TOML file named by `--config`; [`crate::config`] merges them.
+//! variable and from the TOML file named by `--config`; `config` merges them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub use crate::logging::LogFormat;
 
 /// wsfleet: one master, one worker per core, one port — a multi-core WebSocket server.
 #[derive(Debug, Parser)]
@@ -58,16 +60,6 @@ pub fn command() -> clap::Command {
 /// Parses the process's arguments (exits with clap's message on a bad command line).
 pub fn parse() -> Cli {
     Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Options of `wsfleet serve`. Unset options fall back to the environment variable, then
@@ -331,36 +323,6 @@ mod tests {
             documented == generated,
             "README.md's configuration reference is out of date: run `WSFLEET_UPDATE_README=1 cargo test readme_config` and commit README.md. Expected:\n{generated}"
         );
-    }
-
-    #[test]
-    fn every_serve_option_is_a_config_file_key() {
-        let cli = command();
-        let serve = cli.find_subcommand("serve").unwrap();
-        for arg in serve.get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            if matches!(long, "help" | "config") {
-                continue;
-            }
-            let key = long.replace('-', "_");
-            let value = match key.as_str() {
-                "listen" => "\"127.0.0.1:1\"".to_owned(),
-                "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
-                "log_format" => "\"json\"".to_owned(),
-                "admin" => "\"off\"".to_owned(),
-                "allowed_origins" => "[\"https://a\"]".to_owned(),
-                _ => "1".to_owned(),
-            };
-            let text = format!("{key} = {value}\n");
-            assert!(
-                toml::from_str::<crate::config::FileConfig>(&text).is_ok(),
-                "--{long} has no config-file key {key}"
-            );
-            assert!(
-                arg.get_env().is_some(),
-                "--{long} has no environment variable"
-            );
-        }
     }
 
     #[test]

@@ -399,4 +399,34 @@ mod tests {
                 .contains("cannot read config file")
         );
     }
+
+    #[test]
+    fn every_serve_option_is_a_config_file_key() {
+        let cli = crate::cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "config") {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let value = match key.as_str() {
+                "listen" => "\"127.0.0.1:1\"".to_owned(),
+                "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
+                "log_format" => "\"json\"".to_owned(),
+                "admin" => "\"off\"".to_owned(),
+                "allowed_origins" => "[\"https://a\"]".to_owned(),
+                _ => "1".to_owned(),
+            };
+            let text = format!("{key} = {value}\n");
+            assert!(
+                toml::from_str::<FileConfig>(&text).is_ok(),
+                "--{long} has no config-file key {key}"
+            );
+            assert!(
+                arg.get_env().is_some(),
+                "--{long} has no environment variable"
+            );
+        }
+    }
 }

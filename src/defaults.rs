@@ -1,4 +1,4 @@
-//! Every default of `wsfleet serve`, defined once. [`crate::config`] falls back to these,
+//! Every default of `wsfleet serve`, defined once. The config merge falls back to these,
 //! `WorkerSettings::default` to the worker ones (re-exported from
 //! `wsfleet_worker::ipc::defaults`), and [`shown`] puts them in the `serve --help` text,
 //! from which README's configuration table is generated: a default changed here changes
@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 pub use wsfleet_worker::ipc::defaults::*;
 
-use crate::cli::LogFormat;
+use crate::logging::LogFormat;
 
 /// Where the workers serve.
 pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));

@@ -261,7 +261,7 @@ impl Worker {
     }
 
     /// One heartbeat sweep: close connections silent for `timeout_ms`, ping the others if
-    /// `ping` (see [`crate::heartbeat`]).
+    /// `ping` (the heartbeat task calls this a few times per ping period).
     pub fn sweep(&self, now_ms: u32, timeout_ms: u32, ping: bool) {
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         for conn in &conns {
