@@ -514,8 +514,7 @@ async fn a_stalled_worker_is_killed_and_replaced() {
     let fleet = Fleet::start(&["--ipc-queue-limit", "500", "--rate-limit", "0"]);
     let ((mut a, _, _), (mut b, slot_b, _)) = clients_on_two_workers(&fleet).await;
     for ws in [&mut a, &mut b] {
-        send(ws, json!({"type": "join", "room": "r"})).await;
-        recv_type(ws, "joined").await;
+        join(ws, "r").await;
     }
     let pid_b = fleet
         .ready_pids()

@@ -348,6 +348,22 @@ pub async fn send(ws: &mut Ws, v: Value) {
         .expect("send failed");
 }
 
+/// Joins `room` (the request built by the protocol module's client side) and waits for
+/// its `joined`, skipping other frames.
+pub async fn join(ws: &mut Ws, room: &str) {
+    let request = wsfleet_worker::protocol::client::join(room, None);
+    tokio::time::timeout(T, ws.send(Message::text(request)))
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+    loop {
+        let v = recv(ws).await;
+        if wsfleet_worker::protocol::client::joined(&v.to_string()).as_deref() == Some(room) {
+            return;
+        }
+    }
+}
+
 /// A `/ws` client with its welcome read.
 pub async fn client(fleet: &Fleet) -> (Ws, u64, String) {
     let mut ws = connect(&fleet.url("/ws")).await;
