@@ -188,3 +188,96 @@ impl conn::Host for Rooms {
         self.worker.ended(conn);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::conn::test_conn;
+    use crate::ipc::WorkerSettings;
+
+    fn rooms(max_rooms: usize) -> (Rooms, mpsc::UnboundedReceiver<ToMaster>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let settings = WorkerSettings {
+            max_rooms_per_connection: max_rooms,
+            ..WorkerSettings::default()
+        };
+        (Rooms::new(Rc::new(Worker::new(0, 1, settings, tx))), rx)
+    }
+
+    #[tokio::test]
+    async fn a_first_join_waits_for_the_master_and_a_last_leave_withdraws() {
+        let (rooms, mut rx) = rooms(1);
+        let a = test_conn(1);
+        let mut member = Membership::default();
+        rooms.join(&mut member, &a, "r".into(), Some("7")).unwrap();
+        let Ok(ToMaster::Interest {
+            room,
+            on: true,
+            token,
+        }) = rx.try_recv()
+        else {
+            panic!("the first join asks the master for the room")
+        };
+        assert_eq!(room, "r");
+        assert_eq!(
+            a.queued_bytes(),
+            0,
+            "no `joined` before the master routes the room"
+        );
+        assert_eq!(rooms.worker().counters.rooms.get(), 1);
+
+        let refused = rooms.join(&mut member, &a, "s".into(), None).unwrap_err();
+        assert_eq!(refused.code, "too_many_rooms");
+
+        rooms.on_interest_ack("r", token);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ToMaster::Presence {
+                event: RoomEvent::Join,
+                conn: 1,
+                ..
+            })
+        ));
+        assert!(a.queued_bytes() > 0, "`joined` and the ack are queued");
+
+        rooms.leave_all(&mut member, 1);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ToMaster::Presence {
+                event: RoomEvent::Leave,
+                conn: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ToMaster::Interest { on: false, .. })
+        ));
+        assert_eq!(rooms.worker().counters.rooms.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn joining_twice_changes_nothing_and_leaving_a_stranger_room_still_answers() {
+        let (rooms, mut rx) = rooms(4);
+        let a = test_conn(1);
+        let mut member = Membership::default();
+        rooms.join(&mut member, &a, "r".into(), None).unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ToMaster::Interest { on: true, .. })
+        ));
+        rooms.join(&mut member, &a, "r".into(), None).unwrap();
+        assert!(
+            rx.try_recv().is_err(),
+            "a second join sends the master nothing"
+        );
+        assert!(a.queued_bytes() > 0, "but is answered with `joined`");
+
+        let b = test_conn(2);
+        rooms.leave(&mut Membership::default(), &b, "r", Some("1"));
+        assert!(rx.try_recv().is_err(), "b was not in r: nobody is told");
+        assert!(b.queued_bytes() > 0, "b still gets `left` and the ack");
+    }
+}
