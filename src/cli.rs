@@ -1,11 +1,13 @@
 //! The command line (clap). Every `serve` option can also come from an environment
-//! variable and from the TOML file named by `--config`; [`crate::config`] merges them.
+//! variable and from the TOML file named by `--config`; `config` merges them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub use crate::logging::LogFormat;
 
 /// wsfleet: one master, one worker per core, one port — a multi-core WebSocket server.
 #[derive(Debug, Parser)]
@@ -34,25 +36,42 @@ pub enum Command {
     Worker(WorkerCliArgs),
 }
 
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+/// The command line, with each fixed `serve` default ([`crate::defaults::shown`])
+/// appended to its option's help as ` [DEFAULT]`.
+pub fn command() -> clap::Command {
+    let shown = crate::defaults::shown();
+    Cli::command().mut_subcommand("serve", |serve| {
+        // `mut_arg` moves an argument to the end: touch every one, in order, to keep the
+        // help's order.
+        let ids: Vec<clap::Id> = serve.get_arguments().map(|a| a.get_id().clone()).collect();
+        ids.into_iter().fold(serve, |serve, id| {
+            let default = shown.iter().find(|(name, _)| id == *name);
+            serve.mut_arg(id, |arg| match default {
+                Some((_, default)) => {
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    arg.help(format!("{help} [{default}]"))
+                }
+                None => arg,
+            })
+        })
+    })
+}
+
+/// Parses the process's arguments (exits with clap's message on a bad command line).
+pub fn parse() -> Cli {
+    Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 /// Options of `wsfleet serve`. Unset options fall back to the environment variable, then
-/// the config file, then the built-in default (shown in brackets).
+/// the config file, then the built-in default (shown in brackets; the fixed ones are added
+/// to the help by [`command`] from [`crate::defaults`]).
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// TOML file with any of these options (keys are the long names with `_`); re-read on
     /// every reload.
     #[arg(long, env = "WSFLEET_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address the workers serve on; port 0 picks a free port [0.0.0.0:8080].
+    /// Address the workers serve on; port 0 picks a free port.
     #[arg(long, env = "WSFLEET_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Number of worker processes [available cores].
@@ -66,39 +85,38 @@ pub struct ServeArgs {
     #[arg(long, env = "WSFLEET_CONTROL", value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Seconds a draining worker keeps serving its clients before closing them with
-    /// 1012 [5].
+    /// 1012.
     #[arg(long, env = "WSFLEET_DRAIN_TIMEOUT", value_name = "SECS", value_parser = seconds)]
     pub drain_timeout: Option<Duration>,
-    /// Seconds a new worker has to report ready before a reload gives up [10].
+    /// Seconds a new worker has to report ready before a reload gives up.
     #[arg(long, env = "WSFLEET_READY_TIMEOUT", value_name = "SECS", value_parser = seconds)]
     pub ready_timeout: Option<Duration>,
-    /// Accept-queue length of each slot's listening socket [4096].
+    /// Accept-queue length of each slot's listening socket.
     #[arg(long, env = "WSFLEET_BACKLOG", value_name = "N")]
     pub backlog: Option<u32>,
     /// Messages the master may hold for one worker that is not reading its link; past
-    /// it the worker counts as stalled and is killed and replaced [1000000].
+    /// it the worker counts as stalled and is killed and replaced.
     #[arg(long, env = "WSFLEET_IPC_QUEUE_LIMIT", value_name = "N")]
     pub ipc_queue_limit: Option<u64>,
-    /// WebSocket connections per worker before upgrades get 503 [50000].
+    /// WebSocket connections per worker before upgrades get 503.
     #[arg(long, env = "WSFLEET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Largest client message in bytes; larger ones are closed with 1009 [65536].
+    /// Largest client message in bytes; larger ones are closed with 1009.
     #[arg(long, env = "WSFLEET_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
-    /// Rooms one connection may be in at once [64].
+    /// Rooms one connection may be in at once.
     #[arg(long, env = "WSFLEET_MAX_ROOMS", value_name = "N")]
     pub max_rooms: Option<usize>,
-    /// Bytes queued for one client before it is closed as a slow consumer (1013)
-    /// [1048576].
+    /// Bytes queued for one client before it is closed as a slow consumer (1013).
     #[arg(long, env = "WSFLEET_OUTBOX_LIMIT_BYTES", value_name = "BYTES")]
     pub outbox_limit_bytes: Option<usize>,
-    /// Seconds between server pings [20].
+    /// Seconds between server pings.
     #[arg(long, env = "WSFLEET_PING_INTERVAL", value_name = "SECS", value_parser = seconds)]
     pub ping_interval: Option<Duration>,
-    /// Seconds of client silence (pongs included) before it is closed [45].
+    /// Seconds of client silence (pongs included) before it is closed.
     #[arg(long, env = "WSFLEET_PING_TIMEOUT", value_name = "SECS", value_parser = seconds)]
     pub ping_timeout: Option<Duration>,
-    /// Seconds a client has to send its HTTP request headers [5].
+    /// Seconds a client has to send its HTTP request headers.
     #[arg(long, env = "WSFLEET_HANDSHAKE_TIMEOUT", value_name = "SECS", value_parser = seconds)]
     pub handshake_timeout: Option<Duration>,
     /// Comma-separated Origins allowed to open WebSockets; others get 403 [any].
@@ -109,17 +127,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Option<Vec<String>>,
-    /// Requests per second one /ws connection may make; 0 = unlimited [1000].
+    /// Requests per second one /ws connection may make; 0 = unlimited.
     #[arg(long, env = "WSFLEET_RATE_LIMIT", value_name = "N")]
     pub rate_limit: Option<u32>,
-    /// Log level or filter, e.g. `info` or `wsfleet=debug` (RUST_LOG also works) [info].
+    /// Log level or filter, e.g. `info` or `wsfleet=debug` (RUST_LOG also works).
     #[arg(long, env = "WSFLEET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// Log line format [text].
+    /// Log line format.
     #[arg(long, env = "WSFLEET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Address of the master's admin HTTP listener (/metrics, /health, /ready), or `off`;
-    /// port 0 picks a free port, shown in the ready line [127.0.0.1:9090].
+    /// port 0 picks a free port, shown in the ready line.
     #[arg(long, env = "WSFLEET_ADMIN", value_name = "ADDR|off", value_parser = admin_addr)]
     pub admin: Option<AdminAddr>,
 }
@@ -199,10 +217,10 @@ pub struct WorkerCliArgs {
     #[arg(long)]
     pub ipc_fd: i32,
     /// Log filter.
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = crate::defaults::LOG_LEVEL)]
     pub log_level: String,
     /// Log format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value_t = crate::defaults::LOG_FORMAT)]
     pub log_format: LogFormat,
 }
 
@@ -210,8 +228,7 @@ pub struct WorkerCliArgs {
 /// README.md cannot drift from the code: a unit test compares the two.
 #[cfg(test)]
 pub fn config_reference() -> String {
-    use clap::CommandFactory;
-    let cli = Cli::command();
+    let cli = command();
     let serve = cli.find_subcommand("serve").expect("serve exists");
     let mut out = String::from(
         "| flag | environment | TOML key | default | meaning |\n|---|---|---|---|---|\n",
@@ -259,11 +276,32 @@ pub fn seconds(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_shows_the_defaults_from_the_defaults_module() {
+        let cli = command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for (id, default) in crate::defaults::shown() {
+            let arg = serve.get_arguments().find(|a| a.get_id() == id).unwrap();
+            let help = arg.get_help().unwrap().to_string();
+            assert!(help.ends_with(&format!(" [{default}]")), "--{id}: {help}");
+            assert_eq!(help.matches(" [").count(), 1, "--{id}: {help}");
+        }
+        let ping = serve
+            .get_arguments()
+            .find(|a| a.get_id() == "ping_interval");
+        assert!(
+            ping.unwrap()
+                .get_help()
+                .unwrap()
+                .to_string()
+                .ends_with(" [20]")
+        );
     }
 
     #[test]
@@ -285,37 +323,6 @@ mod tests {
             documented == generated,
             "README.md's configuration reference is out of date: run `WSFLEET_UPDATE_README=1 cargo test readme_config` and commit README.md. Expected:\n{generated}"
         );
-    }
-
-    #[test]
-    fn every_serve_option_is_a_config_file_key() {
-        use clap::CommandFactory;
-        let cli = Cli::command();
-        let serve = cli.find_subcommand("serve").unwrap();
-        for arg in serve.get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            if matches!(long, "help" | "config") {
-                continue;
-            }
-            let key = long.replace('-', "_");
-            let value = match key.as_str() {
-                "listen" => "\"127.0.0.1:1\"".to_owned(),
-                "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
-                "log_format" => "\"json\"".to_owned(),
-                "admin" => "\"off\"".to_owned(),
-                "allowed_origins" => "[\"https://a\"]".to_owned(),
-                _ => "1".to_owned(),
-            };
-            let text = format!("{key} = {value}\n");
-            assert!(
-                toml::from_str::<crate::config::FileConfig>(&text).is_ok(),
-                "--{long} has no config-file key {key}"
-            );
-            assert!(
-                arg.get_env().is_some(),
-                "--{long} has no environment variable"
-            );
-        }
     }
 
     #[test]

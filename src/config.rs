@@ -1,7 +1,7 @@
 //! The master's settings: command line over environment over config file over defaults.
 //!
 //! clap already puts a command-line value over its environment variable; this module
-//! adds the TOML file under both and the defaults under everything. The file is re-read on
+//! adds the TOML file under both and the defaults ([`crate::defaults`]) under everything. The file is re-read on
 //! every reload, so worker settings can change without a restart.
 
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use wsfleet_worker::ipc::WorkerSettings;
 
 use crate::cli::{AdminAddr, ControlArgs, LogFormat, ServeArgs};
+use crate::defaults;
 
 /// Largest `max_message_bytes` allowed: a publish of that size must still fit in one
 /// IPC frame together with its room name and envelope.
@@ -228,17 +229,14 @@ impl Settings {
             (Some(a), _) => a,
             (None, Some(text)) => crate::cli::admin_addr(&text)
                 .map_err(|e| ConfigError::Invalid(format!("admin = {text:?}: {e}")))?,
-            (None, None) => AdminAddr::At(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            (None, None) => AdminAddr::At(defaults::ADMIN),
         };
         Ok(Self {
             admin: match admin {
                 AdminAddr::Off => None,
                 AdminAddr::At(a) => Some(a),
             },
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid default")),
+            listen: args.listen.or(file.listen).unwrap_or(defaults::LISTEN),
             workers,
             run_dir,
             control,
@@ -246,26 +244,26 @@ impl Settings {
             drain_timeout: args
                 .drain_timeout
                 .or(secs(file.drain_timeout, "drain_timeout")?)
-                .unwrap_or(Duration::from_secs(5)),
+                .unwrap_or(defaults::DRAIN_TIMEOUT),
             ready_timeout: args
                 .ready_timeout
                 .or(secs(file.ready_timeout, "ready_timeout")?)
-                .unwrap_or(Duration::from_secs(10)),
-            backlog: args.backlog.or(file.backlog).unwrap_or(4096),
+                .unwrap_or(defaults::READY_TIMEOUT),
+            backlog: args.backlog.or(file.backlog).unwrap_or(defaults::BACKLOG),
             ipc_queue_limit: args
                 .ipc_queue_limit
                 .or(file.ipc_queue_limit)
-                .unwrap_or(1_000_000)
+                .unwrap_or(defaults::IPC_QUEUE_LIMIT)
                 .max(1),
             log_level: args
                 .log_level
                 .clone()
                 .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
+                .unwrap_or_else(|| defaults::LOG_LEVEL.into()),
             log_format: args
                 .log_format
                 .or(file.log_format)
-                .unwrap_or(LogFormat::Text),
+                .unwrap_or(defaults::LOG_FORMAT),
             worker,
         })
     }
@@ -400,5 +398,35 @@ mod tests {
                 .to_string()
                 .contains("cannot read config file")
         );
+    }
+
+    #[test]
+    fn every_serve_option_is_a_config_file_key() {
+        let cli = crate::cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "config") {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let value = match key.as_str() {
+                "listen" => "\"127.0.0.1:1\"".to_owned(),
+                "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
+                "log_format" => "\"json\"".to_owned(),
+                "admin" => "\"off\"".to_owned(),
+                "allowed_origins" => "[\"https://a\"]".to_owned(),
+                _ => "1".to_owned(),
+            };
+            let text = format!("{key} = {value}\n");
+            assert!(
+                toml::from_str::<FileConfig>(&text).is_ok(),
+                "--{long} has no config-file key {key}"
+            );
+            assert!(
+                arg.get_env().is_some(),
+                "--{long} has no environment variable"
+            );
+        }
     }
 }

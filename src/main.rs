@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - `cli`: the command line (clap); `config`: how options merge with env vars and the
-//!   TOML file.
+//!   TOML file; `defaults`: every default, once (config, help and README read it).
 //! - `master/`: the supervisor: listening sockets, worker processes, relay, signals,
 //!   control socket.
 //! - `control_api`: the control socket's JSON messages; `client`: `stats`, `reload`,
@@ -13,6 +13,7 @@
 //! - `logging`: tracing setup for master and workers.
 //! - `namespaces`: per-room options (history, later presence and permissions) by room-name
 //!   pattern from the config file.
+//! - `sys/`: /proc sampling and the open-file limit, shared by the master and the bench.
 //! - The worker itself lives in the `wsfleet-worker` crate (`workers/`).
 
 mod bench;
@@ -20,18 +21,18 @@ mod cli;
 mod client;
 mod config;
 mod control_api;
+mod defaults;
 mod logging;
 mod master;
 // Not wired into the config yet (issue 10, part 1): the wiring task removes the allow.
 #[allow(dead_code)]
 mod namespaces;
+mod sys;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let result = match cli.command {
         None => master::run(cli::ServeArgs::default()),
         Some(cli::Command::Serve(args)) => master::run(*args),

@@ -175,11 +175,7 @@ async fn kill_9_replaces_the_worker_and_no_connect_is_refused() {
         refused, 0,
         "a connect was refused while the worker was replaced"
     );
-    assert!(
-        fleet.stderr().contains("signal 9 (SIGKILL)"),
-        "exit not logged with its signal:\n{}",
-        fleet.stderr()
-    );
+    fleet.assert_logged("signal 9 (SIGKILL)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,7 +267,7 @@ fn a_crash_looping_slot_backs_off_and_recovers() {
         .unwrap()
         .clone();
     assert!(row["restarts"].as_u64().unwrap() >= 2, "{row}");
-    assert!(fleet.stderr().contains("exit code 7"), "{}", fleet.stderr());
+    fleet.assert_logged("exit code 7");
     // Fix the binary: the slot comes back by itself.
     fleet.restore_binary(&good);
     fleet.wait_stats("the slot serving again", Duration::from_secs(30), |s| {
@@ -463,11 +459,7 @@ async fn a_second_sigint_stops_at_once() {
     fleet.signal(Signal::SIGINT);
     let status = tokio::task::block_in_place(|| fleet.wait_exit(T));
     assert!(status.success(), "{status:?}");
-    assert!(
-        fleet.stderr().contains("stopping now"),
-        "{}",
-        fleet.stderr()
-    );
+    fleet.assert_logged("stopping now");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,8 +514,7 @@ async fn a_stalled_worker_is_killed_and_replaced() {
     let fleet = Fleet::start(&["--ipc-queue-limit", "500", "--rate-limit", "0"]);
     let ((mut a, _, _), (mut b, slot_b, _)) = clients_on_two_workers(&fleet).await;
     for ws in [&mut a, &mut b] {
-        send(ws, json!({"type": "join", "room": "r"})).await;
-        recv_type(ws, "joined").await;
+        join(ws, "r").await;
     }
     let pid_b = fleet
         .ready_pids()
@@ -551,9 +542,5 @@ async fn a_stalled_worker_is_killed_and_replaced() {
                 .any(|w| w["slot"] == slot_b && w["state"] == "ready" && w["pid"] != pid_b)
         })
     });
-    assert!(
-        fleet.stderr().contains("not reading its master link"),
-        "{}",
-        fleet.stderr()
-    );
+    fleet.assert_logged("not reading its master link");
 }

@@ -12,12 +12,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-async fn join(ws: &mut Ws, room: &str) {
-    send(ws, json!({"type": "join", "room": room})).await;
-    let (v, _) = recv_type(ws, "joined").await;
-    assert_eq!(v["room"], room);
-}
-
 /// The next `message` frame, skipping presence notices and acks.
 async fn next_message(ws: &mut Ws) -> Value {
     recv_type(ws, "message").await.0
@@ -377,35 +371,42 @@ async fn a_slow_consumer_is_closed_with_1013_and_the_others_keep_receiving() {
         }
     });
     let (mut publisher, _, _) = client(&fleet).await;
-    let blob = "y".repeat(16 * 1024);
     const COUNT: u64 = 3000; // 48 MiB: far beyond socket buffers plus the 256 KiB outbox
-    for i in 0..COUNT {
-        let data = json!({"i": i, "blob": blob, "last": i == COUNT - 1});
-        publisher
-            .send(Message::text(
-                json!({"type": "publish", "room": "flood", "data": data}).to_string(),
-            ))
-            .await
-            .unwrap();
-        // Stay a few messages ahead of the reading member, so only the one that never
-        // reads falls behind.
-        while i >= progress.load(std::sync::atomic::Ordering::Relaxed) + 8 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    let publishing = tokio::spawn(async move {
+        let blob = "y".repeat(16 * 1024);
+        for i in 0..COUNT {
+            let data = json!({"i": i, "blob": blob, "last": i == COUNT - 1});
+            publisher
+                .send(Message::text(
+                    json!({"type": "publish", "room": "flood", "data": data}).to_string(),
+                ))
+                .await
+                .unwrap();
+            // Stay a few messages ahead of the reading member, so only the one that never
+            // reads falls behind.
+            while i >= progress.load(std::sync::atomic::Ordering::Relaxed) + 8 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
-    }
-    publisher.flush().await.unwrap();
+        publisher.flush().await.unwrap();
+    });
+    tokio::task::block_in_place(|| {
+        fleet.wait_stats("a slow-consumer close", Duration::from_secs(60), |s| {
+            s["total"]["counters"]["slow_consumer_closes"] == 1
+        })
+    });
+    // The slow client now reads (while the flood goes on, so within the server's close
+    // linger however slow the machine): what was already on the wire, then the 1013 close.
+    assert_eq!(close_code(&mut slow).await, Some(1013));
+    tokio::time::timeout(Duration::from_secs(60), publishing)
+        .await
+        .unwrap()
+        .unwrap();
     let received = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(received, COUNT, "the fast member lost messages");
-    tokio::task::block_in_place(|| {
-        fleet.wait_stats("a slow-consumer close", T, |s| {
-            s["total"]["counters"]["slow_consumer_closes"] == 1
-        })
-    });
-    // The slow client now reads: what was already on the wire, then the 1013 close.
-    assert_eq!(close_code(&mut slow).await, Some(1013));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

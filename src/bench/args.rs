@@ -184,8 +184,13 @@ pub enum ArgError {
         value: u64,
     },
     /// A room name the server would reject.
-    #[error("--room must be 1-128 bytes without control characters, got {0:?}")]
-    BadRoom(String),
+    #[error("--room {room:?}: {why}")]
+    BadRoom {
+        /// The name given.
+        room: String,
+        /// The rule it breaks.
+        why: String,
+    },
     /// The URL is not `ws://HOST:PORT/PATH`.
     #[error("--url {url:?}: {why}")]
     BadUrl {
@@ -227,11 +232,12 @@ fn range(flag: &'static str, value: usize, min: usize, max: usize) -> Result<(),
 
 /// Checks a room name the way the server does (room names with `{i}` are checked with `0`).
 pub fn check_room(room: &str) -> Result<(), ArgError> {
-    let r = room.replace("{i}", "0");
-    if r.is_empty() || r.len() > 128 || r.chars().any(char::is_control) {
-        return Err(ArgError::BadRoom(room.to_owned()));
-    }
-    Ok(())
+    wsfleet_worker::protocol::validate_room(&room.replace("{i}", "0")).map_err(|refusal| {
+        ArgError::BadRoom {
+            room: room.to_owned(),
+            why: refusal.message.into_owned(),
+        }
+    })
 }
 
 impl CommonArgs {
@@ -284,7 +290,10 @@ impl Mode {
                 seconds("grace", a.grace, true)?;
                 check_room(&a.room)?;
                 if a.room.contains("{i}") {
-                    return Err(ArgError::BadRoom(a.room.clone()));
+                    return Err(ArgError::BadRoom {
+                        room: a.room.clone(),
+                        why: "fanout publishes into one room, so `{i}` has no meaning here".into(),
+                    });
                 }
             }
             Mode::Idle(a) => {

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::args::ChurnArgs;
-use super::connect::{self, ConnError, FailKind};
+use super::connect::{self, FailKind};
 use super::report::{self, ChurnReport, Failures, round3};
 use super::{Ctx, FirstError, close_ws, cpu, progress};
 
@@ -57,21 +57,15 @@ pub async fn run(a: ChurnArgs, ctx: Ctx) -> anyhow::Result<()> {
     let client = cpu::ClientCpu::start();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(a.duration);
-    let prog = {
-        let sh = sh.clone();
-        progress::Progress::start(
-            "churn",
-            Arc::new(move |t| {
-                format!(
-                    "{t:.0}s attempted {} succeeded {} failed {} in flight {}",
-                    sh.attempted.load(Relaxed),
-                    sh.succeeded.load(Relaxed),
-                    sh.failed(),
-                    sh.in_flight.load(Relaxed)
-                )
-            }),
+    let prog = progress::Progress::start("churn", &sh, move |sh, t| {
+        format!(
+            "{t:.0}s attempted {} succeeded {} failed {} in flight {}",
+            sh.attempted.load(Relaxed),
+            sh.succeeded.load(Relaxed),
+            sh.failed(),
+            sh.in_flight.load(Relaxed)
         )
-    };
+    });
     let mut set = JoinSet::new();
     let mut i = 0u64;
     loop {
@@ -94,12 +88,7 @@ pub async fn run(a: ChurnArgs, ctx: Ctx) -> anyhow::Result<()> {
         let room = a.room.replace("{i}", &i.to_string());
         let idx = i as usize;
         set.spawn(async move {
-            let r = async {
-                let mut ws = target.connect(idx, cfg, timeout).await?;
-                connect::join(&mut ws, &room, timeout).await?;
-                Ok::<_, ConnError>(ws)
-            }
-            .await;
+            let r = target.connect_joined(idx, cfg, &room, timeout).await;
             match r {
                 Ok(ws) => {
                     sh.succeeded.fetch_add(1, Relaxed);

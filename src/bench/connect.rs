@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -16,6 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wsfleet_worker::protocol::client;
 
 use super::args::ArgError;
 use super::wire;
@@ -121,6 +121,20 @@ impl Target {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout),
         }
+    }
+
+    /// [`connect`](Self::connect), then joins `room` and waits for `joined` (each step
+    /// within `timeout`).
+    pub async fn connect_joined(
+        &self,
+        idx: usize,
+        cfg: WebSocketConfig,
+        room: &str,
+        timeout: Duration,
+    ) -> Result<Ws, ConnError> {
+        let mut ws = self.connect(idx, cfg, timeout).await?;
+        join(&mut ws, room, timeout).await?;
+        Ok(ws)
     }
 
     async fn connect_inner(&self, idx: usize, cfg: WebSocketConfig) -> Result<Ws, ConnError> {
@@ -246,14 +260,14 @@ impl ConnError {
 /// (welcome, presence) are skipped.
 pub async fn join(ws: &mut Ws, room: &str, timeout: Duration) -> Result<(), ConnError> {
     let fut = async {
-        ws.send(Message::text(wire::join(room)))
+        ws.send(Message::text(client::join(room, None)))
             .await
             .map_err(ConnError::ws)?;
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => match wire::classify(t.as_str()) {
-                    wire::Kind::Joined => return Ok(()),
-                    wire::Kind::Error => return Err(ConnError::Server(wire::short(t.as_str()))),
+                Some(Ok(Message::Text(t))) => match client::classify(t.as_str()) {
+                    client::Kind::Joined => return Ok(()),
+                    client::Kind::Error => return Err(ConnError::Server(wire::short(t.as_str()))),
                     _ => {}
                 },
                 Some(Ok(Message::Close(f))) => {
@@ -313,16 +327,9 @@ impl Opener {
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit and returns how many sockets this
 /// process can have open (the soft limit minus a reserve).
 pub fn raise_nofile() -> anyhow::Result<u64> {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    let soft = if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(_) => soft,
-        }
-    } else {
-        soft
-    };
-    Ok(soft.saturating_sub(FD_RESERVE))
+    let limit = crate::sys::nofile::raise()
+        .map_err(|e| anyhow::anyhow!("cannot read the open-file limit (RLIMIT_NOFILE): {e}"))?;
+    Ok(limit.soft.saturating_sub(FD_RESERVE))
 }
 
 /// Fails clearly when `wanted` sockets do not fit in the open-files budget.

@@ -1,51 +1,14 @@
-//! CPU and memory sampling: the server's process tree from /proc (utime+stime of each
-//! `--server-pid` and all its descendants, VmRSS summed over the same tree), and this
-//! process's own CPU time (getrusage) for `client_cpu_pct`.
+//! CPU and memory sampling: the server's process tree (utime+stime of each `--server-pid`
+//! and all its descendants, VmRSS summed over the same tree; /proc is read through
+//! [`crate::sys::procfs`]), and this process's own CPU time (getrusage) for
+//! `client_cpu_pct`.
 
 use std::collections::HashMap;
-use std::fs;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
 
-/// Clock ticks per second of /proc/PID/stat times: USER_HZ, which Linux fixes at 100 in its
-/// user-space ABI on every architecture.
-const TICKS_PER_S: f64 = 100.0;
-
-/// The fields of /proc/PID/stat the tester uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    /// Parent pid, to find descendants.
-    pub ppid: u32,
-    /// User CPU ticks.
-    pub utime: u64,
-    /// System CPU ticks.
-    pub stime: u64,
-}
-
-/// Parses /proc/PID/stat (the command name may contain spaces and parentheses, so fields are
-/// counted after the last `)`).
-pub fn parse_stat(s: &str) -> Option<Stat> {
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // After ")": state(0) ppid(1) ... utime(11) stime(12).
-    Some(Stat {
-        ppid: f.get(1)?.parse().ok()?,
-        utime: f.get(11)?.parse().ok()?,
-        stime: f.get(12)?.parse().ok()?,
-    })
-}
-
-/// Parses VmRSS from /proc/PID/status, in bytes (kernel threads have none).
-pub fn parse_vmrss(s: &str) -> Option<u64> {
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line["VmRSS:".len()..]
-        .split_ascii_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
+use crate::sys::procfs;
 
 /// `roots` and all their descendants, given every process's parent.
 pub fn tree(roots: &[u32], parents: &HashMap<u32, u32>) -> Vec<u32> {
@@ -85,7 +48,7 @@ impl TreeSample {
             .iter()
             .map(|(pid, t)| t.saturating_sub(earlier.ticks.get(pid).copied().unwrap_or(0)))
             .sum();
-        ticks as f64 / TICKS_PER_S
+        procfs::ticks_to_s(ticks)
     }
 }
 
@@ -103,11 +66,10 @@ impl ServerProbe {
             return Ok(None);
         }
         for pid in roots {
-            let s = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| {
-                anyhow::anyhow!("--server-pid {pid}: cannot read /proc/{pid}/stat: {e}")
-            })?;
-            parse_stat(&s).ok_or_else(|| {
-                anyhow::anyhow!("--server-pid {pid}: unparsable /proc/{pid}/stat")
+            procfs::read_stat(*pid).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--server-pid {pid}: /proc/{pid}/stat is missing or unreadable; check the pid"
+                )
             })?;
         }
         Ok(Some(ServerProbe {
@@ -118,16 +80,12 @@ impl ServerProbe {
     /// Samples the tree now.
     pub fn sample(&self) -> TreeSample {
         let mut stats = HashMap::new();
-        if let Ok(dir) = fs::read_dir("/proc") {
+        if let Ok(dir) = std::fs::read_dir("/proc") {
             for e in dir.flatten() {
                 let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                     continue;
                 };
-                if let Some(st) = fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .as_deref()
-                    .and_then(parse_stat)
-                {
+                if let Some(st) = procfs::read_stat(pid) {
                     stats.insert(pid, st);
                 }
             }
@@ -136,11 +94,7 @@ impl ServerProbe {
         let mut out = TreeSample::default();
         for pid in tree(&self.roots, &parents) {
             out.ticks.insert(pid, stats[&pid].utime + stats[&pid].stime);
-            out.rss_bytes += fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .as_deref()
-                .and_then(parse_vmrss)
-                .unwrap_or(0);
+            out.rss_bytes += procfs::read_vmrss(pid).unwrap_or(0);
         }
         out
     }
@@ -195,28 +149,6 @@ impl ClientCpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_with_odd_comm() {
-        let s = "1234 (my (weird) prog) S 77 1234 1234 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 3 0 1000 1000 100";
-        assert_eq!(
-            parse_stat(s),
-            Some(Stat {
-                ppid: 77,
-                utime: 250,
-                stime: 31
-            })
-        );
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) S"), None);
-    }
-
-    #[test]
-    fn vmrss() {
-        let s = "Name:\tx\nVmPeak:\t 100 kB\nVmRSS:\t    2048 kB\nThreads: 1\n";
-        assert_eq!(parse_vmrss(s), Some(2048 * 1024));
-        assert_eq!(parse_vmrss("Name:\tkthreadd\n"), None);
-    }
 
     #[test]
     fn descendants() {

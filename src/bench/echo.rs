@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::args::EchoArgs;
 use super::connect::{self, ConnError, Opener};
 use super::report::{self, EchoReport, Hist, round3};
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_for};
+use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wait_for};
 
 /// Counters shared by all echo connections.
 #[derive(Default)]
@@ -46,21 +46,11 @@ pub async fn run(a: EchoArgs, ctx: Ctx) -> anyhow::Result<()> {
     let timeout = ctx.common.timeout();
     let target = Arc::new(ctx.target.clone());
 
-    let prog = {
-        let sh = sh.clone();
-        let n = a.conns;
-        progress::Progress::start(
-            "echo",
-            Arc::new(move |_| {
-                format!(
-                    "connected {}/{} failed {}",
-                    sh.connected.load(Relaxed),
-                    n,
-                    sh.failed.load(Relaxed)
-                )
-            }),
-        )
-    };
+    let n = a.conns;
+    let prog = progress::Progress::start("echo", &sh, move |sh, _| {
+        let (ok, failed) = (sh.connected.load(Relaxed), sh.failed.load(Relaxed));
+        format!("connected {ok}/{n} failed {failed}")
+    });
     let mut set = JoinSet::new();
     for i in 0..a.conns {
         let (target, opener, sh, payload, mut go_rx, mut batch) = (
@@ -138,11 +128,7 @@ pub async fn run(a: EchoArgs, ctx: Ctx) -> anyhow::Result<()> {
     }
     // Connecting: every task either connects or fails within ramp + its timeout.
     let n = a.conns as u64;
-    wait_for(
-        || sh.connected.load(Relaxed) + sh.failed.load(Relaxed) >= n,
-        None,
-    )
-    .await;
+    wait_attempts(&sh.connected, &sh.failed, n).await;
     prog.stop();
     let connected = sh.connected.load(Relaxed);
     if connected == 0 {
@@ -158,20 +144,14 @@ pub async fn run(a: EchoArgs, ctx: Ctx) -> anyhow::Result<()> {
     let start = Instant::now();
     let duration = Duration::from_secs_f64(a.duration);
     let _ = go_tx.send(Some(start + duration));
-    let prog = {
-        let sh = sh.clone();
-        progress::Progress::start(
-            "echo",
-            Arc::new(move |t| {
-                let m = sh.msgs.load(Relaxed);
-                format!(
-                    "{t:.0}s {m} msgs, {:.0} msgs/s, errors {}",
-                    m as f64 / t,
-                    sh.errors.load(Relaxed)
-                )
-            }),
+    let prog = progress::Progress::start("echo", &sh, move |sh, t| {
+        let m = sh.msgs.load(Relaxed);
+        format!(
+            "{t:.0}s {m} msgs, {:.0} msgs/s, errors {}",
+            m as f64 / t,
+            sh.errors.load(Relaxed)
         )
-    };
+    });
     wait_for(|| sh.finished.load(Relaxed) >= connected, None).await;
     let elapsed = start.elapsed().as_secs_f64();
     let client_pct = client.pct();

@@ -14,13 +14,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use wsfleet_worker::protocol::client;
 
 use super::args::{FanoutArgs, Rate};
 use super::connect::{self, ConnError, Opener};
 use super::report::{self, FanoutReport, Hist, round3};
 use super::seq::{SeqTotals, SeqTracker, ServerSeqTracker};
 use super::window::Window;
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_for, wire};
+use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wait_for, wire};
 
 /// A window with no completion for this long is abandoned.
 const STALL: Duration = Duration::from_secs(1);
@@ -71,21 +72,11 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("publisher connect: {e}"))?;
 
     let opener = Opener::new(a.subs, ctx.common.ramp(), ctx.common.connect_concurrency);
-    let prog = {
-        let sh = sh.clone();
-        let n = a.subs;
-        progress::Progress::start(
-            "fanout",
-            Arc::new(move |_| {
-                format!(
-                    "joined {}/{} failed {}",
-                    sh.joined.load(Relaxed),
-                    n,
-                    sh.failed.load(Relaxed)
-                )
-            }),
-        )
-    };
+    let n = a.subs;
+    let prog = progress::Progress::start("fanout", &sh, move |sh, _| {
+        let (ok, failed) = (sh.joined.load(Relaxed), sh.failed.load(Relaxed));
+        format!("joined {ok}/{n} failed {failed}")
+    });
     let mut subs = JoinSet::new();
     for i in 0..a.subs {
         let (target, opener, sh, mut stop_rx, win_rx, room) = (
@@ -99,12 +90,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         let mut batch = latency.batch();
         subs.spawn(async move {
             let permit = opener.slot(i).await;
-            let r = async {
-                let mut ws = target.connect(i + 1, sub_cfg, timeout).await?;
-                connect::join(&mut ws, &room, timeout).await?;
-                Ok::<_, ConnError>(ws)
-            }
-            .await;
+            let r = target.connect_joined(i + 1, sub_cfg, &room, timeout).await;
             drop(permit);
             let mut ws = match r {
                 Ok(ws) => ws,
@@ -145,7 +131,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
                                     w.received(d.data.p);
                                 }
                             }
-                        } else if wire::classify(t.as_str()) == wire::Kind::Error {
+                        } else if client::classify(t.as_str()) == client::Kind::Error {
                             sh.errors.fetch_add(1, Relaxed);
                             sh.first_error
                                 .note(format_args!("subscriber got: {}", wire::short(t.as_str())));
@@ -179,11 +165,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         });
     }
     let n = a.subs as u64;
-    wait_for(
-        || sh.joined.load(Relaxed) + sh.failed.load(Relaxed) >= n,
-        None,
-    )
-    .await;
+    wait_attempts(&sh.joined, &sh.failed, n).await;
     prog.stop();
     let joined = sh.joined.load(Relaxed);
     if joined == 0 {
@@ -213,21 +195,15 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
                 * joined
         }
     };
-    let prog = {
-        let sh = sh.clone();
-        progress::Progress::start(
-            "fanout",
-            Arc::new(move |t| {
-                let (p, r) = (sh.published.load(Relaxed), sh.received.load(Relaxed));
-                format!(
-                    "{t:.0}s published {p}, received {r}/{} ({:.0}/s), errors {}",
-                    p * joined,
-                    r as f64 / t,
-                    sh.errors.load(Relaxed)
-                )
-            }),
+    let prog = progress::Progress::start("fanout", &sh, move |sh, t| {
+        let (p, r) = (sh.published.load(Relaxed), sh.received.load(Relaxed));
+        format!(
+            "{t:.0}s published {p}, received {r}/{} ({:.0}/s), errors {}",
+            p * joined,
+            r as f64 / t,
+            sh.errors.load(Relaxed)
         )
-    };
+    });
 
     // The publisher's reader: records acks (which publishes the server accepted), counts
     // `error` replies (e.g. its per-connection rate limit) and unexpected closes.
@@ -242,7 +218,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
                     Some(Ok(Message::Text(t))) => {
                         if let Some(id) = wire::ack_id(t.as_str()) {
                             acked.observe(id);
-                        } else if wire::classify(t.as_str()) == wire::Kind::Error {
+                        } else if client::classify(t.as_str()) == client::Kind::Error {
                             sh.errors.fetch_add(1, Relaxed);
                             sh.rejected.fetch_add(1, Relaxed);
                             sh.first_error

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::args::IdleArgs;
 use super::connect::{self, ConnError, Opener};
 use super::report::{self, Hist, IdleReport, round3};
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_for, wire};
+use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wire};
 
 /// Counters shared by the connection tasks and the coordinator.
 #[derive(Default)]
@@ -45,21 +45,15 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     let server0 = cpu::sample(&ctx.probe);
     let client = cpu::ClientCpu::start();
     let opener = Opener::new(a.conns, ctx.common.ramp(), ctx.common.connect_concurrency);
-    let prog = {
-        let sh = sh.clone();
-        let n = a.conns;
-        progress::Progress::start(
-            "idle",
-            Arc::new(move |t| {
-                format!(
-                    "{t:.0}s connected {}/{n} failed {} dropped {}",
-                    sh.connected.load(Relaxed),
-                    sh.failed.load(Relaxed),
-                    sh.dropped.load(Relaxed)
-                )
-            }),
+    let n = a.conns;
+    let prog = progress::Progress::start("idle", &sh, move |sh, t| {
+        format!(
+            "{t:.0}s connected {}/{n} failed {} dropped {}",
+            sh.connected.load(Relaxed),
+            sh.failed.load(Relaxed),
+            sh.dropped.load(Relaxed)
         )
-    };
+    });
     let mut set = JoinSet::new();
     for i in 0..a.conns {
         let (target, opener, sh, mut stop_rx) =
@@ -69,12 +63,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
         set.spawn(async move {
             let permit = opener.slot(i).await;
             let t0 = Instant::now();
-            let r = async {
-                let mut ws = target.connect(i, cfg, timeout).await?;
-                connect::join(&mut ws, &room, timeout).await?;
-                Ok::<_, ConnError>(ws)
-            }
-            .await;
+            let r = target.connect_joined(i, cfg, &room, timeout).await;
             drop(permit);
             let mut ws = match r {
                 Ok(ws) => ws,
@@ -116,11 +105,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
         });
     }
     let n = a.conns as u64;
-    wait_for(
-        || sh.connected.load(Relaxed) + sh.failed.load(Relaxed) >= n,
-        None,
-    )
-    .await;
+    wait_attempts(&sh.connected, &sh.failed, n).await;
     let connected = sh.connected.load(Relaxed);
     // Give the server a moment to settle (presence fan-out, allocator) before reading RSS.
     tokio::time::sleep(Duration::from_millis(500).min(Duration::from_secs_f64(a.hold))).await;

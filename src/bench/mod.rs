@@ -22,6 +22,7 @@ mod window;
 mod wire;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -87,6 +88,12 @@ pub async fn wait_for(done: impl Fn() -> bool, until: Option<Instant>) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits until each of `n` connection attempts has succeeded or failed (every attempt
+/// ends within the ramp plus its timeouts).
+pub async fn wait_attempts(ok: &AtomicU64, failed: &AtomicU64, n: u64) {
+    wait_for(|| ok.load(Relaxed) + failed.load(Relaxed) >= n, None).await;
 }
 
 /// Keeps the first error message seen, for the summary.

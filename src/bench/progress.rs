@@ -9,9 +9,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Renders the current status, given seconds since the progress started.
-pub type Render = Arc<dyn Fn(f64) -> String + Send + Sync>;
-
 /// A running progress reporter; stop it before printing the summary.
 pub struct Progress {
     /// The ticking task.
@@ -21,8 +18,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts reporting `label: render(elapsed)` every second.
-    pub fn start(label: &'static str, render: Render) -> Progress {
+    /// Starts reporting `label: render(state, elapsed seconds)` every second.
+    pub fn start<S: Send + Sync + 'static>(
+        label: &'static str,
+        state: &Arc<S>,
+        render: impl Fn(&S, f64) -> String + Send + 'static,
+    ) -> Progress {
+        let state = state.clone();
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix}: {msg}") {
@@ -38,7 +40,7 @@ impl Progress {
                 tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let line = render(start.elapsed().as_secs_f64());
+                let line = render(&state, start.elapsed().as_secs_f64());
                 match &bar2 {
                     Some(b) => b.set_message(line),
                     None => eprintln!("{label}: {line}"),

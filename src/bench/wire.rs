@@ -1,70 +1,16 @@
-//! The bits of the wsfleet client protocol the load tester speaks: building `join` and
-//! `publish` frames, and parsing only what it needs from what the server sends (borrowed,
-//! no allocation on the delivery fast path).
+//! What the load tester adds to the client protocol (`wsfleet_worker::protocol::client`):
+//! its own publish payload (sequence number and send time, padded to a size), built without
+//! re-escaping per message and read back without allocating, plus short texts for reports.
 
 use std::fmt::Write as _;
 
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-
-/// `{"type":"join","room":R}`.
-pub fn join(room: &str) -> String {
-    format!(r#"{{"type":"join","room":{}}}"#, json_str(room))
-}
-
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
-/// What kind of server message a frame is (by its `type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `welcome`.
-    Welcome,
-    /// `joined`.
-    Joined,
-    /// `message` (a room delivery or broadcast).
-    Message,
-    /// `presence`.
-    Presence,
-    /// `ack`.
-    Ack,
-    /// `error`.
-    Error,
-    /// Anything else, or not JSON.
-    Other,
-}
-
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-}
-
-/// Classifies a text frame by its `type`.
-pub fn classify(text: &str) -> Kind {
-    match serde_json::from_str::<Head<'_>>(text) {
-        Ok(h) => match h.kind {
-            "welcome" => Kind::Welcome,
-            "joined" => Kind::Joined,
-            "message" => Kind::Message,
-            "presence" => Kind::Presence,
-            "ack" => Kind::Ack,
-            "error" => Kind::Error,
-            _ => Kind::Other,
-        },
-        Err(_) => Kind::Other,
-    }
-}
+use wsfleet_worker::protocol::client;
 
 /// The first 200 bytes of a frame, for error reports.
 pub fn short(text: &str) -> String {
-    let mut end = text.len().min(200);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    wsfleet_worker::protocol::truncate(text, 200).to_owned()
 }
 
 /// A close frame as `CODE reason`.
@@ -73,20 +19,6 @@ pub fn close_text(f: Option<&CloseFrame>) -> String {
         Some(f) => format!("{} {}", u16::from(f.code), f.reason.as_str()),
         None => "no close frame".into(),
     }
-}
-
-/// The part of a fan-out delivery the tester reads:
-/// `{"type":"message","room":R,"seq":N,"data":{"p":PUBSEQ,"t":SENT_US,...}}`.
-#[derive(Debug, Deserialize, PartialEq)]
-pub struct Delivery<'a> {
-    /// Must be `message`.
-    #[serde(rename = "type", borrow)]
-    pub kind: &'a str,
-    /// The server's per-room sequence number.
-    #[serde(default)]
-    pub seq: Option<u64>,
-    /// The publisher's payload.
-    pub data: BenchData,
 }
 
 /// What the publisher puts in `data` besides padding.
@@ -98,27 +30,18 @@ pub struct BenchData {
     pub t: u64,
 }
 
+/// A fan-out delivery of this tester's publisher:
+/// `{"type":"message","room":R,"seq":N,"data":{"p":PUBSEQ,"t":SENT_US,...}}`.
+pub type Delivery<'a> = client::Message<'a, BenchData>;
+
 /// Parses a delivery of this tester's publisher; `None` for anything else.
 pub fn delivery(text: &str) -> Option<Delivery<'_>> {
-    serde_json::from_str::<Delivery<'_>>(text)
-        .ok()
-        .filter(|d| d.kind == "message")
-}
-
-#[derive(Deserialize)]
-struct AckMsg<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    #[serde(default)]
-    id: Option<u64>,
+    client::message(text)
 }
 
 /// The numeric id of an `ack`, if the frame is one.
 pub fn ack_id(text: &str) -> Option<u64> {
-    serde_json::from_str::<AckMsg<'_>>(text)
-        .ok()
-        .filter(|a| a.kind == "ack")
-        .and_then(|a| a.id)
+    client::ack::<u64>(text).map(|a| a.id)
 }
 
 /// Builds publish frames of about `size` bytes of `data`, reusing one padding string.
@@ -136,7 +59,7 @@ impl Publisher {
     /// Frames for `room` with `data` of about `size` bytes.
     pub fn new(room: &str, size: usize) -> Publisher {
         Publisher {
-            prefix: format!(r#"{{"type":"publish","room":{},"id":"#, json_str(room)),
+            prefix: client::publish_prefix(room),
             size,
             pad: "x".repeat(size),
         }
@@ -188,15 +111,8 @@ mod tests {
         assert!(
             delivery(r#"{"type":"presence","room":"b","event":"join","id":"1.1.1"}"#).is_none()
         );
-        assert_eq!(classify(r#"{"type":"joined","room":"x"}"#), Kind::Joined);
-        assert_eq!(
-            classify(r#"{"room":"x","type":"error","code":"bad_room"}"#),
-            Kind::Error
-        );
-        assert_eq!(classify("not json"), Kind::Other);
         assert_eq!(ack_id(r#"{"type":"ack","id":5,"seq":9}"#), Some(5));
         assert_eq!(ack_id(r#"{"type":"joined","id":5}"#), None);
-        assert_eq!(join("a\"b"), r#"{"type":"join","room":"a\"b"}"#);
         assert_eq!(short(&"é".repeat(200)).len(), 200);
     }
 }

@@ -3,12 +3,10 @@
 //! better, e.g. a test with few connections).
 //!
 //! - `RLIMIT_NOFILE`: every WebSocket is a descriptor in a worker. The soft limit is
-//!   raised to the hard limit first (workers inherit it), then compared with
-//!   `max_connections` (each worker) plus some headroom.
+//!   raised to the hard limit first ([`crate::sys::nofile`]; workers inherit it), then
+//!   compared with `max_connections` (each worker) plus some headroom.
 //! - `net.core.somaxconn`: the kernel silently caps every listen backlog to it, so a
 //!   `--backlog` above it is not what the operator gets.
-
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Descriptors a worker needs besides its WebSockets (listening socket, IPC link,
 /// runtime, in-flight HTTP handshakes), as a rough margin.
@@ -26,31 +24,25 @@ pub fn check(max_connections: usize, workers: usize, backlog: u32) {
 }
 
 fn check_nofile(max_connections: u64, workers: u64) {
-    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+    let limit = match crate::sys::nofile::raise() {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the open-file limit (RLIMIT_NOFILE)");
             return;
         }
     };
-    let soft = if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => {
-                tracing::info!(
-                    from = soft,
-                    to = hard,
-                    "raised the open-file soft limit to the hard limit"
-                );
-                hard
-            }
-            Err(e) => {
-                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file soft limit to the hard limit");
-                soft
-            }
+    let (soft, hard) = (limit.soft, limit.hard);
+    match limit.raise_error {
+        Some(e) => {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-file soft limit to the hard limit")
         }
-    } else {
-        soft
-    };
+        None if limit.before < soft => tracing::info!(
+            from = limit.before,
+            to = soft,
+            "raised the open-file soft limit to the hard limit"
+        ),
+        None => {}
+    }
     let need = max_connections.saturating_add(HEADROOM);
     if soft < need {
         tracing::warn!(

@@ -23,7 +23,6 @@ mod limits;
 mod link;
 mod listeners;
 mod metrics;
-mod procfs;
 mod readiness;
 mod relay;
 mod rooms;

@@ -5,7 +5,7 @@
 
 use wsfleet_worker::ipc::{RoomEvent, ToMaster, ToWorker, monotonic_ns};
 // The one path to the client protocol's frame builders (moving to `wsfleet_worker::protocol`).
-use wsfleet_worker::pubsub::protocol;
+use wsfleet_worker::protocol;
 
 use super::relay::{Relay, WorkerKey};
 

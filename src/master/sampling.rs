@@ -2,7 +2,7 @@
 
 use tokio::time::Instant;
 
-use super::procfs::ProcSample;
+use crate::sys::procfs::ProcSample;
 
 /// CPU use derived from two /proc samples.
 #[derive(Debug, Clone, Copy, Default)]

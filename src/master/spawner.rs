@@ -11,11 +11,11 @@ use tokio::sync::mpsc;
 
 use super::events::Event;
 use super::link::LinkEvents;
-use super::procfs::{self, ProcSample};
 use super::relay::WorkerKey;
 use super::spawn::{self, WorkerSpec};
 use super::state::WorkerTx;
 use crate::config::Settings;
+use crate::sys::procfs::{self, ProcSample};
 
 /// A started worker, as the supervisor keeps it.
 pub struct SpawnedWorker {

@@ -175,6 +175,12 @@ impl Fleet {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// Fails the test, showing the whole log, unless the master's stderr contains `text`.
+    pub fn assert_logged(&self, text: &str) {
+        let log = self.stderr();
+        assert!(log.contains(text), "stderr lacks {text:?}:\n{log}");
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
@@ -340,6 +346,22 @@ pub async fn send(ws: &mut Ws, v: Value) {
         .await
         .expect("send timed out")
         .expect("send failed");
+}
+
+/// Joins `room` (the request built by the protocol module's client side) and waits for
+/// its `joined`, skipping other frames.
+pub async fn join(ws: &mut Ws, room: &str) {
+    let request = wsfleet_worker::protocol::client::join(room, None);
+    tokio::time::timeout(T, ws.send(Message::text(request)))
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+    loop {
+        let v = recv(ws).await;
+        if wsfleet_worker::protocol::client::joined(&v.to_string()).as_deref() == Some(room) {
+            return;
+        }
+    }
 }
 
 /// A `/ws` client with its welcome read.

@@ -7,9 +7,11 @@ use crate::conn::{Conn, Handler, frame};
 use crate::worker::Worker;
 
 /// The `/echo` endpoint (no state of its own).
-pub struct Echo;
+pub(crate) struct Echo;
 
 impl Handler for Echo {
+    type Host = Worker;
+
     fn on_text(&mut self, worker: &Worker, conn: &Rc<Conn>, text: &str) {
         worker.reply_text(conn, text);
     }

@@ -7,17 +7,10 @@
 //! of the shorter of the two periods (at most 1 s late).
 
 use std::rc::Rc;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::conn::now_ms;
 use crate::worker::Worker;
-
-/// Milliseconds since the process started, wrapping after 49 days; compare two readings
-/// with `wrapping_sub`.
-pub fn now_ms() -> u32 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u32
-}
 
 /// How often the sweep runs for the given periods (in ms).
 pub fn sweep_period(ping_interval_ms: u64, ping_timeout_ms: u64) -> Duration {

@@ -19,19 +19,21 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::conn::{ConnTask, Driver};
+use crate::pubsub::{rooms::Rooms, session::Session};
 use crate::worker::{Refused, Worker};
-use crate::{assets, echo, pubsub};
+use crate::{assets, echo};
 
 /// Every response body here is one in-memory chunk.
 pub type Body = Full<Bytes>;
 
-/// Serves HTTP on one accepted connection until it closes or upgrades.
-pub async fn serve_connection(worker: Rc<Worker>, stream: TcpStream) {
-    let _open = worker.http_guard();
-    let timeout = Duration::from_millis(worker.settings.handshake_timeout_ms);
+/// Serves HTTP on one accepted connection until it closes or upgrades (to `/ws`, whose
+/// sessions use `rooms`, or `/echo`).
+pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream) {
+    let _open = rooms.worker().http_guard();
+    let timeout = Duration::from_millis(rooms.worker().settings.handshake_timeout_ms);
     let service = hyper::service::service_fn(move |req| {
-        let worker = worker.clone();
-        async move { Ok::<_, Infallible>(route(&worker, req)) }
+        let rooms = rooms.clone();
+        async move { Ok::<_, Infallible>(route(&rooms, req)) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -46,10 +48,11 @@ pub async fn serve_connection(worker: Rc<Worker>, stream: TcpStream) {
     }
 }
 
-fn route(worker: &Rc<Worker>, req: Request<Incoming>) -> Response<Body> {
+fn route(rooms: &Rc<Rooms>, req: Request<Incoming>) -> Response<Body> {
+    let worker = rooms.worker();
     match req.uri().path() {
-        "/ws" => upgrade(worker, req, true),
-        "/echo" => upgrade(worker, req, false),
+        "/ws" => upgrade(rooms, req, true),
+        "/echo" => upgrade(rooms, req, false),
         "/health" => get_only(&req).unwrap_or_else(|| health(worker)),
         "/stats" => get_only(&req).unwrap_or_else(|| stats(worker)),
         "/" | "/index.html" => get_only(&req).unwrap_or_else(|| {
@@ -164,7 +167,8 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
     })
 }
 
-fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Response<Body> {
+fn upgrade(rooms: &Rc<Rooms>, mut req: Request<Incoming>, pubsub: bool) -> Response<Body> {
+    let worker = rooms.worker();
     let h = req.headers();
     if !has_token(h, header::CONNECTION, "upgrade") || !has_token(h, header::UPGRADE, "websocket") {
         let mut res = text(
@@ -223,11 +227,11 @@ fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>, pubsub: bool) -> Res
         return res;
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let worker = worker.clone();
+    let rooms = rooms.clone();
     tokio::task::spawn_local(async move {
         match take_stream(on_upgrade.await) {
-            Some((stream, early)) => start_websocket(&worker, stream, early, pubsub),
-            None => worker.release_connection(),
+            Some((stream, early)) => start_websocket(&rooms, stream, early, pubsub),
+            None => rooms.worker().release_connection(),
         }
     });
     let mut res = Response::new(Body::default());
@@ -260,12 +264,13 @@ fn take_stream(upgraded: hyper::Result<hyper::upgrade::Upgraded>) -> Option<(Tcp
 
 /// Starts the connection's own task. It is spawned on its own (not awaited here) so the
 /// long-lived task is only the small [`ConnTask`], without the upgrade's state.
-fn start_websocket(worker: &Rc<Worker>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
+fn start_websocket(rooms: &Rc<Rooms>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
+    let worker = rooms.worker();
     let conn = worker.open(stream, pubsub);
     let driver = Driver::new(conn, early, worker.ws_config);
     if pubsub {
-        let session = pubsub::session::Session::start(worker, driver.conn());
-        tokio::task::spawn_local(ConnTask::new(worker.clone(), driver, session));
+        let session = Session::start(rooms, driver.conn());
+        tokio::task::spawn_local(ConnTask::new(rooms.clone(), driver, session));
     } else {
         tokio::task::spawn_local(ConnTask::new(worker.clone(), driver, echo::Echo));
     }

@@ -1,32 +1,41 @@
-//! `wsfleet-worker`: everything that runs inside a worker process, and the IPC types the
-//! master and the workers share.
+//! `wsfleet-worker`: everything that runs inside a worker process, the IPC types the
+//! master and the workers share, and the `/ws` client protocol.
 //!
-//! # Layout
-//! - [`ipc`]: master ⇄ worker messages, their codec and framing (used by both sides).
-//! - [`run`]: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
-//! - [`fd`]: the only `unsafe`: adopting inherited file descriptors.
-//! - [`worker`]: the state a worker's tasks share (settings, counters, rooms, clients).
-//! - [`link`]: the worker side of the master link (batched writes, dispatch of reads).
-//! - [`http`]: hyper routes and the WebSocket upgrade.
-//! - [`conn`]: one WebSocket: its socket and bounded write queue (shared with the fan-out),
-//!   frame encoding, and the task-side driver.
-//! - [`pubsub`]: the `/ws` protocol, the local room table, the per-client session.
-//! - [`echo`]: the `/echo` endpoint.
-//! - [`heartbeat`]: pings and the silence timeout, one sweep for all connections.
-//! - [`counters`]: live figures for `wsfleet stats`.
-//! - [`assets`]: the chat page and icon.
+//! # Public surface
+//! What the master and `wsfleet bench` use, and nothing else:
+//! - [`run`], [`WorkerArgs`], [`WorkerError`]: the worker process's entry point.
+//! - [`ipc`]: master ⇄ worker messages, their codec and framing, the settings the master
+//!   sends ([`ipc::WorkerSettings`]) and their defaults ([`ipc::defaults`]).
+//! - [`protocol`]: the `/ws` client protocol (parse requests, build frames, room rules,
+//!   and the client's side: build requests, read the server's frames).
+//! - [`http`]: only its JSON response helper is public, for the master's admin listener.
+//!
+//! # Layout (private)
+//! - `run`: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
+//! - `fd`: the only `unsafe`: adopting inherited file descriptors.
+//! - `worker`: the state a worker's tasks share (settings, counters, rooms, clients).
+//! - `link`: the worker side of the master link (batched writes, dispatch of reads).
+//! - `http`: hyper routes and the WebSocket upgrade.
+//! - `conn`: one WebSocket: its socket and bounded write queue (shared with the fan-out),
+//!   frame encoding, and the task-side driver. Knows nothing of rooms or the worker.
+//! - `pubsub`: the local room table and the per-client session.
+//! - `echo`: the `/echo` endpoint.
+//! - `heartbeat`: pings and the silence timeout, one sweep for all connections.
+//! - `counters`: live figures for `wsfleet stats`.
+//! - `assets`: the chat page and icon.
 
-pub mod assets;
-pub mod conn;
-pub mod counters;
-pub mod echo;
-pub mod fd;
-pub mod heartbeat;
-pub mod http;
+mod assets;
+mod conn;
+mod counters;
+mod echo;
+mod fd;
+mod heartbeat;
+mod http;
 pub mod ipc;
-pub mod link;
-pub mod pubsub;
-pub mod run;
-pub mod worker;
+mod link;
+pub mod protocol;
+mod pubsub;
+mod run;
+mod worker;
 
 pub use run::{WorkerArgs, WorkerError, run};

@@ -8,16 +8,18 @@ use tokio::net::unix::OwnedReadHalf;
 
 use crate::counters;
 use crate::ipc::{FrameReader, ToMaster, ToWorker, framing::LinkError, monotonic_ns};
-use crate::worker::{DrainMode, Worker};
+use crate::pubsub::rooms::Rooms;
+use crate::worker::DrainMode;
 
 /// Most bytes gathered into one write to the master.
 pub const BATCH_BYTES: usize = 256 * 1024;
 
 /// Reads the master's messages until the link closes.
-pub async fn read_loop(
-    worker: Rc<Worker>,
+pub(crate) async fn read_loop(
+    rooms: Rc<Rooms>,
     mut reader: FrameReader<OwnedReadHalf>,
 ) -> Result<(), LinkError> {
+    let worker = rooms.worker();
     // Order stamps of the room publishes in the current batch: their latency is recorded
     // once the batch has been written out (one clock read per batch).
     let mut stamps: Vec<u64> = Vec::new();
@@ -30,14 +32,14 @@ pub async fn read_loop(
                 skip,
                 ordered_ns,
             } => {
-                worker.on_room(&room, frame, skip);
+                rooms.on_room(&room, frame, skip);
                 if ordered_ns != 0 {
                     stamps.push(ordered_ns);
                 }
             }
             ToWorker::Ordered { conn, ack, seq } => worker.on_ordered(conn, &ack, seq),
             ToWorker::Broadcast { frame } => worker.on_broadcast(frame),
-            ToWorker::InterestAck { room, token } => worker.on_interest_ack(&room, token),
+            ToWorker::InterestAck { room, token } => rooms.on_interest_ack(&room, token),
             ToWorker::CountersRequest { id } => {
                 let counters = worker.counters.snapshot();
                 worker.send(ToMaster::Counters { id, counters });

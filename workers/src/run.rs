@@ -13,6 +13,7 @@ use crate::counters;
 use crate::fd::{self, FdError};
 use crate::ipc::framing::{LinkError, pump};
 use crate::ipc::{FrameReader, FrameWriter, Hello, PROTOCOL_VERSION, ToMaster, ToWorker};
+use crate::pubsub::rooms::Rooms;
 use crate::worker::Worker;
 
 /// How long the master has to answer the Hello.
@@ -95,27 +96,28 @@ async fn serve(
             std::process::exit(1);
         }
     });
+    let rooms = Rc::new(Rooms::new(worker.clone()));
     let listener = TcpListener::from_std(listener)?;
-    tokio::task::spawn_local(accept_loop(worker.clone(), listener));
+    tokio::task::spawn_local(accept_loop(rooms.clone(), listener));
     tokio::task::spawn_local(crate::heartbeat::run(worker.clone()));
     worker.send(ToMaster::Ready);
     tracing::info!("worker ready");
-    match crate::link::read_loop(worker, reader).await {
+    match crate::link::read_loop(rooms, reader).await {
         Ok(()) => tracing::warn!("master link closed; the master is gone, exiting"),
         Err(e) => tracing::error!(error = %e, "master link failed; exiting"),
     }
     Ok(())
 }
 
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+async fn accept_loop(rooms: Rc<Rooms>, listener: TcpListener) {
     loop {
         tokio::select! {
             biased;
-            _ = worker.stop_accepting.notified() => break,
+            _ = rooms.worker().stop_accepting.notified() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(crate::http::serve_connection(worker.clone(), stream));
+                    tokio::task::spawn_local(crate::http::serve_connection(rooms.clone(), stream));
                 }
                 Err(e) => {
                     // Out of descriptors (EMFILE/ENFILE) or a transient error: the

@@ -1,5 +1,6 @@
-//! The state one worker process shares between its tasks: settings, counters, the room
-//! table, every open WebSocket, the link to the master, and the drain switch.
+//! The state one worker process shares between its tasks: settings, counters, every open
+//! WebSocket (and the fan-out's end-of-batch flush), the link to the master, and the drain
+//! switch. Rooms are `pubsub`'s; this module does not know them.
 //!
 //! The worker runs on one thread, so everything here is `Rc`/`Cell`/`RefCell`; no borrow
 //! is ever held across an `.await`.
@@ -13,10 +14,10 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::conn::{CloseCause, Conn, Pushed, frame};
+use crate::conn::{self, CloseCause, Conn, Pushed, frame};
 use crate::counters::{self, Counters};
-use crate::ipc::{RoomEvent, ToMaster, WorkerSettings};
-use crate::pubsub::{hub::Hub, protocol};
+use crate::ipc::{ToMaster, WorkerSettings};
+use crate::protocol;
 
 /// Why a worker is draining; it decides what happens to new upgrades meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +45,6 @@ pub struct Worker {
     pub ws_config: WebSocketConfig,
     /// Messages to the master (written in batches by the link task).
     link: mpsc::UnboundedSender<ToMaster>,
-    /// Local room membership.
-    pub hub: RefCell<Hub>,
     /// Every open WebSocket by connection number (drain closes them; broadcasts reach the
     /// `/ws` ones).
     conns: RefCell<HashMap<u64, Rc<Conn>>>,
@@ -102,7 +101,6 @@ impl Worker {
             counters: Counters::default(),
             ws_config,
             link,
-            hub: RefCell::new(Hub::default()),
             conns: RefCell::new(HashMap::new()),
             dirty: RefCell::new(Vec::new()),
             next_conn: Cell::new(0),
@@ -239,17 +237,6 @@ impl Worker {
         }
     }
 
-    /// A room message from the master: encoded once, shared by every local member.
-    pub fn on_room(&self, room: &str, text: String, skip: Option<u64>) {
-        let frame = frame::text(&text);
-        let hub = self.hub.borrow();
-        for member in hub.members(room) {
-            if Some(member.id) != skip {
-                self.deliver(member, frame.clone());
-            }
-        }
-    }
-
     /// A broadcast from the master: encoded once, shared by every local `/ws` client.
     pub fn on_broadcast(&self, text: String) {
         let frame = frame::text(&text);
@@ -273,51 +260,8 @@ impl Worker {
         }
     }
 
-    /// The master routes `room` here now: confirm the joins that waited for it.
-    pub fn on_interest_ack(&self, room: &str, token: u64) {
-        let joined = self.hub.borrow_mut().interest_acked(room, token);
-        for j in joined {
-            self.confirm_join(room, &j.conn, j.ack.as_deref());
-        }
-    }
-
-    /// Sends `joined` (and the ack) to a new member and tells the room's other members.
-    pub fn confirm_join(&self, room: &str, conn: &Rc<Conn>, ack: Option<&str>) {
-        self.deliver(conn, frame::text(&protocol::membership("joined", room)));
-        if let Some(ack) = ack {
-            self.deliver(conn, frame::text(&protocol::ack(ack, None)));
-        }
-        self.send(ToMaster::Presence {
-            room: room.to_owned(),
-            event: RoomEvent::Join,
-            conn: conn.id,
-            id: self.fleet_id(conn.id),
-        });
-    }
-
-    /// Removes connection `conn` from `room`, telling the others and the master.
-    pub fn leave_room(&self, room: &str, conn: u64) {
-        let left = self.hub.borrow_mut().leave(room, conn);
-        if left.was_member {
-            self.send(ToMaster::Presence {
-                room: room.to_owned(),
-                event: RoomEvent::Leave,
-                conn,
-                id: self.fleet_id(conn),
-            });
-        }
-        if left.room_empty {
-            self.send(ToMaster::Interest {
-                room: room.to_owned(),
-                on: false,
-                token: 0,
-            });
-        }
-        self.counters.rooms.set(self.hub.borrow().len() as u64);
-    }
-
     /// One heartbeat sweep: close connections silent for `timeout_ms`, ping the others if
-    /// `ping` (see [`crate::heartbeat`]).
+    /// `ping` (the heartbeat task calls this a few times per ping period).
     pub fn sweep(&self, now_ms: u32, timeout_ms: u32, ping: bool) {
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         for conn in &conns {
@@ -363,6 +307,23 @@ impl Worker {
             tracing::info!("drained; exiting");
             std::process::exit(0);
         });
+    }
+}
+
+/// Every connection, whatever its endpoint, is counted and unregistered here.
+impl conn::Host for Worker {
+    fn received(&self, bytes: usize) {
+        counters::add(&self.counters.messages_in, 1);
+        counters::add(&self.counters.bytes_in, bytes as u64);
+    }
+
+    fn violated(&self) {
+        counters::add(&self.counters.protocol_errors, 1);
+    }
+
+    fn ended(&self, conn: &Conn) {
+        self.close(conn.id);
+        self.release_connection();
     }
 }
 

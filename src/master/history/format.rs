@@ -22,7 +22,7 @@ pub const VERSION: u32 = 1;
 /// Magic, version, body length, checksum.
 pub const HEADER_BYTES: usize = 8 + 4 + 8 + 4;
 /// Longest room name accepted.
-const MAX_ROOM_BYTES: usize = wsfleet_worker::pubsub::protocol::MAX_ROOM_BYTES;
+const MAX_ROOM_BYTES: usize = wsfleet_worker::protocol::MAX_ROOM_BYTES;
 /// Smallest encoding of a message (times and length, empty data).
 const MIN_MESSAGE_BYTES: usize = 8 + 4;
 

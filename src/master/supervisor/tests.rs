@@ -66,7 +66,7 @@ impl Spawner for Fake {
         self.0.borrow_mut().killed.push(pid);
     }
 
-    fn sample(&mut self, _pid: u32) -> Option<crate::master::procfs::ProcSample> {
+    fn sample(&mut self, _pid: u32) -> Option<crate::sys::procfs::ProcSample> {
         None
     }
 }

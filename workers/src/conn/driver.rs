@@ -4,8 +4,8 @@
 //! readable or writable.
 //!
 //! Reading and writing happen in one `poll_fn`, so a client that stops reading never stops
-//! us reading it. Pings and the silence timeout are a worker-wide sweep
-//! ([`crate::heartbeat`]), not a timer per connection.
+//! us reading it. Pings and the silence timeout are a worker-wide sweep (the worker's
+//! heartbeat, reading [`Conn::silent_for`]), not a timer per connection.
 
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
@@ -95,7 +95,7 @@ impl Driver {
         loop {
             match self.ws.read() {
                 Ok(msg) => {
-                    self.conn.seen(crate::heartbeat::now_ms());
+                    self.conn.seen(super::now_ms());
                     return Poll::Ready(Event::Message(msg));
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -189,19 +189,10 @@ impl Driver {
 fn violation(e: &WsError) -> Option<CloseCause> {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
-            Some(CloseCause {
-                code: 1009,
-                reason: "message too big",
-            })
+            Some(CloseCause::TOO_BIG)
         }
-        WsError::Utf8(_) => Some(CloseCause {
-            code: 1007,
-            reason: "invalid UTF-8",
-        }),
-        WsError::Protocol(_) => Some(CloseCause {
-            code: 1002,
-            reason: "protocol error",
-        }),
+        WsError::Utf8(_) => Some(CloseCause::BAD_UTF8),
+        WsError::Protocol(_) => Some(CloseCause::PROTOCOL),
         _ => None,
     }
 }

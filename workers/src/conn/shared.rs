@@ -118,7 +118,7 @@ pub struct Conn {
     /// The close code once the connection must be closed (0: open); the task sees it on
     /// its next wake. Just the code: this struct exists once per connection.
     close: Cell<u16>,
-    /// When the client last sent a frame ([`crate::heartbeat::now_ms`]).
+    /// When the client last sent a frame ([`super::now_ms`]).
     last_seen: Cell<u32>,
     /// Whether the worker's fan-out will flush this connection at the end of its batch.
     pub(crate) scheduled: Cell<bool>,
@@ -134,7 +134,7 @@ impl Conn {
             queue: RefCell::new(Queue::default()),
             waker: RefCell::new(None),
             close: Cell::new(0),
-            last_seen: Cell::new(crate::heartbeat::now_ms()),
+            last_seen: Cell::new(super::now_ms()),
             scheduled: Cell::new(false),
         }
     }

@@ -13,27 +13,40 @@ use std::task::{Context, Poll};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Conn, Driver, Event};
-use crate::counters;
-use crate::worker::Worker;
 
 /// Events handled between two yields to the scheduler, so a client that floods us cannot
 /// starve the others.
 const EVENTS_PER_POLL: usize = 64;
 
-/// What an endpoint (`/ws`, `/echo`) does with a connection's messages.
+/// What the owner of every connection hears from each of them, whatever the endpoint
+/// (the worker counts and unregisters here).
+pub trait Host {
+    /// A data message of `bytes` bytes arrived (before the endpoint sees it).
+    fn received(&self, bytes: usize);
+    /// The client broke the protocol; the connection is being closed.
+    fn violated(&self);
+    /// The connection is gone (after the endpoint's [`Handler::on_end`]).
+    fn ended(&self, conn: &Conn);
+}
+
+/// What an endpoint (`/ws`, `/echo`) does with a connection's messages. Its context (the
+/// room table, the worker) is its [`Host`](Handler::Host), held once per connection by
+/// the task.
 pub trait Handler {
+    /// The endpoint's shared context, which also hears every connection's life.
+    type Host: Host;
     /// A text message arrived.
-    fn on_text(&mut self, worker: &Worker, conn: &Rc<Conn>, text: &str);
+    fn on_text(&mut self, host: &Self::Host, conn: &Rc<Conn>, text: &str);
     /// A binary message arrived.
-    fn on_binary(&mut self, worker: &Worker, conn: &Rc<Conn>, data: &[u8]);
+    fn on_binary(&mut self, host: &Self::Host, conn: &Rc<Conn>, data: &[u8]);
     /// The connection is over (called exactly once).
-    fn on_end(&mut self, worker: &Worker, conn: &Rc<Conn>);
+    fn on_end(&mut self, host: &Self::Host, conn: &Rc<Conn>);
 }
 
 /// One connection, from upgrade to close.
-pub struct ConnTask<H> {
-    /// The worker's shared state.
-    worker: Rc<Worker>,
+pub struct ConnTask<H: Handler> {
+    /// The endpoint's context.
+    host: Rc<H::Host>,
     /// The connection's shared half (kept after the driver moves into the closing step).
     conn: Rc<Conn>,
     /// The protocol side, until closing starts.
@@ -46,9 +59,9 @@ pub struct ConnTask<H> {
 
 impl<H: Handler + Unpin> ConnTask<H> {
     /// A task for an upgraded connection.
-    pub fn new(worker: Rc<Worker>, driver: Driver, handler: H) -> Self {
+    pub fn new(host: Rc<H::Host>, driver: Driver, handler: H) -> Self {
         Self {
-            worker,
+            host,
             conn: driver.conn().clone(),
             driver: Some(driver),
             handler,
@@ -63,9 +76,8 @@ impl<H: Handler + Unpin> ConnTask<H> {
     }
 
     fn end(&mut self) {
-        self.handler.on_end(&self.worker, &self.conn);
-        self.worker.close(self.conn.id);
-        self.worker.release_connection();
+        self.handler.on_end(&self.host, &self.conn);
+        self.host.ended(&self.conn);
     }
 }
 
@@ -90,24 +102,20 @@ impl<H: Handler + Unpin> Future for ConnTask<H> {
                 Poll::Ready(event) => event,
                 Poll::Pending => return Poll::Pending,
             };
-            let counters = &this.worker.counters;
             match event {
                 Event::Message(Message::Text(text)) => {
-                    counters::add(&counters.messages_in, 1);
-                    counters::add(&counters.bytes_in, text.len() as u64);
-                    this.handler
-                        .on_text(&this.worker, &this.conn, text.as_str());
+                    this.host.received(text.len());
+                    this.handler.on_text(&this.host, &this.conn, text.as_str());
                 }
                 Event::Message(Message::Binary(data)) => {
-                    counters::add(&counters.messages_in, 1);
-                    counters::add(&counters.bytes_in, data.len() as u64);
-                    this.handler.on_binary(&this.worker, &this.conn, &data);
+                    this.host.received(data.len());
+                    this.handler.on_binary(&this.host, &this.conn, &data);
                 }
                 Event::Message(Message::Close(_)) => this.start_closing(|d| Box::pin(d.finish())),
                 Event::Message(_) => {}
                 Event::Close(cause) => this.start_closing(|d| Box::pin(d.close(cause))),
                 Event::Violation(cause) => {
-                    counters::add(&counters.protocol_errors, 1);
+                    this.host.violated();
                     this.start_closing(|d| Box::pin(d.close(cause)));
                 }
                 Event::Ended => {

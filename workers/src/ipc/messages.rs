@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::defaults;
 use super::latency::LatencyHistogram;
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
@@ -49,15 +50,15 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
-            max_message_bytes: 64 * 1024,
-            max_connections: 50_000,
-            max_rooms_per_connection: 64,
-            outbox_limit_bytes: 1024 * 1024,
-            ping_interval_ms: 20_000,
-            ping_timeout_ms: 45_000,
-            handshake_timeout_ms: 5_000,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_rooms_per_connection: defaults::MAX_ROOMS_PER_CONNECTION,
+            outbox_limit_bytes: defaults::OUTBOX_LIMIT_BYTES,
+            ping_interval_ms: defaults::PING_INTERVAL_MS,
+            ping_timeout_ms: defaults::PING_TIMEOUT_MS,
+            handshake_timeout_ms: defaults::HANDSHAKE_TIMEOUT_MS,
             allowed_origins: Vec::new(),
-            rate_limit_per_sec: 1_000,
+            rate_limit_per_sec: defaults::RATE_LIMIT_PER_SEC,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! different sources (a binary replaced on disk between two reloads).
 
 pub mod codec;
+pub mod defaults;
 pub mod framing;
 pub mod latency;
 pub mod messages;

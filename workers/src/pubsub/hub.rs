@@ -62,11 +62,6 @@ impl Hub {
         self.rooms.len()
     }
 
-    /// Whether no room has local members.
-    pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
-    }
-
     /// Adds `conn` to `room`.
     pub fn join(&mut self, room: &str, conn: &Rc<Conn>, ack: Option<String>) -> Join {
         if let Some(r) = self.rooms.get_mut(room) {
@@ -154,19 +149,7 @@ impl Hub {
 mod tests {
     use super::*;
 
-    /// Connections need a socket; one connected pair serves every test connection.
-    fn conn(id: u64) -> Rc<Conn> {
-        thread_local! {
-            static SOCKETS: std::cell::RefCell<Vec<std::net::TcpStream>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (b, _) = l.accept().unwrap();
-        a.set_nonblocking(true).unwrap();
-        SOCKETS.with(|s| s.borrow_mut().push(b));
-        let stream = tokio::net::TcpStream::from_std(a).unwrap();
-        Rc::new(Conn::new(id, true, stream))
-    }
+    use crate::conn::test_conn as conn;
 
     #[tokio::test]
     async fn first_join_waits_for_the_master_then_later_joins_are_immediate() {
@@ -230,7 +213,7 @@ mod tests {
                 room_empty: true
             }
         );
-        assert!(hub.is_empty());
+        assert_eq!(hub.len(), 0);
         assert_eq!(
             hub.leave("r", 2),
             Left {

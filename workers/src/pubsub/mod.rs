@@ -1,6 +1,9 @@
-//! Rooms and broadcasts: the `/ws` client protocol, the worker's local room table, and
-//! the per-connection session that ties them to the master.
+//! Rooms and broadcasts: the worker's local room table ([`hub`]), joining, leaving and
+//! delivering ([`rooms`]), and the per-connection session that parses a `/ws` client's
+//! requests ([`session`]; the wire format is [`crate::protocol`]).
+//!
+//! Layers point one way: session → rooms → hub, and rooms → worker → conn.
 
-pub mod hub;
-pub mod protocol;
-pub mod session;
+pub(crate) mod hub;
+pub(crate) mod rooms;
+pub(crate) mod session;

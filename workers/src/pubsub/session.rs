@@ -1,62 +1,64 @@
 //! One `/ws` client: welcome, then requests in, frames out, until it goes; on the way out
-//! it leaves every room it was in. (The connection's task is `conn::ConnTask`.)
+//! it leaves every room it was in. Joining and leaving are [`Rooms`]' business; the
+//! session parses, rate-limits and dispatches. (The connection's task is `conn::ConnTask`.)
 
 use std::rc::Rc;
 
-use super::hub::Join;
-use super::protocol::{self, Refusal, Request};
-use crate::conn::{Conn, Handler};
+use super::rooms::{Membership, Rooms};
+use crate::conn::{Conn, Handler, now_ms};
 use crate::counters;
 use crate::ipc::ToMaster;
-use crate::worker::Worker;
+use crate::protocol::{self, Refusal, Request};
 
 /// One `/ws` client's state beyond the socket.
-pub struct Session {
+pub(crate) struct Session {
     /// Rooms this connection joined (confirmed or pending), to leave on disconnect.
-    rooms: Vec<Box<str>>,
+    rooms: Membership,
     /// Token bucket for the request rate limit (requests left).
     tokens: f32,
-    /// When the bucket was last refilled ([`crate::heartbeat::now_ms`]).
+    /// When the bucket was last refilled ([`now_ms`]).
     refilled: u32,
 }
 
 impl Session {
     /// Greets a new client and starts its session.
-    pub fn start(worker: &Worker, conn: &Conn) -> Self {
+    pub fn start(rooms: &Rooms, conn: &Conn) -> Self {
+        let worker = rooms.worker();
         worker.reply_text(
             conn,
             &protocol::welcome(worker.slot, &worker.fleet_id(conn.id)),
         );
         Self {
-            rooms: Vec::new(),
+            rooms: Membership::default(),
             tokens: worker.settings.rate_limit_per_sec as f32,
-            refilled: crate::heartbeat::now_ms(),
+            refilled: now_ms(),
         }
     }
 }
 
 impl Handler for Session {
-    fn on_text(&mut self, worker: &Worker, conn: &Rc<Conn>, text: &str) {
-        self.handle(worker, conn, text);
+    type Host = Rooms;
+
+    fn on_text(&mut self, rooms: &Rooms, conn: &Rc<Conn>, text: &str) {
+        self.handle(rooms, conn, text);
     }
 
-    fn on_binary(&mut self, worker: &Worker, conn: &Rc<Conn>, _: &[u8]) {
+    fn on_binary(&mut self, rooms: &Rooms, conn: &Rc<Conn>, _: &[u8]) {
         let refusal = Refusal::new(
             "bad_json",
             "binary frames are not part of the /ws protocol; send JSON text frames",
         );
-        self.refuse(worker, conn, &refusal, None);
+        refuse(rooms, conn, &refusal, None);
     }
 
-    fn on_end(&mut self, worker: &Worker, conn: &Rc<Conn>) {
-        for room in self.rooms.drain(..) {
-            worker.leave_room(&room, conn.id);
-        }
+    fn on_end(&mut self, rooms: &Rooms, conn: &Rc<Conn>) {
+        rooms.leave_all(&mut self.rooms, conn.id);
     }
 }
 
 impl Session {
-    fn handle(&mut self, worker: &Worker, conn: &Rc<Conn>, text: &str) {
+    fn handle(&mut self, rooms: &Rooms, conn: &Rc<Conn>, text: &str) {
+        let worker = rooms.worker();
         let (id, request) = protocol::parse(text);
         if !self.allow(worker.settings.rate_limit_per_sec) {
             let refusal = Refusal::new(
@@ -66,24 +68,19 @@ impl Session {
                     worker.settings.rate_limit_per_sec
                 ),
             );
-            return self.refuse(worker, conn, &refusal, id);
+            return refuse(rooms, conn, &refusal, id);
         }
         let request = match request {
             Ok(r) => r,
-            Err(refusal) => return self.refuse(worker, conn, &refusal, id),
+            Err(refusal) => return refuse(rooms, conn, &refusal, id),
         };
         match request {
-            Request::Join { room } => self.join(worker, conn, room, id),
-            Request::Leave { room } => {
-                if let Some(i) = self.rooms.iter().position(|r| **r == *room) {
-                    self.rooms.swap_remove(i);
-                    worker.leave_room(&room, conn.id);
-                }
-                worker.reply_text(conn, &protocol::membership("left", &room));
-                if let Some(id) = id {
-                    worker.reply_text(conn, &protocol::ack(id, None));
+            Request::Join { room } => {
+                if let Err(refusal) = rooms.join(&mut self.rooms, conn, room, id) {
+                    refuse(rooms, conn, &refusal, id);
                 }
             }
+            Request::Leave { room } => rooms.leave(&mut self.rooms, conn, &room, id),
             Request::Publish { room, data } => {
                 counters::add(&worker.counters.publishes, 1);
                 worker.send(ToMaster::Publish {
@@ -103,55 +100,13 @@ impl Session {
         }
     }
 
-    fn join(&mut self, worker: &Worker, conn: &Rc<Conn>, room: String, id: Option<&str>) {
-        if self.rooms.iter().any(|r| **r == *room) {
-            // Already a member (or on the way): answer again, change nothing.
-            worker.reply_text(conn, &protocol::membership("joined", &room));
-            if let Some(id) = id {
-                worker.reply_text(conn, &protocol::ack(id, None));
-            }
-            return;
-        }
-        let max = worker.settings.max_rooms_per_connection;
-        if self.rooms.len() >= max {
-            let refusal = Refusal::new(
-                "too_many_rooms",
-                format!("a connection may be in at most {max} rooms; leave one first"),
-            );
-            return self.refuse(worker, conn, &refusal, id);
-        }
-        // Most clients are in one or two rooms: grow the list one slot at a time rather
-        // than by Vec's default of four.
-        self.rooms.reserve_exact(1);
-        self.rooms.push(room.as_str().into());
-        let joined = worker
-            .hub
-            .borrow_mut()
-            .join(&room, conn, id.map(str::to_owned));
-        worker.counters.rooms.set(worker.hub.borrow().len() as u64);
-        match joined {
-            Join::Joined => worker.confirm_join(&room, conn, id),
-            Join::Pending(Some(token)) => worker.send(ToMaster::Interest {
-                room,
-                on: true,
-                token,
-            }),
-            Join::Pending(None) => {}
-        }
-    }
-
-    fn refuse(&self, worker: &Worker, conn: &Conn, refusal: &Refusal, id: Option<&str>) {
-        counters::add(&worker.counters.request_errors, 1);
-        worker.reply_text(conn, &protocol::error(refusal, id));
-    }
-
     /// Takes one token from the rate-limit bucket.
     fn allow(&mut self, rate: u32) -> bool {
         if rate == 0 {
             return true;
         }
         let rate = rate as f32;
-        let now = crate::heartbeat::now_ms();
+        let now = now_ms();
         let elapsed = now.wrapping_sub(self.refilled) as f32 / 1000.0;
         self.refilled = now;
         self.tokens = (self.tokens + elapsed * rate).min(rate);
@@ -162,4 +117,11 @@ impl Session {
             false
         }
     }
+}
+
+/// Answers a request that could not be honoured with an error frame, counting it.
+fn refuse(rooms: &Rooms, conn: &Conn, refusal: &Refusal, id: Option<&str>) {
+    let worker = rooms.worker();
+    counters::add(&worker.counters.request_errors, 1);
+    worker.reply_text(conn, &protocol::error(refusal, id));
 }

@@ -13,7 +13,7 @@ use crate::namespaces::{HistoryOptions, Namespaces, RoomOptions};
 #[ignore = "measures process RSS; run alone"]
 fn history_memory_cost() {
     let rss = || {
-        crate::master::procfs::sample(std::process::id())
+        crate::sys::procfs::sample(std::process::id())
             .unwrap()
             .rss_bytes as f64
     };

@@ -1,4 +1,5 @@
-//! The `/ws` JSON protocol: parsing client requests and building server frames.
+//! The server's side of a client request: parsing one text frame into a [`Request`] or a
+//! [`Refusal`].
 //!
 //! Requests are parsed with borrowed fields and `data`/`id` are kept as raw JSON text, so
 //! a publish is never re-serialised on its way to the master.
@@ -8,8 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// Longest room name, in bytes.
-pub const MAX_ROOM_BYTES: usize = 128;
+use super::{Refusal, truncate, validate_room};
 
 /// A client request that parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,25 +36,6 @@ pub enum Request<'a> {
         /// Raw JSON.
         data: &'a str,
     },
-}
-
-/// A request that could not be honoured: the error frame's `code` and `message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Machine-readable code.
-    pub code: &'static str,
-    /// What went wrong and what to do instead.
-    pub message: Cow<'static, str>,
-}
-
-impl Refusal {
-    /// A refusal with a fixed message.
-    pub fn new(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -142,100 +123,6 @@ fn data<'a>(env: &Envelope<'a>) -> Result<&'a str, Refusal> {
         .ok_or_else(|| Refusal::new("missing_field", "missing \"data\" (any JSON value)"))
 }
 
-/// Checks a room name: 1–128 bytes of UTF-8 without control characters.
-pub fn validate_room(room: &str) -> Result<(), Refusal> {
-    if room.is_empty() || room.len() > MAX_ROOM_BYTES {
-        return Err(Refusal::new(
-            "bad_room",
-            "a room name is 1 to 128 bytes of UTF-8",
-        ));
-    }
-    if room.chars().any(char::is_control) {
-        return Err(Refusal::new(
-            "bad_room",
-            "a room name may not contain control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// JSON string literal for `s`.
-pub fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
-}
-
-/// `{"type":"welcome","worker":SLOT,"id":ID}`
-pub fn welcome(slot: u32, id: &str) -> String {
-    format!(
-        r#"{{"type":"welcome","worker":{slot},"id":{}}}"#,
-        json_str(id)
-    )
-}
-
-/// `{"type":"joined","room":R}` or `{"type":"left","room":R}`
-pub fn membership(kind: &str, room: &str) -> String {
-    format!(r#"{{"type":"{kind}","room":{}}}"#, json_str(room))
-}
-
-/// `{"type":"ack","id":ID}` (with `"seq"` for a publish).
-pub fn ack(id: &str, seq: Option<u64>) -> String {
-    match seq {
-        Some(seq) => format!(r#"{{"type":"ack","id":{id},"seq":{seq}}}"#),
-        None => format!(r#"{{"type":"ack","id":{id}}}"#),
-    }
-}
-
-/// `{"type":"error","code":C,"message":M}` (with the request's `"id"` when it had one).
-pub fn error(refusal: &Refusal, id: Option<&str>) -> String {
-    let msg = json_str(&refusal.message);
-    match id {
-        Some(id) => {
-            format!(
-                r#"{{"type":"error","code":"{}","message":{msg},"id":{id}}}"#,
-                refusal.code
-            )
-        }
-        None => format!(
-            r#"{{"type":"error","code":"{}","message":{msg}}}"#,
-            refusal.code
-        ),
-    }
-}
-
-/// `{"type":"message","room":R,"seq":N,"data":DATA}` — built once by the master.
-pub fn room_message(room: &str, seq: u64, data: &str) -> String {
-    format!(
-        r#"{{"type":"message","room":{},"seq":{seq},"data":{data}}}"#,
-        json_str(room)
-    )
-}
-
-/// `{"type":"message","data":DATA}` — a broadcast, built once by the master.
-pub fn broadcast_message(data: &str) -> String {
-    format!(r#"{{"type":"message","data":{data}}}"#)
-}
-
-/// `{"type":"presence","room":R,"event":"join"|"leave","id":ID}`
-pub fn presence(room: &str, join: bool, id: &str) -> String {
-    let event = if join { "join" } else { "leave" };
-    format!(
-        r#"{{"type":"presence","room":{},"event":"{event}","id":{}}}"#,
-        json_str(room),
-        json_str(id)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,22 +178,5 @@ mod tests {
         let (id, req) = parse(r#"{"type":"dance","id":"abc"}"#);
         assert_eq!(id, Some(r#""abc""#));
         assert!(req.is_err());
-    }
-
-    #[test]
-    fn frames_are_valid_json() {
-        for frame in [
-            welcome(1, "1.2.3"),
-            membership("joined", "a\"b"),
-            ack("\"x\"", Some(4)),
-            ack("5", None),
-            error(&Refusal::new("bad_room", "no \"quotes\""), Some("1")),
-            room_message("r", 9, r#"{"k":1}"#),
-            broadcast_message("[1]"),
-            presence("r", true, "0.1.2"),
-        ] {
-            let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
-            assert!(v["type"].is_string(), "{frame}");
-        }
     }
 }

@@ -1,0 +1,20 @@
+//! The default of every [`WorkerSettings`](super::WorkerSettings) field, defined once:
+//! `WorkerSettings::default`, the master's config merge and the `serve --help` text (from
+//! which README's configuration table is generated) all read these.
+
+/// Largest client message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// WebSocket connections per worker.
+pub const MAX_CONNECTIONS: usize = 50_000;
+/// Rooms one connection may be in at once.
+pub const MAX_ROOMS_PER_CONNECTION: usize = 64;
+/// Bytes queued towards one client before it is closed as a slow consumer.
+pub const OUTBOX_LIMIT_BYTES: usize = 1024 * 1024;
+/// Milliseconds between server pings.
+pub const PING_INTERVAL_MS: u64 = 20_000;
+/// Milliseconds of client silence before it is closed.
+pub const PING_TIMEOUT_MS: u64 = 45_000;
+/// Milliseconds a client has to finish its HTTP upgrade request.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Requests per second one `/ws` connection may make.
+pub const RATE_LIMIT_PER_SEC: u32 = 1_000;

@@ -1,0 +1,87 @@
+//! Every frame the server sends a `/ws` client. `id` and `data` arguments are raw JSON
+//! (as the client wrote them); room names and ids are escaped here.
+
+use super::{Refusal, json_str};
+
+/// `{"type":"welcome","worker":SLOT,"id":ID}`
+pub fn welcome(slot: u32, id: &str) -> String {
+    format!(
+        r#"{{"type":"welcome","worker":{slot},"id":{}}}"#,
+        json_str(id)
+    )
+}
+
+/// `{"type":"joined","room":R}` or `{"type":"left","room":R}`
+pub fn membership(kind: &str, room: &str) -> String {
+    format!(r#"{{"type":"{kind}","room":{}}}"#, json_str(room))
+}
+
+/// `{"type":"ack","id":ID}` (with `"seq"` for a publish).
+pub fn ack(id: &str, seq: Option<u64>) -> String {
+    match seq {
+        Some(seq) => format!(r#"{{"type":"ack","id":{id},"seq":{seq}}}"#),
+        None => format!(r#"{{"type":"ack","id":{id}}}"#),
+    }
+}
+
+/// `{"type":"error","code":C,"message":M}` (with the request's `"id"` when it had one).
+pub fn error(refusal: &Refusal, id: Option<&str>) -> String {
+    let msg = json_str(&refusal.message);
+    match id {
+        Some(id) => {
+            format!(
+                r#"{{"type":"error","code":"{}","message":{msg},"id":{id}}}"#,
+                refusal.code
+            )
+        }
+        None => format!(
+            r#"{{"type":"error","code":"{}","message":{msg}}}"#,
+            refusal.code
+        ),
+    }
+}
+
+/// `{"type":"message","room":R,"seq":N,"data":DATA}` — built once by the master.
+pub fn room_message(room: &str, seq: u64, data: &str) -> String {
+    format!(
+        r#"{{"type":"message","room":{},"seq":{seq},"data":{data}}}"#,
+        json_str(room)
+    )
+}
+
+/// `{"type":"message","data":DATA}` — a broadcast, built once by the master.
+pub fn broadcast_message(data: &str) -> String {
+    format!(r#"{{"type":"message","data":{data}}}"#)
+}
+
+/// `{"type":"presence","room":R,"event":"join"|"leave","id":ID}`
+pub fn presence(room: &str, join: bool, id: &str) -> String {
+    let event = if join { "join" } else { "leave" };
+    format!(
+        r#"{{"type":"presence","room":{},"event":"{event}","id":{}}}"#,
+        json_str(room),
+        json_str(id)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_valid_json() {
+        for frame in [
+            welcome(1, "1.2.3"),
+            membership("joined", "a\"b"),
+            ack("\"x\"", Some(4)),
+            ack("5", None),
+            error(&Refusal::new("bad_room", "no \"quotes\""), Some("1")),
+            room_message("r", 9, r#"{"k":1}"#),
+            broadcast_message("[1]"),
+            presence("r", true, "0.1.2"),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+            assert!(v["type"].is_string(), "{frame}");
+        }
+    }
+}
