@@ -100,13 +100,12 @@ async fn serve(
         None => "off".to_owned(),
     };
     let control_path = settings.control.clone();
-    let control = control::bind(&control_path).with_context(|| {
+    let (control, _control_file) = control::bind(&control_path).with_context(|| {
         format!(
             "cannot create the control socket {}",
             control_path.display()
         )
     })?;
-    let _control_file = RemoveOnDrop(control_path.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     signals::forward(cmd_tx.clone()).context("cannot install signal handlers")?;
     let workers = settings.workers;
@@ -255,14 +254,5 @@ async fn wait_stopped(master: &Master, limit: Duration) -> bool {
         {
             return false;
         }
-    }
-}
-
-/// Removes a file when dropped (the control socket on every way out).
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
