@@ -10,9 +10,11 @@
 //! - `control_api`: the control socket's JSON messages; `client`: `stats`, `reload`,
 //!   `stop`.
 //! - `bench/`: `wsfleet bench`.
-//! - `logging`: tracing setup for master and workers.
+//! - `logging`: tracing setup for master and workers; `allocator`: jemalloc decay, so idle
+//!   processes give memory back.
 //! - The worker itself lives in the `wsfleet-worker` crate (`workers/`).
 
+mod allocator;
 mod bench;
 mod cli;
 mod client;
@@ -26,6 +28,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if let Err(e) = allocator::give_back_when_idle() {
+        eprintln!(
+            "wsfleet: warning: cannot tune the allocator ({e}); memory taken in a spike may not be returned when idle"
+        );
+    }
     let cli = cli::Cli::parse();
     let result = match cli.command {
         None => master::run(cli::ServeArgs::default()),
