@@ -94,24 +94,36 @@ repeat() {
 LEG=50  # seconds per load-generator run; they restart until the end
 repeat echo "$WSFLEET" bench echo --url "ws://$ADDR/echo" --conns 50 --duration "$LEG" --threads 1
 repeat fanout "$WSFLEET" bench fanout --url "ws://$ADDR/ws" --room soak --subs 200 --rate 50 \
-  --duration "$LEG" --threads 1
+  --size 1024 --duration "$LEG" --threads 1
 repeat churn "$WSFLEET" bench churn --url "ws://$ADDR/ws" --rate 50 --duration "$LEG" --threads 1
 
-# Slow readers: join the fan-out room, never read, and reconnect every 20 s (or when the
-# server closes them as slow consumers).
+# Slow readers: each joins a room of its own and publishes 32 KB into it ten times a
+# second (about 320 KB/s echoed back to it) while never reading, so its outbox overflows
+# and the server closes it (1013); it notices when its next write fails, and reconnects.
 setsid python3 - "$ADDR" "$SLOW" "$END" >"$OUT/slow.log" 2>&1 <<'PY' &
-import base64, os, socket, sys, threading, time
+import base64, json, os, socket, struct, sys, threading, time
 host, port = sys.argv[1].rsplit(":", 1)
 n, end = int(sys.argv[2]), int(sys.argv[3])
-stats = {"connects": 0, "failures": 0}
+stats = {"connects": 0, "failures": 0, "closed_by_server": 0}
+lock = threading.Lock()
 
-def frame(text):
+def report():  # running totals, one line per finished connection (the last line counts)
+    with lock:
+        print(f"slow readers: {stats['connects']} connections, {stats['closed_by_server']} "
+              f"closed by the server while not reading, {stats['failures']} failures", flush=True)
+
+def frame(text):  # a masked client text frame (payloads < 64 KiB)
     payload = text.encode()
     mask = os.urandom(4)
-    head = bytes([0x81, 0x80 | len(payload)])  # payloads here are < 126 bytes
+    if len(payload) < 126:
+        head = bytes([0x81, 0x80 | len(payload)])
+    else:
+        head = bytes([0x81, 0x80 | 126]) + struct.pack("!H", len(payload))
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
-def slow_client():
+def slow_client(i):
+    room = f"slow-{i}"
+    publish = frame(json.dumps({"type": "publish", "room": room, "data": "x" * 32768}))
     while time.time() < end:
         try:
             s = socket.create_connection((host, int(port)), timeout=5)
@@ -122,18 +134,27 @@ def slow_client():
                        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
             if not s.recv(12).startswith(b"HTTP/1.1 101"):
                 raise OSError("upgrade refused")
-            s.sendall(frame('{"type":"join","room":"soak"}'))
+            s.sendall(frame(json.dumps({"type": "join", "room": room})))
             stats["connects"] += 1
-            time.sleep(max(0, min(20, end - time.time())))  # and never read
-            s.close()
         except OSError:
             stats["failures"] += 1
+            report()
             time.sleep(1)
+            continue
+        try:
+            until = min(end, time.time() + 60)
+            while time.time() < until:  # and never read
+                s.sendall(publish)
+                time.sleep(0.1)
+        except OSError:
+            stats["closed_by_server"] += 1
+        s.close()
+        report()
 
-threads = [threading.Thread(target=slow_client, daemon=True) for _ in range(n)]
+threads = [threading.Thread(target=slow_client, args=(i,), daemon=True) for i in range(n)]
 for t in threads: t.start()
 for t in threads: t.join()
-print(f"slow readers: {stats['connects']} connections, {stats['failures']} failures")
+report()
 PY
 PIDS+=($!)
 
