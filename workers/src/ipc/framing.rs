@@ -8,6 +8,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, CodecError};
+use super::queue::{Level, Weighed};
 
 /// The largest payload either side accepts. The master caps client messages 64 KiB
 /// below this, so a publish of the largest allowed message always fits.
@@ -137,23 +138,31 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 /// Pumps every message from `rx` into `writer`, batching whatever is already queued (up to
-/// about `batch_bytes`) into one write; `sent` is told how many frames each write carried.
-/// Returns when the channel closes, or with the error that broke the link.
-pub async fn pump<T: Serialize, W: AsyncWrite + Unpin>(
+/// about `batch_bytes`) into one write; after each write `level` loses what it carried and
+/// `sent` is told how many frames went out. Returns when the channel closes, or with the
+/// error that broke the link.
+pub async fn pump<T: Serialize + Weighed, W: AsyncWrite + Unpin>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
     mut writer: FrameWriter<W>,
     batch_bytes: usize,
+    level: &Level,
     sent: impl Fn(u64),
 ) -> Result<(), LinkError> {
     while let Some(msg) = rx.recv().await {
+        let mut weight = msg.weight() as u64;
         writer.queue(&msg)?;
+        drop(msg);
         while writer.pending_bytes() < batch_bytes {
             match rx.try_recv() {
-                Ok(msg) => writer.queue(&msg)?,
+                Ok(msg) => {
+                    weight += msg.weight() as u64;
+                    writer.queue(&msg)?;
+                }
                 Err(_) => break,
             }
         }
         let n = writer.flush().await?;
+        level.written(n as u64, weight);
         sent(n as u64);
     }
     Ok(())
