@@ -290,17 +290,7 @@ async fn sigterm_closes_clients_with_1012_and_exits_zero() {
     let mut fleet = Fleet::start(&[]);
     let (mut ws, _, _) = client(&fleet).await;
     fleet.signal(Signal::SIGTERM);
-    let close = loop {
-        match tokio::time::timeout(T, ws.next())
-            .await
-            .expect("no close frame")
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => break f,
-            Some(Ok(_)) => {}
-            other => panic!("connection ended without a close frame: {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(1012));
+    assert_eq!(close_code(&mut ws).await, Some(1012));
     let status = tokio::task::block_in_place(|| fleet.wait_exit(T));
     assert!(status.success(), "{status:?}\n{}", fleet.stderr());
     assert!(!fleet.control.exists(), "control socket left behind");
@@ -569,17 +559,7 @@ async fn kill_9_of_the_master_closes_every_client_with_1012() {
     fleet.signal(Signal::SIGKILL);
     let killed = Instant::now();
     for ws in [&mut a, &mut b] {
-        let close = loop {
-            match tokio::time::timeout(T, ws.next())
-                .await
-                .expect("no close frame")
-            {
-                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => break f,
-                Some(Ok(_)) => {}
-                other => panic!("connection ended without a close frame: {other:?}"),
-            }
-        };
-        assert_eq!(close.map(|f| u16::from(f.code)), Some(1012));
+        assert_eq!(close_code(ws).await, Some(1012));
     }
     let closed_in = killed.elapsed();
     tokio::task::block_in_place(|| {

@@ -195,6 +195,18 @@ impl Harness {
         msgs
     }
 
+    /// Worker `key` asks for room `room`'s messages.
+    fn interest(&mut self, key: WorkerKey, room: &str) {
+        self.send(Event::Message(
+            key,
+            ToMaster::Interest {
+                room: room.into(),
+                on: true,
+                token: 1,
+            },
+        ));
+    }
+
     /// Worker `key` answers every heartbeat it was sent.
     fn answer_pings(&mut self, key: WorkerKey) {
         for msg in self.received(key) {
@@ -390,14 +402,7 @@ fn a_stalled_worker_is_killed_and_replaced() {
     let mut s = settings(2);
     s.ipc_queue_limit = 5;
     let mut h = Harness::running(s);
-    h.send(Event::Message(
-        1,
-        ToMaster::Interest {
-            room: "a".into(),
-            on: true,
-            token: 1,
-        },
-    ));
+    h.interest(1, "a");
     for _ in 0..5 {
         h.send(Event::Message(
             2,
@@ -629,14 +634,7 @@ fn a_worker_too_many_bytes_behind_is_killed_when_its_queue_overflows() {
     let mut s = settings(2);
     s.ipc_queue_limit_bytes = 10_000;
     let mut h = Harness::running(s);
-    h.send(Event::Message(
-        1,
-        ToMaster::Interest {
-            room: "a".into(),
-            on: true,
-            token: 1,
-        },
-    ));
+    h.interest(1, "a");
     h.received(1);
     let publish = |n: usize| {
         Event::Message(
