@@ -394,6 +394,31 @@ mod tests {
     }
 
     #[test]
+    fn the_link_bounds_and_worker_timeout_come_from_the_file_and_a_too_short_timeout_is_refused() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.ipc_queue_limit_bytes, defaults::IPC_QUEUE_LIMIT_BYTES);
+        assert_eq!(s.worker_timeout, defaults::WORKER_TIMEOUT);
+        let (_d, path) = write("ipc_queue_limit_bytes = 1000\nworker_timeout = 2.5\n");
+        let s = Settings::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.ipc_queue_limit_bytes, 1000);
+        assert_eq!(s.worker_timeout, Duration::from_millis(2500));
+        let err = Settings::resolve(&ServeArgs {
+            worker_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("worker_timeout") && err.contains("at least 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn admin_defaults_to_loopback_9090_and_can_be_off() {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));

@@ -253,7 +253,7 @@ async fn json_logs_are_one_object_per_line_with_slot_and_pid_on_worker_lines() {
 
 #[test]
 fn a_stopped_worker_at_zero_traffic_is_found_by_the_heartbeat_and_replaced() {
-    let fleet = Fleet::start(&["--worker-timeout", "6"]);
+    let fleet = Fleet::start(&["--worker-timeout", "8"]);
     wait_ready(&fleet, 200, T);
     let (slot, victim, _) = fleet.ready_pids()[0];
     let row = |s: &Value| {
@@ -299,6 +299,6 @@ fn a_stopped_worker_at_zero_traffic_is_found_by_the_heartbeat_and_replaced() {
     fleet.assert_logged("did not answer its link heartbeat");
     assert_eq!(wait_ready(&fleet, 200, T)["ready"], true);
     eprintln!(
-        "SIGSTOP at zero traffic, --worker-timeout 6: shown unresponsive after {detected:?}, replaced and ready after {replaced:?} (stats polls included)"
+        "SIGSTOP at zero traffic, --worker-timeout 8: shown unresponsive after {detected:?}, replaced and ready after {replaced:?} (stats polls included)"
     );
 }
