@@ -99,7 +99,9 @@ fn read(reader: FrameReader<OwnedReadHalf>, pid: u32, expect: Expect) -> impl St
                     Ok(None) => return None,
                     Err(LinkError::Io(e)) => {
                         // A reset or a frame cut short: the worker is exiting (killed, or
-                        // crashed). Its exit is reported, with how it ended, by the watcher.
+                        // crashed). Its exit is reported, with how it ended, by the watcher;
+                        // a worker that is not exiting falls silent and the heartbeat
+                        // replaces it.
                         tracing::debug!(slot = expect.slot, pid, error = %e, "worker link closed");
                         return None;
                     }

@@ -141,6 +141,12 @@ impl WorkerTx {
         self.tx.level().bytes()
     }
 
+    /// Whether its writer is stuck on a full socket: the worker is not taking data (a
+    /// long queue while the writer merely waits its turn is not the worker's fault).
+    pub fn blocked(&self) -> bool {
+        self.tx.level().blocked()
+    }
+
     /// Takes nothing more (the worker is being killed).
     pub fn shut(&self) {
         self.shut.set(true);

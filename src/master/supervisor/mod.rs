@@ -125,7 +125,7 @@ impl<S: Spawner> Supervisor<S> {
             Event::Request(req) => self.on_request(req, now),
             Event::Tick => self.on_tick(now),
         }
-        self.kill_stalled();
+        self.kill_stalled(false);
         self.progress(now);
     }
 
@@ -327,6 +327,7 @@ impl<S: Spawner> Supervisor<S> {
         for w in self.state.workers.values_mut() {
             w.cpu.update(self.spawner.sample(w.pid), now);
         }
+        self.kill_stalled(true);
         self.heartbeat(now);
         if matches!(self.phase(), Phase::Starting | Phase::Running) {
             let due: Vec<u32> = (0..self.state.slots.len() as u32)
@@ -344,11 +345,13 @@ impl<S: Spawner> Supervisor<S> {
     }
 
     /// Kills workers that stopped reading their link (a stopped or wedged process): the
-    /// master would otherwise buffer their relayed messages without bound. Checked after
-    /// every event, so a queue overshoots its bound by one event's messages at most; a
-    /// single message larger than the bound is let through. Supervision then replaces
-    /// them like any crashed worker.
-    fn kill_stalled(&mut self) {
+    /// master would otherwise buffer their relayed messages without bound. The byte bound
+    /// is checked after every event, so a queue overshoots it by one event's messages at
+    /// most; it applies while the worker's socket is full (a queue that is long only
+    /// because its writer has not run yet is not the worker's fault), and a single message
+    /// larger than the bound is let through. The message count is checked at each `tick`,
+    /// as it always was. Supervision then replaces them like any crashed worker.
+    fn kill_stalled(&mut self, tick: bool) {
         let (limit, limit_bytes) = (
             self.settings.ipc_queue_limit,
             self.settings.ipc_queue_limit_bytes,
@@ -359,7 +362,8 @@ impl<S: Spawner> Supervisor<S> {
             .iter()
             .filter(|(_, w)| !w.tx.is_shut())
             .filter(|(_, w)| {
-                w.tx.depth() > limit || (w.tx.bytes() > limit_bytes && w.tx.depth() > 1)
+                let bytes = w.tx.bytes() > limit_bytes && w.tx.depth() > 1 && w.tx.blocked();
+                bytes || (tick && w.tx.depth() > limit)
             })
             .map(|(k, _)| *k)
             .collect();

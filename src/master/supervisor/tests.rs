@@ -58,6 +58,8 @@ impl Spawner for Fake {
         let pid = 1000 + key as u32;
         log.spawned.push((key, _slot, generation, pid));
         let (tx, rx, level) = WorkerTx::channel();
+        // Nothing reads the queue but the test: as if the worker's socket were full.
+        level.set_blocked(true);
         log.inbox.insert(key, rx);
         log.levels.insert(key, level);
         Ok(SpawnedWorker { pid, tx })
@@ -656,6 +658,14 @@ fn a_worker_too_many_bytes_behind_is_killed_when_its_queue_overflows() {
         h.send(publish(3_000));
     }
     assert!(h.log.borrow().killed.is_empty(), "3 × 3 KB fit in 10 KB");
+    // Over the bound while its writer merely has not run yet: not the worker's fault.
+    h.log.borrow().levels[&1].set_blocked(false);
+    h.send(publish(3_000));
+    assert!(
+        h.log.borrow().killed.is_empty(),
+        "the writer was not blocked"
+    );
+    h.log.borrow().levels[&1].set_blocked(true);
     h.send(publish(3_000));
     assert_eq!(h.log.borrow().killed, [h.pid(1)]);
     let depth = h.sup.state.workers[&1].tx.depth();

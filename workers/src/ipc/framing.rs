@@ -161,7 +161,20 @@ pub async fn pump<T: Serialize + Weighed, W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        let n = writer.flush().await?;
+        let n = {
+            // Not ready at once: the socket is full, the peer is not taking data.
+            let mut flush = std::pin::pin!(writer.flush());
+            let n = match futures_util::poll!(flush.as_mut()) {
+                std::task::Poll::Ready(n) => n,
+                std::task::Poll::Pending => {
+                    level.set_blocked(true);
+                    let n = flush.await;
+                    level.set_blocked(false);
+                    n
+                }
+            };
+            n?
+        };
         level.written(n as u64, weight);
         sent(n as u64);
     }
@@ -188,6 +201,36 @@ mod tests {
             assert_eq!(m, ToWorker::CountersRequest { id: i });
         }
         assert!(r.next::<ToWorker>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_pump_lowers_the_level_and_says_when_the_peer_is_not_reading() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (tx, rx, level) = crate::ipc::queue::channel::<ToWorker>(0);
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let pumped = level.clone();
+                let pump = tokio::task::spawn_local(async move {
+                    pump(rx, FrameWriter::new(a), 64 * 1024, &pumped, |_| {}).await
+                });
+                let frame = "x".repeat(10_000);
+                tx.send(ToWorker::Broadcast { frame });
+                tokio::task::yield_now().await;
+                assert!(
+                    level.blocked(),
+                    "10 KB do not fit in a 1 KB pipe nobody reads"
+                );
+                assert_eq!(level.messages(), 1);
+                let mut r = FrameReader::new(&mut b);
+                let m: ToWorker = r.next().await.unwrap().unwrap();
+                assert!(matches!(m, ToWorker::Broadcast { .. }));
+                drop(tx);
+                pump.await.unwrap().unwrap();
+                assert!(!level.blocked());
+                assert_eq!((level.messages(), level.bytes()), (0, 0));
+            })
+            .await;
     }
 
     #[tokio::test]

@@ -25,6 +25,10 @@ pub struct Level {
     bytes: Cell<u64>,
     /// Past this many bytes [`hold`](Self::hold) asks callers to wait (0: never).
     hold_above: u64,
+    /// Whether the writer is waiting for the peer to take data (its socket is full), as
+    /// opposed to merely not having run yet: only then does a long queue mean the peer
+    /// is not reading.
+    blocked: Cell<bool>,
     /// Who waits for the queue to fall back to `hold_above`.
     waiting: RefCell<Vec<Waker>>,
 }
@@ -46,6 +50,16 @@ impl Level {
     /// Bytes queued and not yet written.
     pub fn bytes(&self) -> u64 {
         self.bytes.get()
+    }
+
+    /// Whether the writer is stuck on a full socket (the peer is not taking data).
+    pub fn blocked(&self) -> bool {
+        self.blocked.get()
+    }
+
+    /// The writer tells whether it is waiting on a full socket.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.set(blocked);
     }
 
     /// Counts one queued message of `weight` bytes.
