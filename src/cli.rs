@@ -99,6 +99,15 @@ pub struct ServeArgs {
     /// it the worker counts as stalled and is killed and replaced.
     #[arg(long, env = "WSFLEET_IPC_QUEUE_LIMIT", value_name = "N")]
     pub ipc_queue_limit: Option<u64>,
+    /// Bytes the master may hold for one worker that is not reading its link; past it
+    /// the worker counts as stalled and is killed and replaced (one message always fits).
+    #[arg(long, env = "WSFLEET_IPC_QUEUE_LIMIT_BYTES", value_name = "BYTES")]
+    pub ipc_queue_limit_bytes: Option<u64>,
+    /// Seconds a worker may leave the master's link heartbeat unanswered before it is
+    /// killed and replaced; from half of it the worker is shown unresponsive and /ready
+    /// answers 503.
+    #[arg(long, env = "WSFLEET_WORKER_TIMEOUT", value_name = "SECS", value_parser = seconds)]
+    pub worker_timeout: Option<Duration>,
     /// WebSocket connections per worker before upgrades get 503.
     #[arg(long, env = "WSFLEET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,

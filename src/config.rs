@@ -18,6 +18,10 @@ use crate::defaults;
 /// IPC frame together with its room name and envelope.
 pub const MAX_MESSAGE_BYTES: usize = wsfleet_worker::ipc::MAX_FRAME_BYTES - 64 * 1024;
 
+/// The shortest `worker_timeout`: the heartbeat runs every second, and a worker is shown
+/// unresponsive from half the timeout, so anything shorter would flag live workers.
+pub const MIN_WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The resolved settings of a master.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -39,6 +43,11 @@ pub struct Settings {
     pub backlog: u32,
     /// Messages queued for one worker before the master kills it as stalled.
     pub ipc_queue_limit: u64,
+    /// Bytes queued for one worker before the master kills it as stalled (what bounds
+    /// the master's memory; the message count only guards against floods of tiny ones).
+    pub ipc_queue_limit_bytes: u64,
+    /// Heartbeat silence after which a worker is killed and replaced.
+    pub worker_timeout: Duration,
     /// Log filter.
     pub log_level: String,
     /// Log format.
@@ -87,6 +96,8 @@ pub struct FileConfig {
     pub ready_timeout: Option<f64>,
     pub backlog: Option<u32>,
     pub ipc_queue_limit: Option<u64>,
+    pub ipc_queue_limit_bytes: Option<u64>,
+    pub worker_timeout: Option<f64>,
     pub max_connections: Option<usize>,
     pub max_message_bytes: Option<usize>,
     pub max_rooms: Option<usize>,
@@ -240,6 +251,17 @@ impl Settings {
                 .map_err(|e| ConfigError::Invalid(format!("admin = {text:?}: {e}")))?,
             (None, None) => AdminAddr::At(defaults::ADMIN),
         };
+        let worker_timeout = args
+            .worker_timeout
+            .or(secs(file.worker_timeout, "worker_timeout")?)
+            .unwrap_or(defaults::WORKER_TIMEOUT);
+        if worker_timeout < MIN_WORKER_TIMEOUT {
+            return Err(ConfigError::Invalid(format!(
+                "worker_timeout = {}s is too short: the link heartbeat runs once a second, so a live worker could be killed; use at least {}",
+                worker_timeout.as_secs_f64(),
+                MIN_WORKER_TIMEOUT.as_secs()
+            )));
+        }
         Ok(Self {
             admin: match admin {
                 AdminAddr::Off => None,
@@ -264,6 +286,12 @@ impl Settings {
                 .or(file.ipc_queue_limit)
                 .unwrap_or(defaults::IPC_QUEUE_LIMIT)
                 .max(1),
+            ipc_queue_limit_bytes: args
+                .ipc_queue_limit_bytes
+                .or(file.ipc_queue_limit_bytes)
+                .unwrap_or(defaults::IPC_QUEUE_LIMIT_BYTES)
+                .max(1),
+            worker_timeout,
             log_level: args
                 .log_level
                 .clone()
@@ -371,6 +399,31 @@ mod tests {
                 ..Default::default()
             })
             .is_err()
+        );
+    }
+
+    #[test]
+    fn the_link_bounds_and_worker_timeout_come_from_the_file_and_a_too_short_timeout_is_refused() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.ipc_queue_limit_bytes, defaults::IPC_QUEUE_LIMIT_BYTES);
+        assert_eq!(s.worker_timeout, defaults::WORKER_TIMEOUT);
+        let (_d, path) = write("ipc_queue_limit_bytes = 1000\nworker_timeout = 2.5\n");
+        let s = Settings::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.ipc_queue_limit_bytes, 1000);
+        assert_eq!(s.worker_timeout, Duration::from_millis(2500));
+        let err = Settings::resolve(&ServeArgs {
+            worker_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("worker_timeout") && err.contains("at least 2"),
+            "{err}"
         );
     }
 

@@ -22,6 +22,13 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BACKLOG: u32 = 4096;
 /// Messages queued for one worker before it counts as stalled.
 pub const IPC_QUEUE_LIMIT: u64 = 1_000_000;
+/// Bytes queued for one worker before it counts as stalled: 64 MiB is about a thousand
+/// maximum-size (64 KiB) room messages, tens of seconds of a busy room for a live worker
+/// (which drains its link in milliseconds), and small next to the master's memory.
+pub const IPC_QUEUE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a worker may leave the link heartbeat unanswered before it is killed and
+/// replaced (shown unresponsive from half of it).
+pub const WORKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Log filter.
 pub const LOG_LEVEL: &str = "info";
 /// Log line format.
@@ -32,7 +39,7 @@ pub const ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHO
 /// The defaults `serve --help` shows, by clap argument id, as the help text writes them
 /// (durations in seconds). Options whose default is not a fixed value (`workers`,
 /// `run_dir`, `control`, `allowed_origins`) describe it in their own help text.
-pub fn shown() -> [(&'static str, String); 16] {
+pub fn shown() -> [(&'static str, String); 18] {
     let secs = |ms: u64| Duration::from_millis(ms).as_secs_f64().to_string();
     let format = LOG_FORMAT
         .to_possible_value()
@@ -44,6 +51,8 @@ pub fn shown() -> [(&'static str, String); 16] {
         ("ready_timeout", READY_TIMEOUT.as_secs_f64().to_string()),
         ("backlog", BACKLOG.to_string()),
         ("ipc_queue_limit", IPC_QUEUE_LIMIT.to_string()),
+        ("ipc_queue_limit_bytes", IPC_QUEUE_LIMIT_BYTES.to_string()),
+        ("worker_timeout", WORKER_TIMEOUT.as_secs_f64().to_string()),
         ("max_connections", MAX_CONNECTIONS.to_string()),
         ("max_message_bytes", MAX_MESSAGE_BYTES.to_string()),
         ("max_rooms", MAX_ROOMS_PER_CONNECTION.to_string()),

@@ -250,3 +250,55 @@ async fn json_logs_are_one_object_per_line_with_slot_and_pid_on_worker_lines() {
     assert!(worker_lines >= 4, "{log}");
     assert_eq!(slots.len(), 2, "{log}");
 }
+
+#[test]
+fn a_stopped_worker_at_zero_traffic_is_found_by_the_heartbeat_and_replaced() {
+    let fleet = Fleet::start(&["--worker-timeout", "8"]);
+    wait_ready(&fleet, 200, T);
+    let (slot, victim, _) = fleet.ready_pids()[0];
+    let row = |s: &Value| {
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["slot"] == slot)
+            .cloned()
+            .unwrap_or_default()
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    fleet.wait_stats("the stopped worker shown unresponsive", T, |s| {
+        row(s)["state"] == "unresponsive"
+    });
+    let detected = stopped.elapsed();
+    // Between half the timeout and the kill: /ready and /metrics say so too.
+    let (status, body) = get(&fleet, "/ready");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 503, "{ready:#}");
+    assert_eq!(
+        ready["slots"][slot as usize]["state"], "unresponsive",
+        "{ready:#}"
+    );
+    let metrics = scrape(&fleet);
+    let unresponsive = metrics
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "wsfleet_worker_state"
+                && s.labels.get("worker") == Some(&slot.to_string())
+                && s.labels.get("state") == Some("unresponsive")
+        })
+        .map(|s| format!("{:?}", s.value));
+    assert_eq!(unresponsive.as_deref(), Some("Gauge(1.0)"));
+    // At the timeout it is killed and its slot gets a new worker.
+    fleet.wait_stats("a new worker in the slot", T, |s| {
+        let w = row(s);
+        w["state"] == "ready" && w["pid"] != victim
+    });
+    let replaced = stopped.elapsed();
+    fleet.assert_logged("did not answer its link heartbeat");
+    assert_eq!(wait_ready(&fleet, 200, T)["ready"], true);
+    eprintln!(
+        "SIGSTOP at zero traffic, --worker-timeout 8: shown unresponsive after {detected:?}, replaced and ready after {replaced:?} (stats polls included)"
+    );
+}

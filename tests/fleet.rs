@@ -176,6 +176,12 @@ async fn kill_9_replaces_the_worker_and_no_connect_is_refused() {
         "a connect was refused while the worker was replaced"
     );
     fleet.assert_logged("signal 9 (SIGKILL)");
+    fleet.assert_logged(&format!("pid={victim}"));
+    let log = fleet.stderr();
+    assert!(
+        !log.contains("bad frame"),
+        "a killed worker is an exit, not a protocol error:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,17 +290,7 @@ async fn sigterm_closes_clients_with_1012_and_exits_zero() {
     let mut fleet = Fleet::start(&[]);
     let (mut ws, _, _) = client(&fleet).await;
     fleet.signal(Signal::SIGTERM);
-    let close = loop {
-        match tokio::time::timeout(T, ws.next())
-            .await
-            .expect("no close frame")
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => break f,
-            Some(Ok(_)) => {}
-            other => panic!("connection ended without a close frame: {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(1012));
+    assert_eq!(close_code(&mut ws).await, Some(1012));
     let status = tokio::task::block_in_place(|| fleet.wait_exit(T));
     assert!(status.success(), "{status:?}\n{}", fleet.stderr());
     assert!(!fleet.control.exists(), "control socket left behind");
@@ -543,4 +539,39 @@ async fn a_stalled_worker_is_killed_and_replaced() {
         })
     });
     fleet.assert_logged("not reading its master link");
+}
+
+/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
+fn exited(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_master_closes_every_client_with_1012() {
+    let fleet = Fleet::start(&[]);
+    let ((mut a, _, _), (mut b, _, _)) = clients_on_two_workers(&fleet).await;
+    let workers: Vec<u64> = fleet.ready_pids().into_iter().map(|w| w.1).collect();
+    fleet.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    for ws in [&mut a, &mut b] {
+        assert_eq!(close_code(ws).await, Some(1012));
+    }
+    let closed_in = killed.elapsed();
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + T;
+        while !workers.iter().all(|&pid| exited(pid)) {
+            assert!(
+                Instant::now() < deadline,
+                "workers {workers:?} outlived their master"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    fleet.assert_logged("the master is gone; closing every client with 1012");
+    eprintln!("kill -9 of the master: both clients got 1012 in {closed_in:?}");
 }

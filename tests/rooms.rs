@@ -451,3 +451,48 @@ async fn a_slow_handshake_is_cut_off() {
     // Others are still served.
     let (_ws, _, _) = client(&fleet).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_master_holds_the_workers_reading_instead_of_their_memory_growing() {
+    let fleet = Fleet::start(&["--workers", "1", "--rate-limit", "0"]);
+    let (mut ws, _, _) = client(&fleet).await;
+    let master = nix::unistd::Pid::from_raw(fleet.pid());
+    nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // 1,000 publishes of 60 KB (60 MB): with nowhere to send them, the worker stops
+    // reading past its 8 MiB hold mark, so the socket buffers fill and sending stalls.
+    let blob = "z".repeat(60_000);
+    let publish = |i: u64| {
+        Message::text(json!({"type": "publish", "room": "r", "data": [i, blob]}).to_string())
+    };
+    let mut accepted = 0u64;
+    let mut stalled = false;
+    for i in 0..1000 {
+        ws.feed(publish(i)).await.unwrap();
+        if tokio::time::timeout(Duration::from_secs(3), ws.flush())
+            .await
+            .is_err()
+        {
+            stalled = true;
+            break;
+        }
+        accepted += 1;
+    }
+    assert!(
+        stalled,
+        "all {accepted} × 60 KB accepted while the master was stopped"
+    );
+    // The master back: the held reads resume and everything sent arrives in order.
+    nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGCONT).unwrap();
+    tokio::time::timeout(T, ws.flush()).await.unwrap().unwrap();
+    send(
+        &mut ws,
+        json!({"type": "publish", "room": "r", "data": 0, "id": "last"}),
+    )
+    .await;
+    let (ack, _) = recv_type(&mut ws, "ack").await;
+    assert_eq!(ack["id"], "last", "{ack}");
+    eprintln!(
+        "master stopped: the worker took {accepted} × 60 KB ({} MB) before the client's sends stalled",
+        accepted * 60_000 / 1_000_000
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
-use wsfleet_worker::ipc::framing::pump;
+use wsfleet_worker::ipc::framing::{LinkError, pump};
 use wsfleet_worker::ipc::{FrameReader, FrameWriter, Hello, PROTOCOL_VERSION, ToMaster};
 
 use super::events::Event;
@@ -54,11 +54,10 @@ pub fn start(
     } = spawned;
     let link = tokio::net::UnixStream::from_std(link)?;
     let (read_half, write_half) = link.into_split();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (tx, queued) = WorkerTx::new(tx);
+    let (tx, rx, level) = WorkerTx::channel();
     tokio::task::spawn_local(async move {
-        let written = |n: u64| queued.set(queued.get().saturating_sub(n));
-        let _ = pump(rx, FrameWriter::new(write_half), 256 * 1024, written).await;
+        let writer = FrameWriter::new(write_half);
+        let _ = pump(rx, writer, 256 * 1024, &level, |_| {}).await;
     });
     let key = expect.key;
     tokio::task::spawn_local(async move {
@@ -98,6 +97,14 @@ fn read(reader: FrameReader<OwnedReadHalf>, pid: u32, expect: Expect) -> impl St
                 Stage::Linked => match reader.next::<ToMaster>().await {
                     Ok(Some(msg)) => Event::Message(key, msg),
                     Ok(None) => return None,
+                    Err(LinkError::Io(e)) => {
+                        // A reset or a frame cut short: the worker is exiting (killed, or
+                        // crashed). Its exit is reported, with how it ended, by the watcher;
+                        // a worker that is not exiting falls silent and the heartbeat
+                        // replaces it.
+                        tracing::debug!(slot = expect.slot, pid, error = %e, "worker link closed");
+                        return None;
+                    }
                     Err(e) => {
                         tracing::error!(slot = expect.slot, pid, error = %e, "bad frame from worker; killing it");
                         Event::Misbehaved(key)
@@ -128,7 +135,7 @@ async fn hello(reader: &mut FrameReader<OwnedReadHalf>, pid: u32, expect: &Expec
             );
             return Some(false);
         }
-        Ok(Ok(None)) => return None,
+        Ok(Ok(None) | Err(LinkError::Io(_))) => return None,
         Ok(Err(e)) => {
             tracing::error!(slot, pid, error = %e, "worker's first message is unreadable (is the binary on disk another wsfleet version?); killing it");
             return Some(false);

@@ -32,6 +32,8 @@ struct SlotFigures {
     live: Counters,
     /// Messages queued by the master for this slot's workers, not yet written.
     ipc_queue_depth: u64,
+    /// Bytes those messages hold.
+    ipc_queue_bytes: u64,
     /// Unplanned restarts of the slot.
     restarts: u64,
     /// The slot's current generation.
@@ -102,6 +104,7 @@ fn snapshot(view: &FleetView) -> Snapshot {
             f.live.add(c);
         }
         f.ipc_queue_depth += w.ipc_queue_depth;
+        f.ipc_queue_bytes += w.ipc_queue_bytes;
         f.rss_bytes += w.cpu.sample.rss_bytes;
         f.cpu_s += w.cpu.sample.cpu_s;
         *f.states.entry(w.state.name()).or_default() += 1;
@@ -255,6 +258,13 @@ impl Collector for Snapshot {
             "Messages the master has queued for this slot's workers and not yet written to their link.",
             Gauge,
             slots().map(|(i, s)| (labels(i, None), s.ipc_queue_depth)),
+        )?;
+        per_slot(
+            e,
+            "wsfleet_ipc_queue_bytes",
+            "Bytes the master has queued for this slot's workers and not yet written to their link (bounded by --ipc-queue-limit-bytes).",
+            Gauge,
+            slots().map(|(i, s)| (labels(i, None), s.ipc_queue_bytes)),
         )?;
         {
             let mut m = e.encode_descriptor(

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use wsfleet_worker::ipc::{ToWorker, WorkerCounters};
+use wsfleet_worker::ipc::{Level, LinkTx, ToWorker, WorkerCounters};
 
 use crate::control_api::Counters;
 
@@ -50,6 +50,10 @@ pub enum WorkerState {
     Ready,
     /// Told to drain; will exit by itself.
     Draining,
+    /// Missed its link heartbeat for half of `--worker-timeout` (stopped or wedged);
+    /// killed and replaced at the full timeout. Shown only ([`WorkerEntry::shown_state`]):
+    /// the state machines keep the state it had, which it is back in if it answers.
+    Unresponsive,
 }
 
 impl WorkerState {
@@ -59,6 +63,7 @@ impl WorkerState {
             Self::Starting => "starting",
             Self::Ready => "ready",
             Self::Draining => "draining",
+            Self::Unresponsive => "unresponsive",
         }
     }
 }
@@ -76,10 +81,11 @@ pub enum SlotState {
 
 impl SlotState {
     /// Every state, in the order `/metrics` lists them.
-    pub const ALL: [SlotState; 5] = [
+    pub const ALL: [SlotState; 6] = [
         Self::Serving(WorkerState::Starting),
         Self::Serving(WorkerState::Ready),
         Self::Serving(WorkerState::Draining),
+        Self::Serving(WorkerState::Unresponsive),
         Self::Backoff,
         Self::Down,
     ];
@@ -94,41 +100,61 @@ impl SlotState {
     }
 }
 
-/// The master's queue of messages to one worker, with its depth: messages sent and not
-/// yet written to the worker's socket (the `/metrics` IPC queue depth). The queue is
-/// unbounded by design (the relay must not block the master's single thread), so its
-/// depth is what shows a worker falling behind.
+/// The master's queue of messages to one worker, measured in messages and bytes not yet
+/// written to the worker's socket (the `/metrics` IPC queue depth). Sending never blocks
+/// (the relay must not stall the master's single thread); the supervisor checks the
+/// bounds after every event and replaces a worker that fell too far behind, after which
+/// its queue takes nothing more ([`shut`](Self::shut)).
 pub struct WorkerTx {
-    /// The channel the worker's link task drains.
-    tx: mpsc::UnboundedSender<ToWorker>,
-    /// Messages queued and not yet written; the link task subtracts what it wrote.
-    queued: Rc<Cell<u64>>,
+    /// The measured channel the worker's link task drains.
+    tx: LinkTx<ToWorker>,
+    /// Set once the worker is being killed: further messages are dropped.
+    shut: Cell<bool>,
 }
 
 impl WorkerTx {
-    /// A queue and the depth counter its writer decrements.
-    pub fn new(tx: mpsc::UnboundedSender<ToWorker>) -> (Self, Rc<Cell<u64>>) {
-        let queued = Rc::new(Cell::new(0));
-        (
-            Self {
-                tx,
-                queued: queued.clone(),
-            },
-            queued,
-        )
+    /// A queue, the receiver its writer task drains and the level that task lowers.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<ToWorker>, Rc<Level>) {
+        let (tx, rx, level) = wsfleet_worker::ipc::queue::channel(0);
+        let tx = Self {
+            tx,
+            shut: Cell::new(false),
+        };
+        (tx, rx, level)
     }
 
     /// Queues `msg` for the worker; a worker whose link is gone is about to be reported
-    /// exited, so the message is dropped.
+    /// exited, and one being killed will never read it, so the message is dropped.
     pub fn send(&self, msg: ToWorker) {
-        if self.tx.send(msg).is_ok() {
-            self.queued.set(self.queued.get() + 1);
+        if !self.shut.get() {
+            self.tx.send(msg);
         }
     }
 
     /// Messages queued and not yet written.
     pub fn depth(&self) -> u64 {
-        self.queued.get()
+        self.tx.level().messages()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn bytes(&self) -> u64 {
+        self.tx.level().bytes()
+    }
+
+    /// Whether its writer is stuck on a full socket: the worker is not taking data (a
+    /// long queue while the writer merely waits its turn is not the worker's fault).
+    pub fn blocked(&self) -> bool {
+        self.tx.level().blocked()
+    }
+
+    /// Takes nothing more (the worker is being killed).
+    pub fn shut(&self) {
+        self.shut.set(true);
+    }
+
+    /// Whether [`shut`](Self::shut) was called.
+    pub fn is_shut(&self) -> bool {
+        self.shut.get()
     }
 }
 
@@ -172,12 +198,31 @@ pub struct WorkerEntry {
     pub tx: WorkerTx,
     /// Whether its Hello was accepted and Start sent: nothing else may reach it before.
     pub linked: bool,
+    /// When it last said anything (its Hello, a heartbeat answer, any message): the
+    /// heartbeat measures silence from here.
+    pub heard: Instant,
+    /// Whether it has been silent past half of `--worker-timeout`.
+    pub unresponsive: bool,
+    /// Heartbeats sent, the id of the next one.
+    pub pings: u64,
     /// Counter requests waiting for an answer.
     pub pending: HashMap<u64, oneshot::Sender<WorkerCounters>>,
     /// CPU and memory from /proc.
     pub cpu: CpuMeter,
     /// Its counters as it last reported them; added to its slot's `retired` when it exits.
     pub last_counters: Option<Counters>,
+}
+
+impl WorkerEntry {
+    /// The state `stats`, `/ready` and `/metrics` show: [`WorkerState::Unresponsive`]
+    /// while it misses its heartbeat, else the state it is in.
+    pub fn shown_state(&self) -> WorkerState {
+        if self.unresponsive {
+            WorkerState::Unresponsive
+        } else {
+            self.state
+        }
+    }
 }
 
 /// Everything about the fleet that changes, owned by the supervisor.
@@ -213,7 +258,7 @@ impl FleetState {
     pub fn slot_state(&self, i: usize) -> SlotState {
         let slot = &self.slots[i];
         match slot.current.and_then(|k| self.workers.get(&k)) {
-            Some(w) => SlotState::Serving(w.state),
+            Some(w) => SlotState::Serving(w.shown_state()),
             None if slot.backoff_until.is_some() => SlotState::Backoff,
             None => SlotState::Down,
         }

@@ -77,6 +77,8 @@ pub struct WorkerView {
     pub cpu: CpuMeter,
     /// Messages queued for it and not yet written.
     pub ipc_queue_depth: u64,
+    /// Bytes those messages hold (what `--ipc-queue-limit-bytes` bounds).
+    pub ipc_queue_bytes: u64,
     /// Its counters as last reported.
     pub last_counters: Option<Counters>,
 }

@@ -364,6 +364,21 @@ pub async fn join(ws: &mut Ws, room: &str) {
     }
 }
 
+/// The code of the close frame the server ends `ws` with (None: a close without a code);
+/// anything else before it is skipped, an end without a close frame fails the test.
+pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(T, ws.next())
+            .await
+            .expect("no close frame")
+        {
+            Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
 /// A `/ws` client with its welcome read.
 pub async fn client(fleet: &Fleet) -> (Ws, u64, String) {
     let mut ws = connect(&fleet.url("/ws")).await;

@@ -14,6 +14,13 @@ use crate::worker::DrainMode;
 /// Most bytes gathered into one write to the master.
 pub const BATCH_BYTES: usize = 256 * 1024;
 
+/// Bytes queued for the master past which `/ws` connections stop reading their clients
+/// until the queue drains (back-pressure instead of unbounded growth when the master is
+/// behind). 8 MiB is 32 full batches: never reached while the master keeps up, and with
+/// one client message in flight per connection at most (a held connection reads nothing)
+/// the queue cannot grow much past it.
+pub const HOLD_READS_ABOVE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Reads the master's messages until the link closes.
 pub(crate) async fn read_loop(
     rooms: Rc<Rooms>,
@@ -40,6 +47,7 @@ pub(crate) async fn read_loop(
             ToWorker::Ordered { conn, ack, seq } => worker.on_ordered(conn, &ack, seq),
             ToWorker::Broadcast { frame } => worker.on_broadcast(frame),
             ToWorker::InterestAck { room, token } => rooms.on_interest_ack(&room, token),
+            ToWorker::Ping { id } => worker.send(ToMaster::Pong { id }),
             ToWorker::CountersRequest { id } => {
                 let counters = worker.counters.snapshot();
                 worker.send(ToMaster::Counters { id, counters });

@@ -6,7 +6,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixStream};
-use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
 use crate::counters;
@@ -14,7 +13,7 @@ use crate::fd::{self, FdError};
 use crate::ipc::framing::{LinkError, pump};
 use crate::ipc::{FrameReader, FrameWriter, Hello, PROTOCOL_VERSION, ToMaster, ToWorker};
 use crate::pubsub::rooms::Rooms;
-use crate::worker::Worker;
+use crate::worker::{DrainMode, Worker};
 
 /// How long the master has to answer the Hello.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,14 +85,18 @@ async fn serve(
         Ok(Ok(Some(other))) => return Err(WorkerError::Unexpected(format!("{other:?}"))),
         Err(_) => return Err(WorkerError::NoStart),
     };
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx, level) = crate::ipc::queue::channel(crate::link::HOLD_READS_ABOVE_BYTES);
     let worker = Rc::new(Worker::new(args.slot, args.generation, settings, tx));
     let w = worker.clone();
     tokio::task::spawn_local(async move {
         let sent = |n| counters::add(&w.counters.ipc_frames_out, n);
-        if let Err(e) = pump(rx, writer, crate::link::BATCH_BYTES, sent).await {
-            tracing::error!(error = %e, "cannot write to the master; exiting");
-            std::process::exit(1);
+        match pump(rx, writer, crate::link::BATCH_BYTES, &level, sent).await {
+            // The master is gone: the link reader sees it too and closes the clients.
+            Ok(()) | Err(LinkError::Io(_)) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write to the master; exiting");
+                std::process::exit(1);
+            }
         }
     });
     let rooms = Rc::new(Rooms::new(worker.clone()));
@@ -103,9 +106,19 @@ async fn serve(
     worker.send(ToMaster::Ready);
     tracing::info!("worker ready");
     match crate::link::read_loop(rooms, reader).await {
-        Ok(()) => tracing::warn!("master link closed; the master is gone, exiting"),
-        Err(e) => tracing::error!(error = %e, "master link failed; exiting"),
+        Ok(()) => tracing::warn!(
+            "master link closed: the master is gone; closing every client with 1012 and exiting"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "master link failed; closing every client with 1012 and exiting"
+        ),
     }
+    // Without a master nothing is relayed: close every client at once with 1012 (Service
+    // Restart) so it reconnects to the next fleet, and stop accepting. The drain exits the
+    // process once they are gone (bounded); a drain already under way finishes instead.
+    worker.start_drain(Duration::ZERO, DrainMode::Reload);
+    std::future::pending::<()>().await;
     Ok(())
 }
 

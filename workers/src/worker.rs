@@ -11,12 +11,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::conn::{self, CloseCause, Conn, Pushed, frame};
 use crate::counters::{self, Counters};
-use crate::ipc::{ToMaster, WorkerSettings};
+use crate::ipc::{LinkTx, ToMaster, WorkerSettings};
 use crate::protocol;
 
 /// Why a worker is draining; it decides what happens to new upgrades meanwhile.
@@ -43,8 +43,9 @@ pub struct Worker {
     pub counters: Counters,
     /// The WebSocket layer's configuration, chosen for many small connections.
     pub ws_config: WebSocketConfig,
-    /// Messages to the master (written in batches by the link task).
-    link: mpsc::UnboundedSender<ToMaster>,
+    /// Messages to the master (written in batches by the link task), measured: past its
+    /// hold mark, connections stop reading their clients until it drains.
+    link: LinkTx<ToMaster>,
     /// Every open WebSocket by connection number (drain closes them; broadcasts reach the
     /// `/ws` ones).
     conns: RefCell<HashMap<u64, Rc<Conn>>>,
@@ -82,7 +83,7 @@ impl Worker {
         slot: u32,
         generation: u64,
         settings: WorkerSettings,
-        link: mpsc::UnboundedSender<ToMaster>,
+        link: LinkTx<ToMaster>,
     ) -> Self {
         let ws_config = WebSocketConfig::default()
             // tungstenite allocates the read buffer up front for every connection: keep it
@@ -120,7 +121,13 @@ impl Worker {
     /// Queues a message for the master.
     pub fn send(&self, msg: ToMaster) {
         // A closed link means the master is gone; the link reader exits the process.
-        let _ = self.link.send(msg);
+        self.link.send(msg);
+    }
+
+    /// Whether the queue to the master is over its hold mark (the master is behind); if
+    /// so `cx`'s task is woken once it drains. `/ws` connections stop reading meanwhile.
+    pub fn link_held(&self, cx: &mut std::task::Context<'_>) -> bool {
+        self.link.level().hold(cx)
     }
 
     /// The drain state.
@@ -319,6 +326,11 @@ impl conn::Host for Worker {
 
     fn violated(&self) {
         counters::add(&self.counters.protocol_errors, 1);
+    }
+
+    /// `/echo` sends nothing to the master: never held.
+    fn hold_reads(&self, _cx: &mut std::task::Context<'_>) -> bool {
+        false
     }
 
     fn ended(&self, conn: &Conn) {

@@ -115,6 +115,7 @@ impl<S: Spawner> Supervisor<S> {
                 if let Some(w) = self.state.workers.get_mut(&key) {
                     w.tx.send(ToWorker::Start(self.settings.worker.clone()));
                     w.linked = true;
+                    w.heard = now;
                 }
             }
             Event::Message(key, msg) => self.on_message(key, msg, now),
@@ -124,6 +125,7 @@ impl<S: Spawner> Supervisor<S> {
             Event::Request(req) => self.on_request(req, now),
             Event::Tick => self.on_tick(now),
         }
+        self.kill_stalled(false);
         self.progress(now);
     }
 
@@ -137,6 +139,7 @@ impl<S: Spawner> Supervisor<S> {
     }
 
     fn on_message(&mut self, key: WorkerKey, msg: ToMaster, now: Instant) {
+        self.heard(key, now);
         let workers = &self.state.workers;
         let msg = self.rooms.handle(key, msg, |to, m| match to {
             To::Worker(k) => {
@@ -161,6 +164,7 @@ impl<S: Spawner> Supervisor<S> {
                     let _ = tx.send(counters);
                 }
             }
+            Some(ToMaster::Pong { .. }) => {} // the heartbeat: `heard` above is its effect
             Some(ToMaster::Hello(_)) => tracing::warn!("ignoring a repeated Hello"),
             Some(other) => tracing::warn!(?other, "unexpected message from a worker"),
             None => {}
@@ -283,6 +287,9 @@ impl<S: Spawner> Supervisor<S> {
                 ready_at: None,
                 tx: spawned.tx,
                 linked: false,
+                heard: now,
+                unresponsive: false,
+                pings: 0,
                 pending: HashMap::new(),
                 cpu: Default::default(),
                 last_counters: None,
@@ -320,7 +327,8 @@ impl<S: Spawner> Supervisor<S> {
         for w in self.state.workers.values_mut() {
             w.cpu.update(self.spawner.sample(w.pid), now);
         }
-        self.kill_stalled();
+        self.kill_stalled(true);
+        self.heartbeat(now);
         if matches!(self.phase(), Phase::Starting | Phase::Running) {
             let due: Vec<u32> = (0..self.state.slots.len() as u32)
                 .filter(|&i| {
@@ -337,18 +345,100 @@ impl<S: Spawner> Supervisor<S> {
     }
 
     /// Kills workers that stopped reading their link (a stopped or wedged process): the
-    /// master would otherwise buffer their relayed messages without bound. Supervision
-    /// then replaces them like any crashed worker.
-    fn kill_stalled(&mut self) {
-        let limit = self.settings.ipc_queue_limit;
-        for w in self.state.workers.values().filter(|w| w.tx.depth() > limit) {
+    /// master would otherwise buffer their relayed messages without bound. The byte bound
+    /// is checked after every event, so a queue overshoots it by one event's messages at
+    /// most; it applies while the worker's socket is full (a queue that is long only
+    /// because its writer has not run yet is not the worker's fault), and a single message
+    /// larger than the bound is let through. The message count is checked at each `tick`,
+    /// as it always was. Supervision then replaces them like any crashed worker.
+    fn kill_stalled(&mut self, tick: bool) {
+        let (limit, limit_bytes) = (
+            self.settings.ipc_queue_limit,
+            self.settings.ipc_queue_limit_bytes,
+        );
+        let stalled: Vec<WorkerKey> = self
+            .state
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.tx.is_shut())
+            .filter(|(_, w)| {
+                let bytes = w.tx.bytes() > limit_bytes && w.tx.depth() > 1 && w.tx.blocked();
+                bytes || (tick && w.tx.depth() > limit)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stalled {
+            let w = &self.state.workers[&key];
             tracing::error!(
                 slot = w.slot,
                 pid = w.pid,
                 queued = w.tx.depth(),
+                queued_bytes = w.tx.bytes(),
                 limit,
+                limit_bytes,
                 "worker is not reading its master link (stalled?); killing it so it is replaced"
             );
+            self.shut_and_kill(key);
+        }
+    }
+
+    /// The link heartbeat, once a tick: a ping to every linked worker; one silent for
+    /// half of `--worker-timeout` is shown unresponsive (`/ready` 503), one silent for
+    /// all of it is killed, and supervision replaces it.
+    fn heartbeat(&mut self, now: Instant) {
+        let timeout = self.settings.worker_timeout;
+        let mut dead = Vec::new();
+        for (key, w) in self.state.workers.iter_mut() {
+            if !w.linked || w.tx.is_shut() {
+                continue;
+            }
+            let silent = now.saturating_duration_since(w.heard);
+            if silent >= timeout {
+                dead.push(*key);
+                continue;
+            }
+            if silent >= timeout / 2 && !w.unresponsive {
+                w.unresponsive = true;
+                tracing::warn!(
+                    slot = w.slot,
+                    pid = w.pid,
+                    silent_ms = silent.as_millis() as u64,
+                    "worker is not answering its link heartbeat (stopped or wedged?); shown unresponsive, killed if silent for {timeout:?}"
+                );
+            }
+            w.pings += 1;
+            w.tx.send(ToWorker::Ping { id: w.pings });
+        }
+        for key in dead {
+            let w = &self.state.workers[&key];
+            tracing::error!(
+                slot = w.slot,
+                pid = w.pid,
+                silent_ms = now.saturating_duration_since(w.heard).as_millis() as u64,
+                "worker did not answer its link heartbeat within {timeout:?}; killing it so it is replaced"
+            );
+            self.shut_and_kill(key);
+        }
+    }
+
+    /// A worker spoke: its heartbeat is fresh.
+    fn heard(&mut self, key: WorkerKey, now: Instant) {
+        if let Some(w) = self.state.workers.get_mut(&key) {
+            w.heard = now;
+            if std::mem::take(&mut w.unresponsive) {
+                tracing::info!(
+                    slot = w.slot,
+                    pid = w.pid,
+                    "worker answers its heartbeat again"
+                );
+            }
+        }
+    }
+
+    /// Kills worker `key`, whose queue takes nothing more from now on.
+    fn shut_and_kill(&mut self, key: WorkerKey) {
+        if let Some(w) = self.state.workers.get(&key) {
+            w.tx.shut();
             self.spawner.kill(w.pid);
         }
     }

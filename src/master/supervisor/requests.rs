@@ -75,11 +75,12 @@ impl<S: Spawner> Supervisor<S> {
                 key: *key,
                 slot: w.slot,
                 pid: w.pid,
-                state: w.state,
+                state: w.shown_state(),
                 generation: w.generation,
                 uptime_s: now.duration_since(w.started).as_secs_f64(),
                 cpu: w.cpu,
                 ipc_queue_depth: w.tx.depth(),
+                ipc_queue_bytes: w.tx.bytes(),
                 last_counters: w.last_counters.clone(),
             })
             .collect();

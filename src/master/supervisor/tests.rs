@@ -8,8 +8,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+
 use tokio::time::Instant;
-use wsfleet_worker::ipc::{ToMaster, ToWorker, WorkerSettings};
+use wsfleet_worker::ipc::{Level, ToMaster, ToWorker, Weighed, WorkerSettings};
 
 use super::Supervisor;
 use crate::cli::LogFormat;
@@ -29,6 +30,8 @@ struct Log {
     killed: Vec<u32>,
     /// Each worker's queue, as the worker would read it.
     inbox: HashMap<WorkerKey, mpsc::UnboundedReceiver<ToWorker>>,
+    /// Each queue's level, lowered as the test reads the inbox (as the link task would).
+    levels: HashMap<WorkerKey, Rc<Level>>,
     /// Spawns that fail before one succeeds again.
     fail_next: u32,
 }
@@ -54,12 +57,12 @@ impl Spawner for Fake {
         }
         let pid = 1000 + key as u32;
         log.spawned.push((key, _slot, generation, pid));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx, level) = WorkerTx::channel();
+        // Nothing reads the queue but the test: as if the worker's socket were full.
+        level.set_blocked(true);
         log.inbox.insert(key, rx);
-        Ok(SpawnedWorker {
-            pid,
-            tx: WorkerTx::new(tx).0,
-        })
+        log.levels.insert(key, level);
+        Ok(SpawnedWorker { pid, tx })
     }
 
     fn kill(&mut self, pid: u32) {
@@ -82,6 +85,9 @@ fn settings(workers: usize) -> Settings {
         ready_timeout: Duration::from_secs(2),
         backlog: 16,
         ipc_queue_limit: 100,
+        ipc_queue_limit_bytes: 1 << 30,
+        // Tests about the heartbeat set their own; the others never answer it.
+        worker_timeout: Duration::from_secs(3600),
         log_level: "info".into(),
         log_format: LogFormat::Text,
         admin: None,
@@ -181,11 +187,35 @@ impl Harness {
             .collect()
     }
 
-    /// Messages queued to worker `key` so far.
+    /// Messages queued to worker `key` so far (read and written, as its link task would).
     fn received(&self, key: WorkerKey) -> Vec<ToWorker> {
         let mut log = self.log.borrow_mut();
         let rx = log.inbox.get_mut(&key).unwrap();
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+        let msgs: Vec<ToWorker> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let bytes = msgs.iter().map(|m| m.weight() as u64).sum();
+        log.levels[&key].written(msgs.len() as u64, bytes);
+        msgs
+    }
+
+    /// Worker `key` asks for room `room`'s messages.
+    fn interest(&mut self, key: WorkerKey, room: &str) {
+        self.send(Event::Message(
+            key,
+            ToMaster::Interest {
+                room: room.into(),
+                on: true,
+                token: 1,
+            },
+        ));
+    }
+
+    /// Worker `key` answers every heartbeat it was sent.
+    fn answer_pings(&mut self, key: WorkerKey) {
+        for msg in self.received(key) {
+            if let ToWorker::Ping { id } = msg {
+                self.send(Event::Message(key, ToMaster::Pong { id }));
+            }
+        }
     }
 
     fn reload(&mut self) -> oneshot::Receiver<ReloadReport> {
@@ -374,14 +404,7 @@ fn a_stalled_worker_is_killed_and_replaced() {
     let mut s = settings(2);
     s.ipc_queue_limit = 5;
     let mut h = Harness::running(s);
-    h.send(Event::Message(
-        1,
-        ToMaster::Interest {
-            room: "a".into(),
-            on: true,
-            token: 1,
-        },
-    ));
+    h.interest(1, "a");
     for _ in 0..5 {
         h.send(Event::Message(
             2,
@@ -554,4 +577,103 @@ fn a_spawn_failure_while_running_backs_off_like_a_crash() {
     h.advance(Duration::from_millis(100));
     assert_eq!(h.slots(), ["starting"]);
     assert_eq!(h.phases, [Phase::Starting, Phase::Running]);
+}
+
+#[test]
+fn a_silent_worker_is_shown_unresponsive_then_killed_and_replaced() {
+    let mut s = settings(2);
+    s.worker_timeout = Duration::from_secs(4);
+    let mut h = Harness::running(s);
+    let mut seen = Vec::new();
+    // Worker 2 answers every heartbeat; worker 1 (SIGSTOPped, say) answers none.
+    for _ in 0..4 {
+        h.advance(Duration::from_secs(1));
+        h.answer_pings(2);
+        seen.push(h.slots());
+    }
+    assert_eq!(
+        seen,
+        [
+            ["ready", "ready"],
+            ["unresponsive", "ready"],
+            ["unresponsive", "ready"],
+            ["unresponsive", "ready"]
+        ],
+        "unresponsive from half the timeout"
+    );
+    assert_eq!(h.log.borrow().killed, [h.pid(1)], "killed at the timeout");
+    assert!(
+        h.received(1)
+            .iter()
+            .any(|m| matches!(m, ToWorker::Ping { .. }))
+    );
+    h.advance(Duration::from_secs(1));
+    assert!(
+        h.received(1).is_empty(),
+        "no heartbeat to a worker being killed"
+    );
+    assert_eq!(h.log.borrow().killed, [h.pid(1)], "killed once");
+    h.exit(1);
+    assert_eq!(h.slots(), ["starting", "ready"], "replaced");
+    assert_eq!(h.sup.state.slots[0].restarts, 1);
+}
+
+#[test]
+fn a_worker_that_answers_again_is_ready_again() {
+    let mut s = settings(1);
+    s.worker_timeout = Duration::from_secs(4);
+    let mut h = Harness::running(s);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.slots(), ["unresponsive"]);
+    h.answer_pings(1);
+    assert_eq!(h.slots(), ["ready"]);
+    h.advance(Duration::from_secs(3));
+    assert!(h.log.borrow().killed.is_empty(), "its silence restarted");
+}
+
+#[test]
+fn a_worker_too_many_bytes_behind_is_killed_when_its_queue_overflows() {
+    let mut s = settings(2);
+    s.ipc_queue_limit_bytes = 10_000;
+    let mut h = Harness::running(s);
+    h.interest(1, "a");
+    h.received(1);
+    let publish = |n: usize| {
+        Event::Message(
+            2,
+            ToMaster::Publish {
+                room: "a".into(),
+                data: format!("\"{}\"", "x".repeat(n)),
+                conn: 1,
+                ack: None,
+            },
+        )
+    };
+    // One message larger than the bound always fits.
+    h.send(publish(20_000));
+    assert!(h.log.borrow().killed.is_empty());
+    h.received(1);
+    // Worker 1 stops reading: the bytes bound is crossed on the event that queues past it.
+    for _ in 0..3 {
+        h.send(publish(3_000));
+    }
+    assert!(h.log.borrow().killed.is_empty(), "3 × 3 KB fit in 10 KB");
+    // Over the bound while its writer merely has not run yet: not the worker's fault.
+    h.log.borrow().levels[&1].set_blocked(false);
+    h.send(publish(3_000));
+    assert!(
+        h.log.borrow().killed.is_empty(),
+        "the writer was not blocked"
+    );
+    h.log.borrow().levels[&1].set_blocked(true);
+    h.send(publish(3_000));
+    assert_eq!(h.log.borrow().killed, [h.pid(1)]);
+    let depth = h.sup.state.workers[&1].tx.depth();
+    h.send(publish(3_000));
+    assert_eq!(
+        h.sup.state.workers[&1].tx.depth(),
+        depth,
+        "a killed worker's queue takes nothing more"
+    );
+    assert_eq!(h.log.borrow().killed, [h.pid(1)], "killed once");
 }

@@ -83,8 +83,8 @@ impl Driver {
     }
 
     /// Polls for the next thing that needs the endpoint's attention, writing queued frames
-    /// meanwhile.
-    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+    /// meanwhile; without `read` the client's socket is left unread (back-pressure).
+    pub fn poll_event(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Event> {
         if let Some(cause) = self.conn.closing() {
             return Poll::Ready(Event::Close(cause));
         }
@@ -92,6 +92,10 @@ impl Driver {
             return Poll::Ready(Event::Ended);
         }
         self.conn.register(cx.waker());
+        if !read {
+            // Held (back-pressure): writing goes on, reading waits for the caller's wake-up.
+            return Poll::Pending;
+        }
         loop {
             match self.ws.read() {
                 Ok(msg) => {

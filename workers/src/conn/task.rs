@@ -27,6 +27,9 @@ pub trait Host {
     fn violated(&self);
     /// The connection is gone (after the endpoint's [`Handler::on_end`]).
     fn ended(&self, conn: &Conn);
+    /// Whether connections must stop reading their clients for now (what they would
+    /// produce has nowhere to go); if so, `cx`'s task is woken when they may read again.
+    fn hold_reads(&self, cx: &mut Context<'_>) -> bool;
 }
 
 /// What an endpoint (`/ws`, `/echo`) does with a connection's messages. Its context (the
@@ -98,7 +101,8 @@ impl<H: Handler + Unpin> Future for ConnTask<H> {
             let Some(driver) = this.driver.as_mut() else {
                 return Poll::Ready(());
             };
-            let event = match driver.poll_event(cx) {
+            let read = !this.host.hold_reads(cx);
+            let event = match driver.poll_event(cx, read) {
                 Poll::Ready(event) => event,
                 Poll::Pending => return Poll::Pending,
             };

@@ -8,6 +8,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, CodecError};
+use super::queue::{Level, Weighed};
 
 /// The largest payload either side accepts. The master caps client messages 64 KiB
 /// below this, so a publish of the largest allowed message always fits.
@@ -137,23 +138,44 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 /// Pumps every message from `rx` into `writer`, batching whatever is already queued (up to
-/// about `batch_bytes`) into one write; `sent` is told how many frames each write carried.
-/// Returns when the channel closes, or with the error that broke the link.
-pub async fn pump<T: Serialize, W: AsyncWrite + Unpin>(
+/// about `batch_bytes`) into one write; after each write `level` loses what it carried and
+/// `sent` is told how many frames went out. Returns when the channel closes, or with the
+/// error that broke the link.
+pub async fn pump<T: Serialize + Weighed, W: AsyncWrite + Unpin>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
     mut writer: FrameWriter<W>,
     batch_bytes: usize,
+    level: &Level,
     sent: impl Fn(u64),
 ) -> Result<(), LinkError> {
     while let Some(msg) = rx.recv().await {
+        let mut weight = msg.weight() as u64;
         writer.queue(&msg)?;
+        drop(msg);
         while writer.pending_bytes() < batch_bytes {
             match rx.try_recv() {
-                Ok(msg) => writer.queue(&msg)?,
+                Ok(msg) => {
+                    weight += msg.weight() as u64;
+                    writer.queue(&msg)?;
+                }
                 Err(_) => break,
             }
         }
-        let n = writer.flush().await?;
+        let n = {
+            // Not ready at once: the socket is full, the peer is not taking data.
+            let mut flush = std::pin::pin!(writer.flush());
+            let n = match futures_util::poll!(flush.as_mut()) {
+                std::task::Poll::Ready(n) => n,
+                std::task::Poll::Pending => {
+                    level.set_blocked(true);
+                    let n = flush.await;
+                    level.set_blocked(false);
+                    n
+                }
+            };
+            n?
+        };
+        level.written(n as u64, weight);
         sent(n as u64);
     }
     Ok(())
@@ -179,6 +201,36 @@ mod tests {
             assert_eq!(m, ToWorker::CountersRequest { id: i });
         }
         assert!(r.next::<ToWorker>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_pump_lowers_the_level_and_says_when_the_peer_is_not_reading() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (tx, rx, level) = crate::ipc::queue::channel::<ToWorker>(0);
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let pumped = level.clone();
+                let pump = tokio::task::spawn_local(async move {
+                    pump(rx, FrameWriter::new(a), 64 * 1024, &pumped, |_| {}).await
+                });
+                let frame = "x".repeat(10_000);
+                tx.send(ToWorker::Broadcast { frame });
+                tokio::task::yield_now().await;
+                assert!(
+                    level.blocked(),
+                    "10 KB do not fit in a 1 KB pipe nobody reads"
+                );
+                assert_eq!(level.messages(), 1);
+                let mut r = FrameReader::new(&mut b);
+                let m: ToWorker = r.next().await.unwrap().unwrap();
+                assert!(matches!(m, ToWorker::Broadcast { .. }));
+                drop(tx);
+                pump.await.unwrap().unwrap();
+                assert!(!level.blocked());
+                assert_eq!((level.messages(), level.bytes()), (0, 0));
+            })
+            .await;
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use super::latency::LatencyHistogram;
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -182,6 +182,12 @@ pub enum ToWorker {
         /// The ready-to-send JSON text.
         frame: String,
     },
+    /// The link heartbeat: answer with [`ToMaster::Pong`] carrying the same id. A worker
+    /// that stops answering (stopped, wedged) is marked unresponsive, then replaced.
+    Ping {
+        /// Matches the answer to the heartbeat.
+        id: u64,
+    },
     /// A publish or broadcast from this worker has been ordered: acknowledge it.
     Ordered {
         /// The local connection that asked for the acknowledgement.
@@ -240,6 +246,11 @@ pub enum ToMaster {
         /// Its fleet-wide id as shown to clients.
         id: String,
     },
+    /// Answer to [`ToWorker::Ping`].
+    Pong {
+        /// The ping's id.
+        id: u64,
+    },
     /// Answer to [`ToWorker::CountersRequest`].
     Counters {
         /// The request's id.
@@ -247,4 +258,36 @@ pub enum ToMaster {
         /// The live figures.
         counters: WorkerCounters,
     },
+}
+
+/// Bytes a queued message holds: the enum plus the strings it owns (what the link's byte
+/// bounds count).
+impl super::Weighed for ToWorker {
+    fn weight(&self) -> usize {
+        let owned = match self {
+            Self::Start(s) => s.allowed_origins.iter().map(String::len).sum(),
+            Self::InterestAck { room, .. } => room.len(),
+            Self::Room { room, frame, .. } => room.len() + frame.len(),
+            Self::Broadcast { frame } => frame.len(),
+            Self::Ordered { ack, .. } => ack.len(),
+            Self::Drain { .. } | Self::CountersRequest { .. } | Self::Ping { .. } => 0,
+        };
+        std::mem::size_of::<Self>() + owned
+    }
+}
+
+/// Bytes a queued message holds, as for [`ToWorker`].
+impl super::Weighed for ToMaster {
+    fn weight(&self) -> usize {
+        let owned = match self {
+            Self::Interest { room, .. } => room.len(),
+            Self::Publish {
+                room, data, ack, ..
+            } => room.len() + data.len() + ack.as_ref().map_or(0, String::len),
+            Self::Broadcast { data, ack, .. } => data.len() + ack.as_ref().map_or(0, String::len),
+            Self::Presence { room, id, .. } => room.len() + id.len(),
+            Self::Hello(_) | Self::Ready | Self::Counters { .. } | Self::Pong { .. } => 0,
+        };
+        std::mem::size_of::<Self>() + owned
+    }
 }

@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod framing;
 pub mod latency;
 pub mod messages;
+pub mod queue;
 
 pub use codec::CodecError;
 pub use framing::{FrameReader, FrameWriter, MAX_FRAME_BYTES};
@@ -17,3 +18,4 @@ pub use latency::{LatencyHistogram, monotonic_ns};
 pub use messages::{
     Hello, PROTOCOL_VERSION, RoomEvent, ToMaster, ToWorker, WorkerCounters, WorkerSettings,
 };
+pub use queue::{Level, LinkTx, Weighed};

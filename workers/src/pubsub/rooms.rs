@@ -187,6 +187,11 @@ impl conn::Host for Rooms {
     fn ended(&self, conn: &Conn) {
         self.worker.ended(conn);
     }
+
+    /// What a `/ws` client sends goes to the master: stop reading while it is behind.
+    fn hold_reads(&self, cx: &mut std::task::Context<'_>) -> bool {
+        self.worker.link_held(cx)
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +203,7 @@ mod tests {
     use crate::ipc::WorkerSettings;
 
     fn rooms(max_rooms: usize) -> (Rooms, mpsc::UnboundedReceiver<ToMaster>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx, _) = crate::ipc::queue::channel(0);
         let settings = WorkerSettings {
             max_rooms_per_connection: max_rooms,
             ..WorkerSettings::default()
