@@ -50,19 +50,31 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "the master sent no stats".into())
             );
         };
-        if args.json {
-            println!("{}", serde_json::to_string(&stats)?);
+        let text = if args.json {
+            format!("{}\n", serde_json::to_string(&stats)?)
+        } else if args.watch.is_some() {
+            format!("\x1b[2J\x1b[H{}", render(&stats))
         } else {
-            if args.watch.is_some() {
-                print!("\x1b[2J\x1b[H");
-            }
-            print!("{}", render(&stats));
+            render(&stats)
+        };
+        if !emit(&text)? {
+            return Ok(());
         }
-        std::io::stdout().flush()?;
         match args.watch {
             Some(every) => std::thread::sleep(every.max(Duration::from_millis(200))),
             None => return Ok(()),
         }
+    }
+}
+
+/// Writes `text` to stdout; `false` when the reader has gone away (`wsfleet stats | head`),
+/// which ends the command quietly instead of panicking like `print!` would.
+fn emit(text: &str) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
     }
 }
 
@@ -181,19 +193,19 @@ pub fn reload(args: ControlArgs) -> anyhow::Result<()> {
     for s in &report.slots {
         let pid = |p: Option<u32>| p.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         match &s.error {
-            None => println!(
-                "slot {}: ok  pid {} -> {}  generation {}  ready in {} ms",
+            None => emit(&format!(
+                "slot {}: ok  pid {} -> {}  generation {}  ready in {} ms\n",
                 s.slot,
                 pid(s.old_pid),
                 pid(s.new_pid),
                 s.generation,
                 s.ready_ms.unwrap_or(0)
-            ),
-            Some(e) => println!("slot {}: FAILED  {e}", s.slot),
-        }
+            ))?,
+            Some(e) => emit(&format!("slot {}: FAILED  {e}\n", s.slot))?,
+        };
     }
     if report.ok {
-        println!("reload done in {} ms", report.duration_ms);
+        emit(&format!("reload done in {} ms\n", report.duration_ms))?;
         Ok(())
     } else {
         bail!(
@@ -218,14 +230,11 @@ pub fn stop(args: StopArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "the master refused to stop".into())
         );
     }
-    println!(
-        "{}",
-        if args.now {
-            "stopping now"
-        } else {
-            "stopping: draining workers"
-        }
-    );
+    emit(if args.now {
+        "stopping now\n"
+    } else {
+        "stopping: draining workers\n"
+    })?;
     Ok(())
 }
 

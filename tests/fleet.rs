@@ -336,6 +336,19 @@ fn control_socket_answers_garbage_with_an_error_and_keeps_serving() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // A reader that goes away (`wsfleet stats | head -0`) ends the client quietly: the
+    // pipe's read end is closed before the client has its answer to print.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .args(["stats", "--json", "--control"])
+        .arg(&fleet.control)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
