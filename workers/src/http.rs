@@ -267,7 +267,12 @@ fn take_stream(upgraded: hyper::Result<hyper::upgrade::Upgraded>) -> Option<(Tcp
 fn start_websocket(rooms: &Rc<Rooms>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
     let worker = rooms.worker();
     let conn = worker.open(stream, pubsub);
-    let driver = Driver::new(conn, early, worker.ws_config);
+    let driver = Driver::new(
+        conn,
+        early,
+        worker.ws_config,
+        worker.settings.outbox_limit_bytes,
+    );
     if pubsub {
         let session = Session::start(rooms, driver.conn());
         tokio::task::spawn_local(ConnTask::new(rooms.clone(), driver, session));

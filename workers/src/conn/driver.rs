@@ -39,8 +39,8 @@ pub enum Event {
 
 /// tungstenite's view of the socket: reads come from it without blocking; writes (only
 /// tungstenite's own pongs and close frames) go into the connection's queue, in order
-/// with the data frames.
-pub struct Socket(Rc<Conn>);
+/// with the data frames, pongs bounded by the outbox limit (`.1`, bytes).
+pub struct Socket(Rc<Conn>, usize);
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -50,7 +50,7 @@ impl Read for Socket {
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.push_control(Bytes::copy_from_slice(buf));
+        self.0.push_control(Bytes::copy_from_slice(buf), self.1);
         Ok(buf.len())
     }
 
@@ -70,10 +70,15 @@ pub struct Driver {
 
 impl Driver {
     /// Wraps an upgraded connection; `early` holds bytes the client sent right after its
-    /// handshake.
-    pub fn new(conn: Rc<Conn>, early: Vec<u8>, config: WebSocketConfig) -> Self {
-        let ws =
-            WebSocket::from_partially_read(Socket(conn.clone()), early, Role::Server, Some(config));
+    /// handshake; `outbox_limit` bounds the write queue, control frames included.
+    pub fn new(
+        conn: Rc<Conn>,
+        early: Vec<u8>,
+        config: WebSocketConfig,
+        outbox_limit: usize,
+    ) -> Self {
+        let socket = Socket(conn.clone(), outbox_limit);
+        let ws = WebSocket::from_partially_read(socket, early, Role::Server, Some(config));
         Self { ws, conn }
     }
 
