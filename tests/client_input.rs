@@ -166,3 +166,38 @@ async fn a_client_that_pings_and_never_reads_cannot_grow_the_worker() {
     send(&mut bystander, json!({"type": "broadcast", "data": 1})).await;
     assert_eq!(recv_type(&mut bystander, "message").await.0["data"], 1);
 }
+
+#[tokio::test]
+async fn a_bad_key_or_http_1_0_gets_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fleet = Fleet::start(&["--workers", "1"]);
+    let host = fleet.url("/").replace("ws://", "").replace('/', "");
+    let good = "dGhlIHNhbXBsZSBub25jZQ==";
+    let cases = [
+        ("1.1", Some(good), "101"),
+        ("1.1", Some(""), "400"),
+        ("1.1", Some("not base64 at all"), "400"),
+        ("1.1", Some("dGhlIHNhbXBsZSBub25j"), "400"),
+        ("1.0", Some(good), "400"),
+    ];
+    for (version, key, status) in cases {
+        let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let key_line = key.map(|k| format!("Sec-WebSocket-Key: {k}\r\n")).unwrap();
+        let req = format!(
+            "GET /ws HTTP/{version}\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\n{key_line}Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 512];
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .expect("no answer to the handshake")
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        let first = head.lines().next().unwrap_or_default().to_owned();
+        assert!(
+            first.contains(status),
+            "HTTP/{version} key {key:?}: expected {status}, got {first:?}"
+        );
+    }
+}
