@@ -201,3 +201,91 @@ async fn a_bad_key_or_http_1_0_gets_400() {
         );
     }
 }
+
+#[tokio::test]
+async fn client_broadcast_can_be_turned_off() {
+    let fleet = Fleet::start(&["--workers", "1", "--client-broadcast", "off"]);
+    let (mut ws, _, _) = client(&fleet).await;
+    send(&mut ws, json!({"type": "broadcast", "data": 1, "id": 5})).await;
+    let v = recv(&mut ws).await;
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("forbidden")),
+        "{v}"
+    );
+    assert_eq!(v["id"], 5);
+    join(&mut ws, "r").await;
+    send(&mut ws, json!({"type": "publish", "room": "r", "data": 2})).await;
+    assert_eq!(recv_type(&mut ws, "message").await.0["data"], 2);
+}
+
+/// What a flood did: how many of the 20 readers were closed, the most broadcasts one of
+/// them received, and the close code the flooder got (if any).
+#[derive(Debug)]
+struct Flood {
+    closed: usize,
+    delivered: usize,
+    flooder: Option<u16>,
+}
+
+/// Finding 6's reproduction: one client sends `count` 60 KB broadcasts as fast as it can
+/// while 20 others read.
+async fn flood(extra: &[&str], count: usize) -> Flood {
+    use futures_util::StreamExt;
+    let mut args = vec!["--workers", "1", "--rate-limit", "0"];
+    args.extend_from_slice(extra);
+    let fleet = Fleet::start(&args);
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        let (ws, _, _) = client(&fleet).await;
+        readers.push(tokio::spawn(async move {
+            let (_, mut rx) = ws.split();
+            let mut got = 0;
+            // Read until closed, or until nothing came for 3 s (the flood is over).
+            loop {
+                match tokio::time::timeout(std::time::Duration::from_secs(3), rx.next()).await {
+                    Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return (true, got),
+                    Ok(Some(Ok(_))) => got += 1,
+                    Err(_) => return (false, got),
+                }
+            }
+        }));
+    }
+    let (ws, _, _) = client(&fleet).await;
+    let (mut tx, mut rx) = ws.split();
+    let data = "x".repeat(60_000);
+    let msg = json!({"type": "broadcast", "data": data}).to_string();
+    for _ in 0..count {
+        if tx.feed(Message::text(msg.clone())).await.is_err() {
+            break;
+        }
+    }
+    let _ = tx.flush().await;
+    let mut flooder = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(T, rx.next()).await {
+        if let Message::Close(f) = m {
+            flooder = f.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    let mut result = Flood {
+        closed: 0,
+        delivered: 0,
+        flooder,
+    };
+    for r in readers {
+        let (closed, got) = tokio::time::timeout(T, r).await.unwrap().unwrap();
+        result.closed += usize::from(closed);
+        result.delivered = result.delivered.max(got);
+    }
+    result
+}
+
+#[tokio::test]
+async fn a_broadcast_flood_closes_the_flooder_with_1008_and_nobody_else() {
+    let flood = flood(&[], 4_000).await;
+    eprintln!("4,000 x 60 KB broadcasts, default byte-rate limit: {flood:?}");
+    assert_eq!(flood.flooder, Some(1008), "{flood:?}");
+    assert_eq!(flood.closed, 0, "the flood closed other clients: {flood:?}");
+    assert!(flood.delivered < 4_000, "{flood:?}");
+}

@@ -48,6 +48,12 @@ impl CloseCause {
         code: 1013,
         reason: "slow consumer",
     };
+    /// The client sent more message bytes per second than allowed (1008 "policy
+    /// violation").
+    pub const INBOUND_RATE: Self = Self {
+        code: 1008,
+        reason: "inbound byte rate limit",
+    };
     /// The worker is draining for a restart (1012 "service restart").
     pub const RESTART: Self = Self {
         code: 1012,
@@ -60,8 +66,9 @@ impl CloseCause {
     };
 
     /// Every cause the server uses, so a connection can store just the code.
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::TOO_BIG,
+        Self::INBOUND_RATE,
         Self::BAD_UTF8,
         Self::PROTOCOL,
         Self::SLOW_CONSUMER,
