@@ -12,6 +12,8 @@
 //!
 //! # Layout (private)
 //! - `run`: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
+//! - `accept`: the accept loop; 503 past the open-file limit (a reserved descriptor), and
+//!   `max_connections` fitted to that limit at start-up.
 //! - `fd`: the only `unsafe`: adopting inherited file descriptors.
 //! - `worker`: the state a worker's tasks share (settings, counters, rooms, clients).
 //! - `link`: the worker side of the master link (batched writes, dispatch of reads).
@@ -24,6 +26,7 @@
 //! - `counters`: live figures for `wsfleet stats`.
 //! - `assets`: the chat page and icon.
 
+mod accept;
 mod assets;
 mod conn;
 mod counters;
