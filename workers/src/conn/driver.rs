@@ -24,6 +24,12 @@ use super::shared::{CloseCause, Conn};
 /// client's answer before the socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
+/// How much longer a connection whose socket stayed full through [`CLOSE_LINGER`] may take
+/// to accept the rest of what is queued (at most the rest of one frame and the close frame:
+/// the rest was dropped when closing started), so a client that stopped reading for a while
+/// still reads whole frames and the close frame rather than a stream cut mid-frame.
+const TAIL_LINGER: Duration = Duration::from_secs(30);
+
 /// What happened on the connection.
 #[derive(Debug)]
 pub enum Event {
@@ -153,8 +159,44 @@ impl Driver {
     }
 
     /// Flushes and reads until the protocol layer says the connection is over, for at
-    /// most [`CLOSE_LINGER`].
+    /// most [`CLOSE_LINGER`]; then, if the socket is still full, writes the rest for at
+    /// most [`TAIL_LINGER`]; then discards unread input, so that dropping the socket sends
+    /// FIN after the queued bytes rather than a reset that would destroy them.
     async fn linger(&mut self) {
+        self.handshake_linger().await;
+        if self.conn.queued_bytes() > 0 {
+            let _ = tokio::time::timeout(
+                TAIL_LINGER,
+                poll_fn(|cx| {
+                    self.discard_input();
+                    match self.poll_flush(cx) {
+                        Ok(()) if self.conn.queued_bytes() > 0 => {
+                            // Input may also arrive meanwhile: wake for it too.
+                            let _ = self.conn.stream.poll_read_ready(cx);
+                            Poll::Pending
+                        }
+                        _ => Poll::Ready(()),
+                    }
+                }),
+            )
+            .await;
+        }
+        self.discard_input();
+    }
+
+    /// Reads and drops what the client sent that is waiting in the socket (at most
+    /// 64 KiB per call, so a client that keeps sending cannot hold the worker here).
+    fn discard_input(&self) {
+        let mut sink = [0u8; 1024];
+        for _ in 0..64 {
+            if !matches!(self.conn.stream.try_read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+
+    /// The close handshake part of [`Self::linger`].
+    async fn handshake_linger(&mut self) {
         let _ = tokio::time::timeout(
             CLOSE_LINGER,
             poll_fn(|cx| {
