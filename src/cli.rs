@@ -77,8 +77,9 @@ pub struct ServeArgs {
     /// Number of worker processes [available cores].
     #[arg(long, env = "WSFLEET_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
-    /// Directory for the control socket and lock file [$XDG_RUNTIME_DIR/wsfleet or
-    /// /tmp/wsfleet-$UID].
+    /// Directory for the control socket and lock files; an existing one must be yours
+    /// and not group/world-writable [/run/wsfleet (root), else $XDG_RUNTIME_DIR/wsfleet,
+    /// else $HOME/.wsfleet].
     #[arg(long, env = "WSFLEET_RUN_DIR", value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Control socket path [<run-dir>/control.sock].
@@ -182,7 +183,8 @@ pub fn admin_addr(s: &str) -> Result<AdminAddr, String> {
 /// Where the clients find the control socket.
 #[derive(Debug, Clone, Args)]
 pub struct ControlArgs {
-    /// The master's run directory [$XDG_RUNTIME_DIR/wsfleet or /tmp/wsfleet-$UID].
+    /// The master's run directory [/run/wsfleet (root), else $XDG_RUNTIME_DIR/wsfleet,
+    /// else $HOME/.wsfleet].
     #[arg(long, env = "WSFLEET_RUN_DIR", value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Control socket path [<run-dir>/control.sock].

@@ -120,11 +120,20 @@ impl FileConfig {
     }
 }
 
-/// The default run directory: `$XDG_RUNTIME_DIR/wsfleet`, else `/tmp/wsfleet-$UID`.
+/// The default run directory, one no other user can pre-create: `/run/wsfleet` for root,
+/// else `$XDG_RUNTIME_DIR/wsfleet`, else `$HOME/.wsfleet`; `/tmp/wsfleet-$UID` only with
+/// neither set (the master then refuses it unless it is ours and private).
 pub fn default_run_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wsfleet"),
-        _ => PathBuf::from(format!("/tmp/wsfleet-{}", nix::unistd::getuid())),
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        PathBuf::from("/run/wsfleet")
+    } else if let Some(dir) = var("XDG_RUNTIME_DIR") {
+        PathBuf::from(dir).join("wsfleet")
+    } else if let Some(home) = var("HOME") {
+        PathBuf::from(home).join(".wsfleet")
+    } else {
+        PathBuf::from(format!("/tmp/wsfleet-{uid}"))
     }
 }
 

@@ -10,12 +10,14 @@
 //! - `control_api`: the control socket's JSON messages; `client`: `stats`, `reload`,
 //!   `stop`.
 //! - `bench/`: `wsfleet bench`.
-//! - `logging`: tracing setup for master and workers.
+//! - `logging`: tracing setup for master and workers; `allocator`: jemalloc decay, so idle
+//!   processes give memory back.
 //! - `namespaces`: per-room options (history, later presence and permissions) by room-name
 //!   pattern from the config file.
 //! - `sys/`: /proc sampling and the open-file limit, shared by the master and the bench.
 //! - The worker itself lives in the `wsfleet-worker` crate (`workers/`).
 
+mod allocator;
 mod bench;
 mod cli;
 mod client;
@@ -32,6 +34,11 @@ mod sys;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if let Err(e) = allocator::give_back_when_idle() {
+        eprintln!(
+            "wsfleet: warning: cannot tune the allocator ({e}); memory taken in a spike may not be returned when idle"
+        );
+    }
     let cli = cli::parse();
     let result = match cli.command {
         None => master::run(cli::ServeArgs::default()),

@@ -2,23 +2,44 @@
 //! only peers with the master's uid), answering `stats`, `reload` and `stop`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::events::MasterCmd;
 use super::handle::Handle;
+use super::rundir::FileId;
 use crate::control_api::{Request, Response};
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 64 * 1024;
 
-/// Binds the control socket with mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// The socket file this master bound; dropping it removes the file only if the path
+/// still names it, so a socket that replaced ours (another master's) survives our exit.
+pub struct BoundSocket {
+    /// Where it was bound.
+    path: PathBuf,
+    /// What we bound there.
+    id: FileId,
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        self.id.remove_if_still(&self.path);
+    }
+}
+
+/// Binds the control socket with mode 0600. `RunDir::claim` has already proven that no
+/// live master serves this path and removed a dead one's socket.
+pub fn bind(path: &Path) -> std::io::Result<(UnixListener, BoundSocket)> {
     let listener = UnixListener::bind(path)?;
+    let bound = BoundSocket {
+        path: path.to_owned(),
+        id: FileId::of_path(path)?,
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    Ok((listener, bound))
 }
 
 /// Serves control connections until the master exits.

@@ -106,13 +106,12 @@ async fn serve(
         None => "off".to_owned(),
     };
     let control_path = settings.control.clone();
-    let control = control::bind(&control_path).with_context(|| {
+    let (control, _control_file) = control::bind(&control_path).with_context(|| {
         format!(
             "cannot create the control socket {}",
             control_path.display()
         )
     })?;
-    let _control_file = RemoveOnDrop(control_path.clone());
     let (events, mut inbox) = mpsc::unbounded_channel();
     signals::forward(events.clone()).context("cannot install signal handlers")?;
     let workers = settings.workers;
@@ -178,14 +177,5 @@ async fn serve(
     match sup.failure() {
         Some(why) => anyhow::bail!("{why}"),
         None => Ok(()),
-    }
-}
-
-/// Removes a file when dropped (the control socket on every way out).
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -19,10 +19,17 @@ pub enum CodecError {
     Trailing(usize),
 }
 
+/// The largest payload either side accepts (the frame cap): a length inside a payload
+/// that claims more is refused before anything is allocated for it.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
         .with_little_endian()
         .with_variable_int_encoding()
+        // Without a limit bincode allocates whatever a string's length prefix claims:
+        // a corrupt frame of a few bytes aborted the process (found by workers/tests/fuzz).
+        .with_limit::<MAX_PAYLOAD_BYTES>()
 }
 
 /// Appends the encoding of `value` to `out`.
@@ -44,7 +51,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::messages::{Hello, ToMaster};
+    use crate::ipc::messages::{Hello, ToMaster, ToWorker};
 
     #[test]
     fn round_trips_a_hello() {
@@ -65,6 +72,26 @@ mod tests {
                 generation: 7,
                 version: 1
             })
+        ));
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_an_error_not_an_abort() {
+        // A Broadcast whose frame's length prefix claims 2^63 bytes.
+        let mut bytes = Vec::new();
+        encode_into(
+            &ToWorker::Broadcast {
+                frame: String::new(),
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        assert_eq!(bytes.len(), 2, "variant, then the empty string's length");
+        bytes.pop();
+        bytes.extend_from_slice(&[253, 0, 0, 0, 0, 0, 0, 0, 0x80]);
+        assert!(matches!(
+            decode::<ToWorker>(&bytes),
+            Err(CodecError::Decode(_))
         ));
     }
 

@@ -11,7 +11,7 @@ use super::codec::{self, CodecError};
 
 /// The largest payload either side accepts. The master caps client messages 64 KiB
 /// below this, so a publish of the largest allowed message always fits.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
+pub const MAX_FRAME_BYTES: usize = codec::MAX_PAYLOAD_BYTES;
 
 /// Why the link failed.
 #[derive(Debug, thiserror::Error)]
