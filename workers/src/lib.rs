@@ -25,6 +25,8 @@
 //! - `heartbeat`: pings and the silence timeout, one sweep for all connections.
 //! - `counters`: live figures for `wsfleet stats`.
 //! - `assets`: the chat page and icon.
+//! - `fuzzing` (public but hidden): a real connection driver fed arbitrary client bytes,
+//!   for the property tests in `tests/fuzz/`.
 
 mod accept;
 mod assets;
@@ -32,6 +34,8 @@ mod conn;
 mod counters;
 mod echo;
 mod fd;
+#[doc(hidden)]
+pub mod fuzzing;
 mod heartbeat;
 mod http;
 pub mod ipc;

@@ -14,9 +14,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::shared::{CloseCause, Conn};
 
@@ -239,6 +240,9 @@ fn violation(e: &WsError) -> Option<CloseCause> {
             Some(CloseCause::TOO_BIG)
         }
         WsError::Utf8(_) => Some(CloseCause::BAD_UTF8),
+        // The client went away without a close frame: the connection is over, nothing
+        // was violated (and nobody is left to send a close frame to).
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(CloseCause::PROTOCOL),
         _ => None,
     }
