@@ -444,7 +444,7 @@ mod tests {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "admin" => "\"off\"".to_owned(),
+                "admin" | "client_broadcast" => "\"off\"".to_owned(),
                 "allowed_origins" => "[\"https://a\"]".to_owned(),
                 _ => "1".to_owned(),
             };

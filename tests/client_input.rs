@@ -123,13 +123,11 @@ async fn a_client_that_pings_and_never_reads_cannot_grow_the_worker() {
     let (mut bystander, _, _) = client(&fleet).await;
     let rss = |fleet: &Fleet| fleet.stats()["total"]["rss_bytes"].as_u64().unwrap();
     let before = rss(&fleet);
-    let host = fleet.url("/").replace("ws://", "").replace('/', "");
+    let host = fleet.addr.clone();
     let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(upgrade_request(&host).as_bytes())
+        .await
+        .unwrap();
     // 200,000 masked 125-byte pings, never reading a byte of the answers.
     let mask = [1u8, 2, 3, 4];
     let mut ping = vec![0x89u8, 0x80 | 125];
@@ -171,7 +169,7 @@ async fn a_client_that_pings_and_never_reads_cannot_grow_the_worker() {
 async fn a_bad_key_or_http_1_0_gets_400() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fleet = Fleet::start(&["--workers", "1"]);
-    let host = fleet.url("/").replace("ws://", "").replace('/', "");
+    let host = fleet.addr.clone();
     let good = "dGhlIHNhbXBsZSBub25jZQ==";
     let cases = [
         ("1.1", Some(good), "101"),

@@ -21,7 +21,7 @@ async fn out_of_descriptors_new_clients_get_503_fast() {
     let fleet = Fleet::start_in(wrapper.to_str().unwrap(), dir, &["--workers", "1"])
         .unwrap_or_else(|e| panic!("{e}"));
     fleet.assert_logged("max_connections lowered to fit the open-file limit");
-    let host = fleet.url("/").replace("ws://", "").replace('/', "");
+    let host = fleet.addr.clone();
     // Idle connections that never finish their request hold a descriptor each (until the
     // handshake timeout): enough of them exhaust the worker's 128.
     let mut idle = Vec::new();

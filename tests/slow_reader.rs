@@ -49,16 +49,14 @@ async fn a_reader_stopped_past_the_linger_gets_whole_frames_and_the_1013_close()
         "--inbound-rate-limit-bytes",
         "0",
     ]);
-    let host = fleet.url("/").replace("ws://", "").replace('/', "");
+    let host = fleet.addr.clone();
     // A small receive window, so the server's socket fills up (as over a real network).
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut s = socket.connect(host.parse().unwrap()).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(upgrade_request(&host).as_bytes())
+        .await
+        .unwrap();
     // A masked join (mask of zeros keeps the payload as is).
     let join = br#"{"type":"join","room":"r"}"#;
     let mut frame = vec![0x81, 0x80 | join.len() as u8, 0, 0, 0, 0];

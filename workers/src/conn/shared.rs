@@ -181,10 +181,11 @@ impl Conn {
                 return;
             }
             let back_started = q.frames.len() == 1 && q.front_written > 0;
-            if !back_started && q.frames.back().is_some_and(|f| is_pong(f)) {
-                if let Some(old) = q.frames.pop_back() {
-                    q.bytes -= old.len();
-                }
+            if !back_started
+                && q.frames.back().is_some_and(|f| is_pong(f))
+                && let Some(old) = q.frames.pop_back()
+            {
+                q.bytes -= old.len();
             }
             if q.bytes + bytes.len() > limit {
                 drop(q);
