@@ -140,6 +140,14 @@ pub struct ServeArgs {
     /// Requests per second one /ws connection may make; 0 = unlimited.
     #[arg(long, env = "WSFLEET_RATE_LIMIT", value_name = "N")]
     pub rate_limit: Option<u32>,
+    /// Message bytes per second one /ws connection may send (burst of the same size, at
+    /// least --max-message-bytes); past it the connection is closed with 1008; 0 = unlimited.
+    #[arg(long, env = "WSFLEET_INBOUND_RATE_LIMIT_BYTES", value_name = "BYTES")]
+    pub inbound_rate_limit_bytes: Option<u64>,
+    /// Whether /ws clients may send `broadcast` (`on` or `off`; refused with the error
+    /// code `forbidden` when off).
+    #[arg(long, env = "WSFLEET_CLIENT_BROADCAST", value_name = "on|off", value_parser = on_off)]
+    pub client_broadcast: Option<bool>,
     /// Log level or filter, e.g. `info` or `wsfleet=debug` (RUST_LOG also works).
     #[arg(long, env = "WSFLEET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -159,6 +167,15 @@ pub enum AdminAddr {
     Off,
     /// Listen on this address.
     At(SocketAddr),
+}
+
+/// Parses a switch: `on` or `off`.
+pub fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: use on or off")),
+    }
 }
 
 /// Parses `--admin`: `off` or an address such as `127.0.0.1:9090`.

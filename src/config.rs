@@ -107,6 +107,8 @@ pub struct FileConfig {
     pub handshake_timeout: Option<f64>,
     pub allowed_origins: Option<Vec<String>>,
     pub rate_limit: Option<u32>,
+    pub inbound_rate_limit_bytes: Option<u64>,
+    pub client_broadcast: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub admin: Option<String>,
@@ -224,6 +226,16 @@ impl Settings {
                 .rate_limit
                 .or(file.rate_limit)
                 .unwrap_or(d.rate_limit_per_sec),
+            inbound_bytes_per_sec: args
+                .inbound_rate_limit_bytes
+                .or(file.inbound_rate_limit_bytes)
+                .unwrap_or(d.inbound_bytes_per_sec),
+            client_broadcast: match (args.client_broadcast, file.client_broadcast) {
+                (Some(on), _) => on,
+                (None, Some(text)) => crate::cli::on_off(&text)
+                    .map_err(|e| ConfigError::Invalid(format!("client_broadcast = {e}")))?,
+                (None, None) => d.client_broadcast,
+            },
         };
         if worker.max_message_bytes < 16 || worker.max_message_bytes > MAX_MESSAGE_BYTES {
             return Err(ConfigError::Invalid(format!(
@@ -243,6 +255,15 @@ impl Settings {
             return Err(ConfigError::Invalid(format!(
                 "outbox_limit_bytes = {} is below max_message_bytes = {}: one message must fit",
                 worker.outbox_limit_bytes, worker.max_message_bytes
+            )));
+        }
+        if worker.inbound_bytes_per_sec != 0
+            && worker.inbound_bytes_per_sec < worker.max_message_bytes as u64
+        {
+            return Err(ConfigError::Invalid(format!(
+                "inbound_rate_limit_bytes = {} is below max_message_bytes = {}: one message \
+                 must fit (or use 0 for no limit)",
+                worker.inbound_bytes_per_sec, worker.max_message_bytes
             )));
         }
         let admin = match (args.admin, file.admin) {
@@ -476,7 +497,7 @@ mod tests {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "admin" => "\"off\"".to_owned(),
+                "admin" | "client_broadcast" => "\"off\"".to_owned(),
                 "allowed_origins" => "[\"https://a\"]".to_owned(),
                 _ => "1".to_owned(),
             };

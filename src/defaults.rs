@@ -39,13 +39,13 @@ pub const ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHO
 /// The defaults `serve --help` shows, by clap argument id, as the help text writes them
 /// (durations in seconds). Options whose default is not a fixed value (`workers`,
 /// `run_dir`, `control`, `allowed_origins`) describe it in their own help text.
-pub fn shown() -> [(&'static str, String); 18] {
+pub fn shown() -> Vec<(&'static str, String)> {
     let secs = |ms: u64| Duration::from_millis(ms).as_secs_f64().to_string();
     let format = LOG_FORMAT
         .to_possible_value()
         .map(|v| v.get_name().to_owned())
         .unwrap_or_default();
-    [
+    vec![
         ("listen", LISTEN.to_string()),
         ("drain_timeout", DRAIN_TIMEOUT.as_secs_f64().to_string()),
         ("ready_timeout", READY_TIMEOUT.as_secs_f64().to_string()),
@@ -61,8 +61,18 @@ pub fn shown() -> [(&'static str, String); 18] {
         ("ping_timeout", secs(PING_TIMEOUT_MS)),
         ("handshake_timeout", secs(HANDSHAKE_TIMEOUT_MS)),
         ("rate_limit", RATE_LIMIT_PER_SEC.to_string()),
+        (
+            "inbound_rate_limit_bytes",
+            INBOUND_BYTES_PER_SEC.to_string(),
+        ),
+        ("client_broadcast", on_off(CLIENT_BROADCAST).to_owned()),
         ("log_level", LOG_LEVEL.to_owned()),
         ("log_format", format),
         ("admin", ADMIN.to_string()),
     ]
+}
+
+/// How the command line and the config file spell a switch.
+pub fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
 }

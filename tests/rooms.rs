@@ -352,6 +352,9 @@ async fn a_slow_consumer_is_closed_with_1013_and_the_others_keep_receiving() {
         "262144",
         "--rate-limit",
         "0",
+        // 48 MiB from one publisher: past the default inbound byte rate.
+        "--inbound-rate-limit-bytes",
+        "0",
     ]);
     let (mut slow, _, _) = client(&fleet).await;
     join(&mut slow, "flood").await;

@@ -402,3 +402,11 @@ pub async fn clients_on_two_workers(fleet: &Fleet) -> ((Ws, u64, String), (Ws, u
     }
     panic!("200 connections all landed on worker {}", a.1);
 }
+
+/// A valid `/ws` upgrade request, for tests that speak raw bytes after it.
+pub fn upgrade_request(host: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}

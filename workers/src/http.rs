@@ -167,6 +167,16 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
     })
 }
 
+/// Whether `key` is the base64 of 16 bytes (RFC 6455 §4.1): 22 base64 characters and
+/// `==`.
+fn valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key[22..] == *b"=="
+        && key[..22]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+}
+
 fn upgrade(rooms: &Rc<Rooms>, mut req: Request<Incoming>, pubsub: bool) -> Response<Body> {
     let worker = rooms.worker();
     let h = req.headers();
@@ -180,6 +190,12 @@ fn upgrade(rooms: &Rc<Rooms>, mut req: Request<Incoming>, pubsub: bool) -> Respo
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         return res;
+    }
+    if req.version() != hyper::Version::HTTP_11 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 §4.1)\n",
+        );
     }
     if req.method() != Method::GET {
         return text(
@@ -204,6 +220,12 @@ fn upgrade(rooms: &Rc<Rooms>, mut req: Request<Incoming>, pubsub: bool) -> Respo
     let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
+    if !valid_key(key.as_bytes()) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be the base64 of 16 random bytes (24 characters)\n",
+        );
+    }
     let origins = &worker.settings.allowed_origins;
     if !origins.is_empty() {
         let origin = h
@@ -267,11 +289,39 @@ fn take_stream(upgraded: hyper::Result<hyper::upgrade::Upgraded>) -> Option<(Tcp
 fn start_websocket(rooms: &Rc<Rooms>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
     let worker = rooms.worker();
     let conn = worker.open(stream, pubsub);
-    let driver = Driver::new(conn, early, worker.ws_config);
+    let driver = Driver::new(
+        conn,
+        early,
+        worker.ws_config,
+        worker.settings.outbox_limit_bytes,
+    );
     if pubsub {
         let session = Session::start(rooms, driver.conn());
         tokio::task::spawn_local(ConnTask::new(rooms.clone(), driver, session));
     } else {
         tokio::task::spawn_local(ConnTask::new(worker.clone(), driver, echo::Echo));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_key;
+
+    #[test]
+    fn a_key_is_the_base64_of_16_bytes() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub25j!Q==",
+            b"dGhlIHNhbXBsZSBub25jZQ\r\n",
+            b"dGhlIHNhbXBsZSBub25jZQ==dGhl",
+        ] {
+            assert!(!valid_key(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

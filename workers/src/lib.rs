@@ -12,6 +12,8 @@
 //!
 //! # Layout (private)
 //! - `run`: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
+//! - `accept`: the accept loop; 503 past the open-file limit (a reserved descriptor), and
+//!   `max_connections` fitted to that limit at start-up.
 //! - `fd`: the only `unsafe`: adopting inherited file descriptors.
 //! - `worker`: the state a worker's tasks share (settings, counters, rooms, clients).
 //! - `link`: the worker side of the master link (batched writes, dispatch of reads).
@@ -23,12 +25,17 @@
 //! - `heartbeat`: pings and the silence timeout, one sweep for all connections.
 //! - `counters`: live figures for `wsfleet stats`.
 //! - `assets`: the chat page and icon.
+//! - `fuzzing` (public but hidden): a real connection driver fed arbitrary client bytes,
+//!   for the property tests in `tests/fuzz/`.
 
+mod accept;
 mod assets;
 mod conn;
 mod counters;
 mod echo;
 mod fd;
+#[doc(hidden)]
+pub mod fuzzing;
 mod heartbeat;
 mod http;
 pub mod ipc;

@@ -85,6 +85,7 @@ async fn serve(
         Ok(Ok(Some(other))) => return Err(WorkerError::Unexpected(format!("{other:?}"))),
         Err(_) => return Err(WorkerError::NoStart),
     };
+    let settings = crate::accept::fit_open_file_limit(settings);
     let (tx, rx, level) = crate::ipc::queue::channel(crate::link::HOLD_READS_ABOVE_BYTES);
     let worker = Rc::new(Worker::new(args.slot, args.generation, settings, tx));
     let w = worker.clone();
@@ -101,7 +102,7 @@ async fn serve(
     });
     let rooms = Rc::new(Rooms::new(worker.clone()));
     let listener = TcpListener::from_std(listener)?;
-    tokio::task::spawn_local(accept_loop(rooms.clone(), listener));
+    tokio::task::spawn_local(crate::accept::run(rooms.clone(), listener));
     tokio::task::spawn_local(crate::heartbeat::run(worker.clone()));
     worker.send(ToMaster::Ready);
     tracing::info!("worker ready");
@@ -120,26 +121,4 @@ async fn serve(
     worker.start_drain(Duration::ZERO, DrainMode::Reload);
     std::future::pending::<()>().await;
     Ok(())
-}
-
-async fn accept_loop(rooms: Rc<Rooms>, listener: TcpListener) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = rooms.worker().stop_accepting.notified() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(crate::http::serve_connection(rooms.clone(), stream));
-                }
-                Err(e) => {
-                    // Out of descriptors (EMFILE/ENFILE) or a transient error: the
-                    // connection stays queued; back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed; retrying in 50 ms");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    tracing::info!("stopped accepting; the slot's next worker accepts from here on");
 }

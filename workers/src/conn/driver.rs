@@ -14,15 +14,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::shared::{CloseCause, Conn};
 
 /// How long a closing connection may take to deliver its close frame and hear the
 /// client's answer before the socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// How much longer a connection whose socket stayed full through [`CLOSE_LINGER`] may take
+/// to accept the rest of what is queued (at most the rest of one frame and the close frame:
+/// the rest was dropped when closing started), so a client that stopped reading for a while
+/// still reads whole frames and the close frame rather than a stream cut mid-frame.
+const TAIL_LINGER: Duration = Duration::from_secs(30);
 
 /// What happened on the connection.
 #[derive(Debug)]
@@ -39,8 +46,8 @@ pub enum Event {
 
 /// tungstenite's view of the socket: reads come from it without blocking; writes (only
 /// tungstenite's own pongs and close frames) go into the connection's queue, in order
-/// with the data frames.
-pub struct Socket(Rc<Conn>);
+/// with the data frames, pongs bounded by the outbox limit (`.1`, bytes).
+pub struct Socket(Rc<Conn>, usize);
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -50,7 +57,7 @@ impl Read for Socket {
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.push_control(Bytes::copy_from_slice(buf));
+        self.0.push_control(Bytes::copy_from_slice(buf), self.1);
         Ok(buf.len())
     }
 
@@ -70,10 +77,15 @@ pub struct Driver {
 
 impl Driver {
     /// Wraps an upgraded connection; `early` holds bytes the client sent right after its
-    /// handshake.
-    pub fn new(conn: Rc<Conn>, early: Vec<u8>, config: WebSocketConfig) -> Self {
-        let ws =
-            WebSocket::from_partially_read(Socket(conn.clone()), early, Role::Server, Some(config));
+    /// handshake; `outbox_limit` bounds the write queue, control frames included.
+    pub fn new(
+        conn: Rc<Conn>,
+        early: Vec<u8>,
+        config: WebSocketConfig,
+        outbox_limit: usize,
+    ) -> Self {
+        let socket = Socket(conn.clone(), outbox_limit);
+        let ws = WebSocket::from_partially_read(socket, early, Role::Server, Some(config));
         Self { ws, conn }
     }
 
@@ -152,8 +164,44 @@ impl Driver {
     }
 
     /// Flushes and reads until the protocol layer says the connection is over, for at
-    /// most [`CLOSE_LINGER`].
+    /// most [`CLOSE_LINGER`]; then, if the socket is still full, writes the rest for at
+    /// most [`TAIL_LINGER`]; then discards unread input, so that dropping the socket sends
+    /// FIN after the queued bytes rather than a reset that would destroy them.
     async fn linger(&mut self) {
+        self.handshake_linger().await;
+        if self.conn.queued_bytes() > 0 {
+            let _ = tokio::time::timeout(
+                TAIL_LINGER,
+                poll_fn(|cx| {
+                    self.discard_input();
+                    match self.poll_flush(cx) {
+                        Ok(()) if self.conn.queued_bytes() > 0 => {
+                            // Input may also arrive meanwhile: wake for it too.
+                            let _ = self.conn.stream.poll_read_ready(cx);
+                            Poll::Pending
+                        }
+                        _ => Poll::Ready(()),
+                    }
+                }),
+            )
+            .await;
+        }
+        self.discard_input();
+    }
+
+    /// Reads and drops what the client sent that is waiting in the socket (at most
+    /// 64 KiB per call, so a client that keeps sending cannot hold the worker here).
+    fn discard_input(&self) {
+        let mut sink = [0u8; 1024];
+        for _ in 0..64 {
+            if !matches!(self.conn.stream.try_read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+
+    /// The close handshake part of [`Self::linger`].
+    async fn handshake_linger(&mut self) {
         let _ = tokio::time::timeout(
             CLOSE_LINGER,
             poll_fn(|cx| {
@@ -196,6 +244,9 @@ fn violation(e: &WsError) -> Option<CloseCause> {
             Some(CloseCause::TOO_BIG)
         }
         WsError::Utf8(_) => Some(CloseCause::BAD_UTF8),
+        // The client went away without a close frame: the connection is over, nothing
+        // was violated (and nobody is left to send a close frame to).
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(CloseCause::PROTOCOL),
         _ => None,
     }

@@ -48,6 +48,12 @@ impl CloseCause {
         code: 1013,
         reason: "slow consumer",
     };
+    /// The client sent more message bytes per second than allowed (1008 "policy
+    /// violation").
+    pub const INBOUND_RATE: Self = Self {
+        code: 1008,
+        reason: "inbound byte rate limit",
+    };
     /// The worker is draining for a restart (1012 "service restart").
     pub const RESTART: Self = Self {
         code: 1012,
@@ -60,8 +66,9 @@ impl CloseCause {
     };
 
     /// Every cause the server uses, so a connection can store just the code.
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::TOO_BIG,
+        Self::INBOUND_RATE,
         Self::BAD_UTF8,
         Self::PROTOCOL,
         Self::SLOW_CONSUMER,
@@ -97,6 +104,12 @@ struct Queue {
     front_written: usize,
     /// Bytes queued and not yet written.
     bytes: usize,
+}
+
+/// Whether `frame` is exactly one encoded pong (server frames are unmasked; a control
+/// frame's payload is at most 125 bytes, so its header is two bytes).
+fn is_pong(frame: &[u8]) -> bool {
+    frame.len() >= 2 && frame[0] == 0x8A && frame.len() == 2 + usize::from(frame[1] & 0x7F)
 }
 
 /// Most frames handed to one `writev`.
@@ -156,9 +169,30 @@ impl Conn {
         Pushed::Queued
     }
 
-    /// Queues bytes the protocol layer must send (pongs, close frames) even while closing.
-    pub(crate) fn push_control(&self, bytes: Bytes) {
+    /// Queues a frame the protocol layer must send. A close frame is always queued, even
+    /// while closing. A pong counts against `limit` like data (past it the connection
+    /// closes with 1013) and replaces a pong still waiting at the back of the queue:
+    /// answering only the latest ping is enough (RFC 6455 §5.5.3), so a client that pings
+    /// and never reads cannot grow the queue. Pongs are dropped once closing.
+    pub(crate) fn push_control(&self, bytes: Bytes, limit: usize) {
         let mut q = self.queue.borrow_mut();
+        if is_pong(&bytes) {
+            if self.close.get() != 0 {
+                return;
+            }
+            let back_started = q.frames.len() == 1 && q.front_written > 0;
+            if !back_started
+                && q.frames.back().is_some_and(|f| is_pong(f))
+                && let Some(old) = q.frames.pop_back()
+            {
+                q.bytes -= old.len();
+            }
+            if q.bytes + bytes.len() > limit {
+                drop(q);
+                self.close_with(CloseCause::SLOW_CONSUMER);
+                return;
+            }
+        }
         q.bytes += bytes.len();
         q.frames.push_back(bytes);
     }
@@ -289,6 +323,46 @@ mod tests {
         assert_eq!(c.closing(), Some(CloseCause::SLOW_CONSUMER));
         assert_eq!(c.queued_bytes(), 0);
         assert_eq!(c.push(Bytes::from_static(b"1"), 10), Pushed::Closed);
+    }
+
+    fn pong(payload: &[u8]) -> Bytes {
+        let mut f = vec![0x8A, payload.len() as u8];
+        f.extend_from_slice(payload);
+        Bytes::from(f)
+    }
+
+    #[tokio::test]
+    async fn only_the_latest_pong_waits_and_pongs_count_against_the_limit() {
+        let (a, _b) = pair().await;
+        let c = Conn::new(1, true, a);
+        c.push(Bytes::from_static(b"data"), 100);
+        for i in 0..10_000u32 {
+            c.push_control(pong(&i.to_be_bytes()), 100);
+        }
+        assert_eq!(c.queued_bytes(), 4 + 6, "the data frame and one pong");
+        assert_eq!(c.closing(), None);
+        c.push_control(pong(&[0; 125]), 100);
+        assert_eq!(c.closing(), Some(CloseCause::SLOW_CONSUMER));
+        let close = Bytes::from_static(&[0x88, 0x02, 0x03, 0xF5]);
+        c.push_control(close, 100);
+        assert_eq!(
+            c.queued_bytes(),
+            4,
+            "a close frame is queued even while closing"
+        );
+        c.push_control(pong(b"late"), 100);
+        assert_eq!(c.queued_bytes(), 4, "no pongs once closing");
+    }
+
+    #[test]
+    fn recognises_exactly_one_pong() {
+        assert!(is_pong(&pong(b"")));
+        assert!(is_pong(&pong(&[1; 125])));
+        assert!(!is_pong(&[0x89, 0]));
+        assert!(!is_pong(&[0x8A, 2, 1]));
+        let mut two = pong(b"a").to_vec();
+        two.extend_from_slice(&pong(b"b"));
+        assert!(!is_pong(&two));
     }
 
     #[tokio::test]

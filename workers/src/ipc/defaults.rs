@@ -18,3 +18,7 @@ pub const PING_TIMEOUT_MS: u64 = 45_000;
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// Requests per second one `/ws` connection may make.
 pub const RATE_LIMIT_PER_SEC: u32 = 1_000;
+/// Message bytes per second one `/ws` connection may send.
+pub const INBOUND_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+/// Whether `/ws` clients may broadcast to the whole fleet.
+pub const CLIENT_BROADCAST: bool = true;

@@ -45,6 +45,11 @@ pub struct WorkerSettings {
     /// Requests per second one `/ws` connection may make (burst of the same size);
     /// 0 turns the limit off.
     pub rate_limit_per_sec: u32,
+    /// Message bytes per second one `/ws` connection may send (burst of the same size);
+    /// past it the connection is closed with 1008. 0 turns the limit off.
+    pub inbound_bytes_per_sec: u64,
+    /// Whether `/ws` clients may send `broadcast` (refused with `forbidden` when not).
+    pub client_broadcast: bool,
 }
 
 impl Default for WorkerSettings {
@@ -59,6 +64,8 @@ impl Default for WorkerSettings {
             handshake_timeout_ms: defaults::HANDSHAKE_TIMEOUT_MS,
             allowed_origins: Vec::new(),
             rate_limit_per_sec: defaults::RATE_LIMIT_PER_SEC,
+            inbound_bytes_per_sec: defaults::INBOUND_BYTES_PER_SEC,
+            client_broadcast: defaults::CLIENT_BROADCAST,
         }
     }
 }

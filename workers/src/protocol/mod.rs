@@ -9,6 +9,7 @@
 pub mod client;
 pub mod frames;
 pub mod request;
+pub mod strict;
 
 use std::borrow::Cow;
 

@@ -6,9 +6,10 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use super::strict::{self, MAX_DEPTH, NotStrict};
 use super::{Refusal, truncate, validate_room};
 
 /// A client request that parsed.
@@ -44,39 +45,70 @@ struct Envelope<'a> {
     kind: Option<&'a RawValue>,
     #[serde(borrow, default)]
     room: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// `null` is a value here (`Some("null")`); only an absent key is `None`.
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// As `data`: `"id":null` is an id, acknowledged like any other.
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
 }
+
+/// A key that is present holds a value, even `null` (serde's `Option` would read `null`
+/// as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// What a request looks like, for the refusals of anything else.
+const OBJECT_HINT: &str =
+    "a request must be a JSON object like {\"type\":\"join\",\"room\":\"general\"}";
 
 /// Parses one text frame. The `id`, when present and the frame is a JSON object, is
 /// returned even when the request is refused, so the error can carry it.
 pub fn parse(text: &str) -> (Option<&str>, Result<Request<'_>, Refusal>) {
     if !text.trim_start().starts_with('{') {
-        let msg = "a request must be a JSON object like {\"type\":\"join\",\"room\":\"general\"}";
-        return (None, Err(Refusal::new("bad_json", msg)));
+        return (None, Err(Refusal::new("bad_json", OBJECT_HINT)));
     }
     let env: Envelope<'_> = match serde_json::from_str(text) {
         Ok(env) => env,
-        Err(e) => {
-            let msg = if e.is_data() {
-                "a request must be a JSON object like {\"type\":\"join\",\"room\":\"general\"}"
-                    .into()
-            } else {
-                format!("request is not valid JSON: {e}").into()
-            };
-            return (
-                None,
-                Err(Refusal {
-                    code: "bad_json",
-                    message: msg,
-                }),
-            );
-        }
+        Err(e) => return (None, Err(not_an_envelope(&e))),
     };
     let id = env.id.map(RawValue::get);
+    if let Some(raw) = id
+        && let Err(why) = strict::check(raw)
+    {
+        return (None, Err(not_strict("id", why)));
+    }
     (id, request(&env))
+}
+
+/// The refusal for a frame that is not a request object.
+fn not_an_envelope(e: &serde_json::Error) -> Refusal {
+    let text = e.to_string();
+    if let Some(rest) = text.strip_prefix("duplicate field `") {
+        let key = rest.split('`').next().unwrap_or_default();
+        let msg = format!("duplicate key \"{key}\" in the request; send each key once");
+        return Refusal::new("bad_json", msg);
+    }
+    if e.is_data() {
+        Refusal::new("bad_json", OBJECT_HINT)
+    } else {
+        Refusal::new("bad_json", format!("request is not valid JSON: {e}"))
+    }
+}
+
+/// The refusal for a `data` or `id` that is valid JSON but not strict.
+fn not_strict(field: &str, why: NotStrict) -> Refusal {
+    let msg = match why {
+        NotStrict::TooDeep => {
+            format!("\"{field}\" is nested deeper than {MAX_DEPTH} levels; flatten it")
+        }
+        NotStrict::LoneSurrogate => format!(
+            "\"{field}\" contains a lone UTF-16 surrogate escape (like \"\\ud800\"); \
+             send valid Unicode"
+        ),
+    };
+    Refusal::new("invalid_field", msg)
 }
 
 fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
@@ -118,9 +150,12 @@ fn room(env: &Envelope<'_>) -> Result<String, Refusal> {
 }
 
 fn data<'a>(env: &Envelope<'a>) -> Result<&'a str, Refusal> {
-    env.data
+    let data = env
+        .data
         .map(RawValue::get)
-        .ok_or_else(|| Refusal::new("missing_field", "missing \"data\" (any JSON value)"))
+        .ok_or_else(|| Refusal::new("missing_field", "missing \"data\" (any JSON value)"))?;
+    strict::check(data).map_err(|why| not_strict("data", why))?;
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -171,6 +206,66 @@ mod tests {
         let long = format!(r#"{{"type":"join","room":"{}"}}"#, "x".repeat(129));
         assert_eq!(code(&long), "bad_room");
         assert_eq!(code(r#"{"type":"publish","room":"r"}"#), "missing_field");
+    }
+
+    #[test]
+    fn null_is_a_value_for_data_and_id() {
+        let (id, req) = parse(r#"{"type":"publish","room":"r","data":null,"id":null}"#);
+        assert_eq!(id, Some("null"));
+        assert_eq!(
+            req,
+            Ok(Request::Publish {
+                room: "r".into(),
+                data: "null"
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"broadcast","data":null}"#).1,
+            Ok(Request::Broadcast { data: "null" })
+        );
+    }
+
+    #[test]
+    fn strict_data_and_id() {
+        let deep = format!(
+            r#"{{"type":"publish","room":"r","data":{}{},"id":1}}"#,
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        let (id, req) = parse(&deep);
+        assert_eq!(id, Some("1"));
+        let refusal = req.unwrap_err();
+        assert_eq!(refusal.code, "invalid_field");
+        assert!(
+            refusal.message.contains("deeper than 64"),
+            "{}",
+            refusal.message
+        );
+        let lone = parse(r#"{"type":"broadcast","data":"\ud800"}"#)
+            .1
+            .unwrap_err();
+        assert_eq!(lone.code, "invalid_field");
+        assert!(lone.message.contains("surrogate"));
+        let (id, req) = parse(r#"{"type":"join","room":"r","id":"\udfff"}"#);
+        assert_eq!(id, None);
+        assert_eq!(req.unwrap_err().code, "invalid_field");
+    }
+
+    #[test]
+    fn duplicate_keys_are_named() {
+        for text in [
+            r#"{"type":"join","type":"leave","room":"r"}"#,
+            r#"{"type":"join","room":"a","room":"b"}"#,
+            r#"{"type":"publish","room":"r","data":1,"data":2}"#,
+        ] {
+            let refusal = parse(text).1.unwrap_err();
+            assert_eq!(refusal.code, "bad_json");
+            assert!(
+                refusal.message.contains("duplicate key"),
+                "{}",
+                refusal.message
+            );
+        }
     }
 
     #[test]

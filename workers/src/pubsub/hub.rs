@@ -44,6 +44,16 @@ pub struct Left {
     pub was_member: bool,
     /// The room has no local members left: withdraw the interest.
     pub room_empty: bool,
+    /// The connection's join was still waiting for the master: it must be answered now
+    /// (`joined`, then its ack), before the leave's answers.
+    pub cancelled: Option<Cancelled>,
+}
+
+/// A pending join that a leave ended before the master answered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The join's `id` (raw JSON), to acknowledge.
+    pub ack: Option<String>,
 }
 
 /// All rooms of this worker.
@@ -102,14 +112,17 @@ impl Hub {
             return Left {
                 was_member: false,
                 room_empty: false,
+                cancelled: None,
             };
         };
         let mut was_member = false;
+        let mut cancelled = None;
         if let Some(i) = r.members.iter().position(|m| m.id == id) {
             r.members.swap_remove(i);
             was_member = true;
         } else if let Some(i) = r.pending.iter().position(|p| p.conn.id == id) {
-            r.pending.swap_remove(i);
+            let join = r.pending.swap_remove(i);
+            cancelled = Some(Cancelled { ack: join.ack });
         }
         let room_empty = r.members.is_empty() && r.pending.is_empty();
         if room_empty {
@@ -118,6 +131,7 @@ impl Hub {
         Left {
             was_member,
             room_empty,
+            cancelled,
         }
     }
 
@@ -178,7 +192,8 @@ mod tests {
             hub.leave("r", 1),
             Left {
                 was_member: false,
-                room_empty: true
+                room_empty: true,
+                cancelled: Some(Cancelled { ack: None })
             }
         );
         let Join::Pending(Some(t2)) = hub.join("r", &a, None) else {
@@ -203,14 +218,16 @@ mod tests {
             hub.leave("r", 1),
             Left {
                 was_member: true,
-                room_empty: false
+                room_empty: false,
+                cancelled: None
             }
         );
         assert_eq!(
             hub.leave("r", 2),
             Left {
                 was_member: true,
-                room_empty: true
+                room_empty: true,
+                cancelled: None
             }
         );
         assert_eq!(hub.len(), 0);
@@ -218,7 +235,8 @@ mod tests {
             hub.leave("r", 2),
             Left {
                 was_member: false,
-                room_empty: false
+                room_empty: false,
+                cancelled: None
             }
         );
     }

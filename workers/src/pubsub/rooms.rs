@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::hub::{Hub, Join};
+use super::hub::{Cancelled, Hub, Join};
 use crate::conn::{self, Conn, frame};
 use crate::ipc::{RoomEvent, ToMaster};
 use crate::protocol::{self, Refusal};
@@ -97,7 +97,15 @@ impl Rooms {
     pub fn leave(&self, member: &mut Membership, conn: &Conn, room: &str, id: Option<&str>) {
         if let Some(i) = member.position(room) {
             member.rooms.swap_remove(i);
-            self.remove(room, conn.id);
+            if let Some(join) = self.remove(room, conn.id) {
+                // Every request is answered in order: the join that was still waiting
+                // for the master gets its `joined` and ack before the leave's.
+                self.worker
+                    .reply_text(conn, &protocol::membership("joined", room));
+                if let Some(ack) = join.ack {
+                    self.worker.reply_text(conn, &protocol::ack(&ack, None));
+                }
+            }
         }
         self.worker
             .reply_text(conn, &protocol::membership("left", room));
@@ -109,7 +117,7 @@ impl Rooms {
     /// A client went away: it leaves every room it was in.
     pub fn leave_all(&self, member: &mut Membership, conn: u64) {
         for room in member.rooms.drain(..) {
-            self.remove(&room, conn);
+            let _ = self.remove(&room, conn);
         }
     }
 
@@ -147,8 +155,9 @@ impl Rooms {
         });
     }
 
-    /// Removes connection `conn` from `room`, telling the others and the master.
-    fn remove(&self, room: &str, conn: u64) {
+    /// Removes connection `conn` from `room`, telling the others and the master; returns
+    /// its join if that was still waiting for the master.
+    fn remove(&self, room: &str, conn: u64) -> Option<Cancelled> {
         let left = self.hub.borrow_mut().leave(room, conn);
         if left.was_member {
             self.worker.send(ToMaster::Presence {
@@ -166,6 +175,7 @@ impl Rooms {
             });
         }
         self.count_rooms();
+        left.cancelled
     }
 
     fn count_rooms(&self) {
@@ -261,6 +271,34 @@ mod tests {
             Ok(ToMaster::Interest { on: false, .. })
         ));
         assert_eq!(rooms.worker().counters.rooms.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_leave_right_after_a_join_answers_the_join_first() {
+        let (rooms, mut rx) = rooms(4);
+        let a = test_conn(1);
+        let mut member = Membership::default();
+        rooms.join(&mut member, &a, "r".into(), Some("7")).unwrap();
+        let Ok(ToMaster::Interest { token, .. }) = rx.try_recv() else {
+            panic!("the first join asks the master for the room")
+        };
+        rooms.leave(&mut member, &a, "r", Some("8"));
+        let expected: usize = [
+            protocol::membership("joined", "r"),
+            protocol::ack("7", None),
+            protocol::membership("left", "r"),
+            protocol::ack("8", None),
+        ]
+        .iter()
+        .map(|t| frame::text(t).len())
+        .sum();
+        assert_eq!(a.queued_bytes(), expected, "joined, ack 7, left, ack 8");
+        assert!(
+            matches!(rx.try_recv(), Ok(ToMaster::Interest { on: false, .. })),
+            "no presence for a member that never was; the interest is withdrawn"
+        );
+        rooms.on_interest_ack("r", token);
+        assert_eq!(a.queued_bytes(), expected, "the late ack confirms nothing");
     }
 
     #[tokio::test]

@@ -5,9 +5,9 @@
 use std::rc::Rc;
 
 use super::rooms::{Membership, Rooms};
-use crate::conn::{Conn, Handler, now_ms};
+use crate::conn::{CloseCause, Conn, Handler, now_ms};
 use crate::counters;
-use crate::ipc::ToMaster;
+use crate::ipc::{ToMaster, WorkerSettings};
 use crate::protocol::{self, Refusal, Request};
 
 /// One `/ws` client's state beyond the socket.
@@ -16,7 +16,9 @@ pub(crate) struct Session {
     rooms: Membership,
     /// Token bucket for the request rate limit (requests left).
     tokens: f32,
-    /// When the bucket was last refilled ([`now_ms`]).
+    /// Token bucket for the inbound byte-rate limit (message bytes left).
+    bytes_left: u64,
+    /// When the buckets were last refilled ([`now_ms`]).
     refilled: u32,
 }
 
@@ -31,6 +33,7 @@ impl Session {
         Self {
             rooms: Membership::default(),
             tokens: worker.settings.rate_limit_per_sec as f32,
+            bytes_left: worker.settings.inbound_bytes_per_sec,
             refilled: now_ms(),
         }
     }
@@ -43,7 +46,10 @@ impl Handler for Session {
         self.handle(rooms, conn, text);
     }
 
-    fn on_binary(&mut self, rooms: &Rooms, conn: &Rc<Conn>, _: &[u8]) {
+    fn on_binary(&mut self, rooms: &Rooms, conn: &Rc<Conn>, data: &[u8]) {
+        if !self.take_bytes(rooms, conn, data.len()) {
+            return;
+        }
         let refusal = Refusal::new(
             "bad_json",
             "binary frames are not part of the /ws protocol; send JSON text frames",
@@ -59,6 +65,9 @@ impl Handler for Session {
 impl Session {
     fn handle(&mut self, rooms: &Rooms, conn: &Rc<Conn>, text: &str) {
         let worker = rooms.worker();
+        if !self.take_bytes(rooms, conn, text.len()) {
+            return;
+        }
         let (id, request) = protocol::parse(text);
         if !self.allow(worker.settings.rate_limit_per_sec) {
             let refusal = Refusal::new(
@@ -90,6 +99,13 @@ impl Session {
                     ack: id.map(str::to_owned),
                 });
             }
+            Request::Broadcast { .. } if !worker.settings.client_broadcast => {
+                let refusal = Refusal::new(
+                    "forbidden",
+                    "this server does not let clients broadcast; publish to a room instead",
+                );
+                refuse(rooms, conn, &refusal, id);
+            }
             Request::Broadcast { data } => {
                 worker.send(ToMaster::Broadcast {
                     data: data.to_owned(),
@@ -100,16 +116,44 @@ impl Session {
         }
     }
 
-    /// Takes one token from the rate-limit bucket.
+    /// Refills both buckets for the time since the last message.
+    fn refill(&mut self, settings: &WorkerSettings) {
+        let now = now_ms();
+        let elapsed = now.wrapping_sub(self.refilled);
+        self.refilled = now;
+        let rate = settings.rate_limit_per_sec as f32;
+        self.tokens = (self.tokens + elapsed as f32 / 1000.0 * rate).min(rate);
+        let bytes = settings.inbound_bytes_per_sec;
+        let earned = u64::from(elapsed).saturating_mul(bytes) / 1000;
+        self.bytes_left = self.bytes_left.saturating_add(earned).min(bytes);
+    }
+
+    /// Charges a message of `len` bytes to the inbound byte-rate bucket; past the limit
+    /// the connection is closed with 1008 (the message is dropped) and false returned.
+    fn take_bytes(&mut self, rooms: &Rooms, conn: &Conn, len: usize) -> bool {
+        let settings = &rooms.worker().settings;
+        self.refill(settings);
+        if settings.inbound_bytes_per_sec == 0 {
+            return true;
+        }
+        match self.bytes_left.checked_sub(len as u64) {
+            Some(left) => {
+                self.bytes_left = left;
+                true
+            }
+            None => {
+                conn.close_with(CloseCause::INBOUND_RATE);
+                false
+            }
+        }
+    }
+
+    /// Takes one token from the request rate-limit bucket (refilled by [`Self::take_bytes`],
+    /// which runs first for every message).
     fn allow(&mut self, rate: u32) -> bool {
         if rate == 0 {
             return true;
         }
-        let rate = rate as f32;
-        let now = now_ms();
-        let elapsed = now.wrapping_sub(self.refilled) as f32 / 1000.0;
-        self.refilled = now;
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

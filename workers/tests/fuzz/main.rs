@@ -10,9 +10,11 @@
 //! block; value generators shared between targets live in `strategies`.
 #![allow(missing_docs)]
 
+mod client_request;
 mod ipc_codec;
 mod ipc_framing;
 mod strategies;
+mod ws_driver;
 
 use proptest::test_runner::Config;
 
