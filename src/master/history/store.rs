@@ -117,6 +117,7 @@ impl HistoryStore {
     }
 
     /// Whether `room` keeps history; when not, the caller orders it by today's rules.
+    #[cfg(test)]
     pub fn enabled(&self, room: &str) -> bool {
         self.options(room).history.enabled()
     }

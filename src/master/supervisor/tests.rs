@@ -86,6 +86,16 @@ fn settings(workers: usize) -> Settings {
         log_format: LogFormat::Text,
         admin: None,
         worker: WorkerSettings::default(),
+        history: crate::config::HistorySettings {
+            namespaces: crate::namespaces::Namespaces::new(crate::namespaces::RoomOptions {
+                history: crate::namespaces::HistoryOptions {
+                    size: 0,
+                    ttl: Duration::from_secs(60),
+                },
+            }),
+            budget_bytes: 1 << 20,
+            recovery_max: 300,
+        },
     }
 }
 
@@ -376,10 +386,11 @@ fn a_stalled_worker_is_killed_and_replaced() {
     let mut h = Harness::running(s);
     h.send(Event::Message(
         1,
-        ToMaster::Interest {
+        ToMaster::Join {
             room: "a".into(),
-            on: true,
+            conn: 1,
             token: 1,
+            since: None,
         },
     ));
     for _ in 0..5 {
