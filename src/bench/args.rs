@@ -275,6 +275,19 @@ pub fn check_room(room: &str) -> Result<(), ArgError> {
     })
 }
 
+/// Checks a per-second rate flag (`--rate` of churn and storm): above 0, at most 100,000.
+fn attempts_rate(rate: f64) -> Result<(), ArgError> {
+    if rate.is_finite() && rate > 0.0 && rate <= 100_000.0 {
+        return Ok(());
+    }
+    Err(ArgError::OutOfRange {
+        flag: "rate",
+        min: 1,
+        max: 100_000,
+        value: rate.max(0.0) as u64,
+    })
+}
+
 impl CommonArgs {
     /// Validates the shared options.
     pub fn validate(&self) -> Result<(), ArgError> {
@@ -338,28 +351,14 @@ impl Mode {
                 check_room(&a.room)?;
             }
             Mode::Churn(a) => {
-                if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 100_000.0) {
-                    return Err(ArgError::OutOfRange {
-                        flag: "rate",
-                        min: 1,
-                        max: 100_000,
-                        value: a.rate.max(0.0) as u64,
-                    });
-                }
+                attempts_rate(a.rate)?;
                 seconds("duration", a.duration, false)?;
                 check_room(&a.room)?;
             }
             Mode::Storm(a) => {
                 range("subs", a.subs, 1, 1_000_000)?;
                 range("rooms", a.rooms, 1, 100_000)?;
-                if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 100_000.0) {
-                    return Err(ArgError::OutOfRange {
-                        flag: "rate",
-                        min: 1,
-                        max: 100_000,
-                        value: a.rate.max(0.0) as u64,
-                    });
-                }
+                attempts_rate(a.rate)?;
                 seconds("before", a.before, true)?;
                 seconds("after", a.after, true)?;
                 seconds("grace", a.grace, true)?;

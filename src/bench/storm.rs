@@ -130,8 +130,8 @@ pub async fn run(a: StormArgs, ctx: Ctx) -> anyhow::Result<()> {
         let room = room_name(&a.prefix, r);
         let grace = Duration::from_secs_f64(a.grace);
         subs.spawn(async move {
-            let _permit = opener.slot(i).await;
-            let t = subscriber(&target, i, cfg, timeout, &room, r, grace, &sh).await;
+            let permit = opener.slot(i).await;
+            let t = subscriber(&target, i, cfg, timeout, &room, r, grace, &sh, permit).await;
             if let Err(e) = &t {
                 sh.first_error.note(e);
                 sh.failed.fetch_add(1, Relaxed);
@@ -316,10 +316,13 @@ async fn subscriber(
     r: usize,
     grace: Duration,
     sh: &Shared,
+    opening: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Times, ConnError> {
     let mut times = Times::default();
     let mut ws = reconnect(target, i, cfg, timeout).await?;
     let first = join(&mut ws, client::join(room, None), timeout).await?;
+    // Opened: the next connection may start.
+    drop(opening);
     sh.joined.fetch_add(1, Relaxed);
     let (mut epoch, mut last) = (first.epoch, first.seq);
     let mut replay_until: Option<u64> = None;

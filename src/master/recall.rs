@@ -17,6 +17,10 @@ use super::history::{HistoryStats, HistoryStore, Position, QueryError, Recovery,
 /// pages on with `since`), so an answer always fits in one IPC frame.
 const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest replay, in bytes of message data: a longer one answers `recovered:false`
+/// (the replay travels to the worker in one IPC frame, capped at 64 MiB).
+const MAX_REPLAY_BYTES: usize = 32 * 1024 * 1024;
+
 /// Room history and recovery, as the loop uses them.
 #[derive(Debug)]
 pub struct Recall {
@@ -80,7 +84,11 @@ impl Recall {
             epoch: &since.epoch,
             seq: since.seq,
         };
-        match self.store.recover(room, asked, self.recovery_max, now) {
+        let max = self.recovery_max;
+        match self
+            .store
+            .recover_bounded(room, asked, max, MAX_REPLAY_BYTES, now)
+        {
             Ok(Recovery::Recovered {
                 epoch,
                 top,
@@ -214,6 +222,30 @@ mod tests {
         ));
         assert_eq!(r.history_row().recoveries_ok, 1);
         assert_eq!(r.history_row().recoveries_failed, 2);
+    }
+
+    #[test]
+    fn a_replay_larger_than_its_byte_limit_is_refused_whole() {
+        let now = Instant::now();
+        let mut r = recall(10, 300);
+        let p = r.publish("a", "\"0123456789\"", now).unwrap();
+        r.publish("a", "\"0123456789\"", now);
+        let since = Since {
+            epoch: p.epoch.as_str(),
+            seq: 0,
+        };
+        let store = r.store();
+        assert!(matches!(
+            store.recover_bounded("a", since, 300, 20, now),
+            Ok(Recovery::NotRecovered {
+                reason: crate::master::history::Refusal::TooLarge { bytes: 24, max: 20 },
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.recover_bounded("a", since, 300, 24, now),
+            Ok(Recovery::Recovered { .. })
+        ));
     }
 
     #[test]

@@ -92,13 +92,7 @@ impl Rooms {
                     }
                 }
                 if let Some(ack) = ack {
-                    let ordered = ToWorker::Ordered {
-                        conn,
-                        ack,
-                        seq,
-                        epoch,
-                    };
-                    out(To::Worker(from), ordered);
+                    out(To::Worker(from), ordered(conn, ack, seq, epoch));
                 }
             }
             ToMaster::Presence {
@@ -154,14 +148,7 @@ impl Rooms {
                 let frame = protocol::broadcast_message(&data);
                 out(To::Serving, ToWorker::Broadcast { frame });
                 if let Some(ack) = ack {
-                    let (seq, epoch) = (None, None);
-                    let ordered = ToWorker::Ordered {
-                        conn,
-                        ack,
-                        seq,
-                        epoch,
-                    };
-                    out(To::Worker(from), ordered);
+                    out(To::Worker(from), ordered(conn, ack, None, None));
                 }
             }
             other => return Some(other),
@@ -185,6 +172,17 @@ impl Rooms {
         self.recall
             .store()
             .sweep(now, |room| !relay.targets(room).is_empty());
+    }
+}
+
+/// The acknowledgement of a publish (`seq`, and `epoch` for a room with history) or of a
+/// broadcast (neither).
+fn ordered(conn: u64, ack: String, seq: Option<u64>, epoch: Option<String>) -> ToWorker {
+    ToWorker::Ordered {
+        conn,
+        ack,
+        seq,
+        epoch,
     }
 }
 
