@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Fleet, T, TempDir, Ws, client, recv, recv_type, send};
@@ -110,11 +110,28 @@ async fn lossless(disrupt: impl FnOnce(&Fleet, &[u64])) {
     // Publishers on every worker publish continuously from here on, through the
     // disruption (they reconnect when closed).
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
     let (p1, p2) = common::clients_on_two_workers(&fleet).await;
     let publishers: Vec<_> = [p1.0, p2.0]
         .into_iter()
-        .map(|ws| tokio::spawn(keep_publishing(ws, fleet.url("/ws"), rooms, stop.clone())))
+        .map(|ws| {
+            let (url, stop, sent) = (fleet.url("/ws"), stop.clone(), sent.clone());
+            tokio::spawn(keep_publishing(ws, url, rooms, stop, sent))
+        })
         .collect();
+    let sent_at_least = |n: u64| {
+        let sent = sent.clone();
+        async move {
+            tokio::time::timeout(T, async {
+                while sent.load(Ordering::Relaxed) < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the publishers publish")
+        }
+    };
+    sent_at_least(10).await;
     let slots: Vec<u64> = subs.iter().map(|(_, slot, _)| *slot).collect();
     tokio::task::block_in_place(|| disrupt(&fleet, &slots));
     for (s, (ws, _, _)) in subs.iter_mut().enumerate() {
@@ -125,15 +142,15 @@ async fn lossless(disrupt: impl FnOnce(&Fleet, &[u64])) {
             }
         }
     }
+    // More while every subscriber is away.
+    sent_at_least(sent.load(Ordering::Relaxed) + 10).await;
     stop.store(true, Ordering::Relaxed);
-    let mut published = 0;
     for p in publishers {
-        published += tokio::time::timeout(T, p)
+        tokio::time::timeout(T, p)
             .await
             .expect("publisher stops")
             .unwrap();
     }
-    assert!(published > 0);
     let (mut asker, _, _) = client(&fleet).await;
     let mut tops = Vec::new();
     for room in rooms {
@@ -166,20 +183,21 @@ async fn lossless(disrupt: impl FnOnce(&Fleet, &[u64])) {
     assert_eq!(stats["master"]["history"]["rooms"], 2, "{stats}");
 }
 
-/// Publishes into `rooms` in turn every 20 ms until `stop`, reconnecting when closed;
-/// returns how many publishes it sent.
+/// Publishes into `rooms` in turn every 20 ms until `stop`, reconnecting when closed,
+/// counting its publishes in `sent`.
 async fn keep_publishing(
     mut ws: Ws,
     url: String,
     rooms: [&'static str; 2],
     stop: Arc<AtomicBool>,
-) -> u64 {
+    sent: Arc<AtomicU64>,
+) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let room = rooms[(n % 2) as usize];
         let frame = json!({"type":"publish","room":room,"data":n}).to_string();
-        let sent = tokio::time::timeout(T, ws.send(Message::text(frame))).await;
-        let mut closed = !matches!(sent, Ok(Ok(())));
+        let sending = tokio::time::timeout(T, ws.send(Message::text(frame))).await;
+        let mut closed = !matches!(sending, Ok(Ok(())));
         // Read what came (welcome, the close) without waiting.
         while let Some(Some(m)) = ws.next().now_or_never() {
             if matches!(m, Err(_) | Ok(Message::Close(_))) {
@@ -192,9 +210,9 @@ async fn keep_publishing(
             continue;
         }
         n += 1;
+        sent.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,4 +384,42 @@ async fn a_budget_eviction_refuses_recovery() {
     assert_eq!(j["recovered"], false, "{j}");
     let h = fleet.stats()["master"]["history"].clone();
     assert!(h["evicted_budget"].as_u64() > Some(0), "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rereads_the_namespaces() {
+    let dir = TempDir::new();
+    let config = dir.0.join("wsfleet.toml");
+    std::fs::write(&config, "").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let fleet = Fleet::start_in(common::BIN, dir, &["--config", &config]).unwrap();
+    let ack = |fleet: &Fleet| {
+        let url = fleet.url("/ws");
+        async move {
+            let mut ws = common::connect(&url).await;
+            send(
+                &mut ws,
+                json!({"type":"publish","room":"live:1","data":1,"id":1}),
+            )
+            .await;
+            recv_type(&mut ws, "ack").await.0
+        }
+    };
+    assert!(
+        ack(&fleet).await["epoch"].is_string(),
+        "history on by default"
+    );
+    std::fs::write(
+        &config,
+        "[[namespace]]\npattern = \"live:*\"\nhistory_size = 0\n",
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| fleet.cli(&["reload"]));
+    assert!(out.status.success(), "{out:?}");
+    let a = ack(&fleet).await;
+    assert!(
+        a.get("epoch").is_none(),
+        "the namespace turned history off: {a}"
+    );
+    assert_eq!(fleet.stats()["master"]["history"]["rooms"], 0);
 }
