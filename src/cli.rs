@@ -158,6 +158,21 @@ pub struct ServeArgs {
     /// port 0 picks a free port, shown in the ready line.
     #[arg(long, env = "WSFLEET_ADMIN", value_name = "ADDR|off", value_parser = admin_addr)]
     pub admin: Option<AdminAddr>,
+    /// Messages each room keeps for reconnecting clients (0 = history off); `[[namespace]]`
+    /// tables in the config file override it per room-name pattern.
+    #[arg(long, env = "WSFLEET_HISTORY_SIZE", value_name = "N")]
+    pub history_size: Option<usize>,
+    /// Seconds a message stays in a room's history.
+    #[arg(long, env = "WSFLEET_HISTORY_TTL", value_name = "SECS", value_parser = seconds)]
+    pub history_ttl: Option<Duration>,
+    /// Bytes of history for all rooms together; past it the least recently published
+    /// rooms lose their oldest messages first.
+    #[arg(long, env = "WSFLEET_HISTORY_BUDGET_BYTES", value_name = "BYTES")]
+    pub history_budget_bytes: Option<usize>,
+    /// Longest gap (in messages) a join with `since` replays; a longer one answers
+    /// `recovered:false`.
+    #[arg(long, env = "WSFLEET_RECOVERY_MAX", value_name = "N")]
+    pub recovery_max: Option<u64>,
 }
 
 /// Where the admin listener binds, or that there is none.

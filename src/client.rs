@@ -110,6 +110,18 @@ pub fn render(s: &FleetStats) -> String {
         m.reloads,
         if m.reloading { " (reloading)" } else { "" }
     ));
+    let h = &m.history;
+    out.push_str(&format!(
+        "history rooms {}  messages {}  bytes {}  evicted size/ttl/budget {}/{}/{}  recoveries ok {} failed {}\n",
+        h.rooms,
+        h.messages,
+        mib(h.bytes),
+        h.evicted_size,
+        h.evicted_ttl,
+        h.evicted_budget,
+        h.recoveries_ok,
+        h.recoveries_failed
+    ));
     let columns = || COUNTERS.iter().filter(|c| !c.column.is_empty());
     let mut header = format!(
         "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6}",
@@ -259,7 +271,8 @@ mod tests {
         stats.total = Totals::default();
         let text = render(&stats);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[1].starts_with("history rooms 0"), "{text}");
         let before = format!(
             "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "slot",
@@ -279,9 +292,9 @@ mod tests {
             "ipc_in",
             "ipc_out"
         );
-        assert_eq!(lines[1], before, "the header is as it always was");
-        assert!(lines[2].contains("12.3k"), "{text}");
+        assert_eq!(lines[2], before, "the header is as it always was");
+        assert!(lines[3].contains("12.3k"), "{text}");
         let cells = |l: &str| l.split_whitespace().count();
-        assert_eq!(cells(lines[1]), cells(lines[2]), "{text}");
+        assert_eq!(cells(lines[2]), cells(lines[3]), "{text}");
     }
 }

@@ -13,6 +13,9 @@ use wsfleet_worker::ipc::WorkerSettings;
 
 use crate::cli::{AdminAddr, ControlArgs, LogFormat, ServeArgs};
 use crate::defaults;
+use crate::namespaces::{
+    HistoryOptions, MAX_HISTORY_SIZE, MAX_HISTORY_TTL, NamespaceSpec, Namespaces, RoomOptions,
+};
 
 /// Largest `max_message_bytes` allowed: a publish of that size must still fit in one
 /// IPC frame together with its room name and envelope.
@@ -56,6 +59,19 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// What the workers get in `Start`.
     pub worker: WorkerSettings,
+    /// Room history: per-room options and the master-wide limits.
+    pub history: HistorySettings,
+}
+
+/// The master's history settings (re-read on reload like the rest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySettings {
+    /// Per-room size and TTL: the `[[namespace]]` tables over the global defaults.
+    pub namespaces: Namespaces,
+    /// Bytes of history for all rooms together.
+    pub budget_bytes: usize,
+    /// Longest gap a join with `since` replays.
+    pub recovery_max: u64,
 }
 
 /// Why settings could not be resolved.
@@ -112,6 +128,13 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub admin: Option<String>,
+    pub history_size: Option<usize>,
+    pub history_ttl: Option<f64>,
+    pub history_budget_bytes: Option<usize>,
+    pub recovery_max: Option<u64>,
+    /// `[[namespace]]` tables, validated by [`Namespaces::from_specs`].
+    #[serde(default)]
+    pub namespace: Vec<NamespaceSpec>,
 }
 
 impl FileConfig {
@@ -163,6 +186,7 @@ impl Settings {
     /// Merges command line/environment (`args`) over the config file over defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
         let file = FileConfig::load(args.config.as_deref())?;
+        let history = history_settings(args, &file)?;
         let d = WorkerSettings::default();
         let ms = |d: Duration| d.as_millis() as u64;
         let run_dir = args
@@ -323,8 +347,50 @@ impl Settings {
                 .or(file.log_format)
                 .unwrap_or(defaults::LOG_FORMAT),
             worker,
+            history,
         })
     }
+}
+
+/// The global history defaults (flags over environment over file over [`defaults`]) and
+/// the file's namespaces over them.
+fn history_settings(args: &ServeArgs, file: &FileConfig) -> Result<HistorySettings, ConfigError> {
+    let size = args
+        .history_size
+        .or(file.history_size)
+        .unwrap_or(defaults::HISTORY_SIZE);
+    if size > MAX_HISTORY_SIZE {
+        return Err(ConfigError::Invalid(format!(
+            "history_size = {size}: use 0 (off) to {MAX_HISTORY_SIZE}"
+        )));
+    }
+    let ttl = args
+        .history_ttl
+        .or(secs(file.history_ttl, "history_ttl")?)
+        .unwrap_or(defaults::HISTORY_TTL);
+    if ttl.is_zero() || ttl > MAX_HISTORY_TTL {
+        return Err(ConfigError::Invalid(format!(
+            "history_ttl = {}s: use more than 0 and at most {} s (7 days)",
+            ttl.as_secs_f64(),
+            MAX_HISTORY_TTL.as_secs()
+        )));
+    }
+    let defaults = RoomOptions {
+        history: HistoryOptions { size, ttl },
+    };
+    let namespaces = Namespaces::from_specs(defaults, &file.namespace)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(HistorySettings {
+        namespaces,
+        budget_bytes: args
+            .history_budget_bytes
+            .or(file.history_budget_bytes)
+            .unwrap_or(defaults::BUDGET_BYTES),
+        recovery_max: args
+            .recovery_max
+            .or(file.recovery_max)
+            .unwrap_or(defaults::RECOVERY_MAX),
+    })
 }
 
 /// The control socket path the client commands use.
@@ -463,6 +529,44 @@ mod tests {
         assert!(
             Settings::resolve(&ServeArgs {
                 config: Some(path),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn history_defaults_flags_and_namespaces_come_from_the_file() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.history.recovery_max, 300);
+        assert_eq!(s.history.budget_bytes, defaults::BUDGET_BYTES);
+        let room = s.history.namespaces.lookup("any").history;
+        assert_eq!((room.size, room.ttl), (100, Duration::from_secs(600)));
+
+        let (_d, path) = write(
+            "history_size = 5\nhistory_ttl = 30\nrecovery_max = 7\n\
+             [[namespace]]\npattern = \"live:*\"\nhistory_size = 0\n",
+        );
+        let s = Settings::resolve(&ServeArgs {
+            config: Some(path),
+            history_size: Some(9),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.history.recovery_max, 7);
+        let chat = s.history.namespaces.lookup("chat").history;
+        assert_eq!((chat.size, chat.ttl), (9, Duration::from_secs(30)));
+        assert!(!s.history.namespaces.lookup("live:1").history.enabled());
+
+        let (_d, path) = write("[[namespace]]\npattern = \"*\"\n[[namespace]]\npattern = \"a*\"\n");
+        let err = Settings::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        });
+        assert!(err.unwrap_err().to_string().contains("a*"));
+        assert!(
+            Settings::resolve(&ServeArgs {
+                history_size: Some(MAX_HISTORY_SIZE + 1),
                 ..Default::default()
             })
             .is_err()

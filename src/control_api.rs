@@ -89,6 +89,30 @@ pub struct MasterRow {
     pub reloading: bool,
     /// Rooms with members anywhere in the fleet (the relay's routing table).
     pub rooms: usize,
+    /// Room history held by the master.
+    #[serde(default)]
+    pub history: HistoryRow,
+}
+
+/// The master's room history: sizes now and counts since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// Rooms with a stream (a position, with or without stored messages).
+    pub rooms: u64,
+    /// Messages stored.
+    pub messages: u64,
+    /// Bytes counted against the history budget.
+    pub bytes: u64,
+    /// Messages pushed out by a room's history size.
+    pub evicted_size: u64,
+    /// Messages expired by their TTL.
+    pub evicted_ttl: u64,
+    /// Messages evicted by the global budget.
+    pub evicted_budget: u64,
+    /// Joins with `since` that replayed their whole gap.
+    pub recoveries_ok: u64,
+    /// Joins with `since` answered `recovered:false`.
+    pub recoveries_failed: u64,
 }
 
 /// One worker process, or one slot waiting in backoff.

@@ -122,6 +122,33 @@ async fn metrics_parse_and_count_traffic_through_both_workers() {
         .find(|s| s.metric == "wsfleet_fleet_rooms")
         .unwrap();
     assert_eq!(fleet_rooms.value, prometheus_parse::Value::Gauge(1.0));
+    // The room keeps history (the default): its stream and 10 messages are counted.
+    let sample = |name: &str, label: Option<(&str, &str)>| {
+        after
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("/metrics lacks {name} {label:?}"))
+            .value
+            .clone()
+    };
+    assert_eq!(
+        sample("wsfleet_history_rooms", None),
+        prometheus_parse::Value::Gauge(1.0)
+    );
+    assert_eq!(
+        sample("wsfleet_history_messages", None),
+        prometheus_parse::Value::Gauge(10.0)
+    );
+    for (key, value) in [("cause", "size"), ("cause", "ttl"), ("cause", "budget")] {
+        sample("wsfleet_history_evictions_total", Some((key, value)));
+    }
+    for outcome in ["ok", "failed"] {
+        sample(
+            "wsfleet_history_recoveries_total",
+            Some(("outcome", outcome)),
+        );
+    }
 }
 
 /// Polls /ready until its status is `want`.

@@ -1,4 +1,5 @@
-//! Smoke test of `wsfleet bench` against a real 2-worker fleet: a short run of every mode,
+//! Smoke test of `wsfleet bench` against a real 2-worker fleet: a short run of every mode
+//! (the reconnect storm reloads the fleet, so it runs last),
 //! checking the JSON line's shape and that nothing was lost. Benchmarks measure; this
 //! only proves the tool works (no figure is asserted).
 
@@ -91,4 +92,38 @@ fn every_mode_runs_against_a_fleet() {
     let churn = bench(&["churn", "--url", &ws, "--rate", "50", "--duration", "1"]);
     assert!(churn["attempted"].as_u64().unwrap() > 0);
     assert_eq!(churn["failed"], 0, "{churn}");
+
+    let control = fleet.control.to_str().unwrap().to_owned();
+    let storm = bench(&[
+        "storm",
+        "--url",
+        &ws,
+        "--control",
+        &control,
+        "--subs",
+        "40",
+        "--rooms",
+        "4",
+        "--rate",
+        "100",
+        "--before",
+        "0.3",
+        "--after",
+        "0.3",
+    ]);
+    assert_eq!(storm["mode"], "storm");
+    assert_eq!(
+        (
+            storm["lost"].as_u64(),
+            storm["duplicates"].as_u64(),
+            storm["failed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{storm}"
+    );
+    assert_eq!(
+        storm["recovered"], 40,
+        "every subscriber re-joined with since: {storm}"
+    );
+    assert!(storm["master_cpu_s"].is_number(), "{storm}");
 }

@@ -55,7 +55,8 @@ async fn two_workers_share_a_room_in_one_order_and_broadcasts_reach_everyone() {
 
 #[tokio::test]
 async fn leave_stops_delivery_and_presence_and_acks_arrive() {
-    let fleet = Fleet::start(&[]);
+    // Today's rules for rooms without history (tests/history.rs has the rooms with it).
+    let fleet = Fleet::start(&["--history-size", "0"]);
     let ((mut a, _, _), (mut b, _, id_b)) = clients_on_two_workers(&fleet).await;
     join(&mut a, "r").await;
     send(&mut b, json!({"type": "join", "room": "r", "id": "j1"})).await;

@@ -1,7 +1,9 @@
 // End-to-end test of the chat page served at GET / by every worker, in a real headless
 // chromium (Debian's /usr/bin/chromium driven by playwright-core), against the real binary:
 // two tabs on different workers chat in #general, markup in a message stays text, and both
-// tabs survive `wsfleet reload` (close 1012) by reconnecting and re-joining on their own.
+// tabs survive `wsfleet reload` (close 1012) by reconnecting and re-joining on their own, and
+// a message published while a tab is disconnected by the reload appears in it exactly once
+// after it re-joins with `since`.
 //
 // Run: scripts/e2e.sh   (or: WSFLEET_BIN=target/release/wsfleet node --test scripts/e2e/)
 // Env: WSFLEET_BIN (default target/release/wsfleet), E2E_OUT (default target/e2e/),
@@ -217,6 +219,59 @@ describe('chat page end to end (real wsfleet, headless chromium)', { timeout: 18
     const text2 = `after reload from A ${token()}`;
     await send(a, text2);
     await waitForMessage(b, 'general', text2);
+  });
+
+  it('messages published while a tab is disconnected by `wsfleet reload` appear in it once', async () => {
+    const { page: a } = pages.A;
+    const before = await status(a);
+    // A third tab publishes a numbered message every 20 ms through its own raw socket, and
+    // reconnects at once when its worker drains (the chat page waits at least 50 ms), so
+    // messages are published while A is away.
+    const ctx = await browser.newContext();
+    const c = await ctx.newPage();
+    c.setDefaultTimeout(STEP_TIMEOUT);
+    await c.goto(base);
+    const tag = token();
+    await c.evaluate(([url, room, tag]) => {
+      const st = (window.__publisher = { acked: new Set(), stop: false, n: 0 });
+      const open = () => {
+        const ws = new WebSocket(url);
+        let timer = 0;
+        ws.onopen = () => {
+          timer = setInterval(() => {
+            if (st.stop) { clearInterval(timer); ws.close(); return; }
+            const n = ++st.n;
+            ws.send(JSON.stringify({ type: 'publish', room, id: n, data: { text: `${tag} ${n}`, from: 'e2e' } }));
+          }, 20);
+        };
+        ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === 'ack') st.acked.add(m.id); };
+        ws.onclose = () => { clearInterval(timer); if (!st.stop) open(); };
+      };
+      open();
+    }, [`ws://${ready.addr}/ws`, 'general', tag]);
+    const recovered = a.waitForSelector('#messages .notice[data-event="recovered"]', { state: 'attached', timeout: 60_000 });
+    const res = await run(BIN, ['reload', '--run-dir', runDir], 60_000);
+    assert.equal(res.code, 0, `wsfleet reload failed: ${res.stderr}`);
+    await recovered;
+    await a.waitForFunction((old) => document.querySelector('#conn-id').textContent.trim() !== old
+      && document.querySelector('#conn-state').dataset.state === 'connected', before.id, { timeout: 30_000 });
+    const acked = await c.evaluate(() => { window.__publisher.stop = true; return [...window.__publisher.acked].sort((x, y) => x - y); });
+    assert.ok(acked.length > 0, 'the publisher got no ack');
+    const last = `${tag} ${acked[acked.length - 1]}`;
+    await waitForMessage(a, 'general', last);
+    const counts = await a.evaluate((tag) => {
+      const seen = {};
+      for (const e of document.querySelectorAll('#messages .log[data-room="general"] .message .text')) {
+        if (e.textContent.startsWith(tag + ' ')) seen[e.textContent] = (seen[e.textContent] || 0) + 1;
+      }
+      return seen;
+    }, tag);
+    for (const id of acked) assert.equal(counts[`${tag} ${id}`], 1, `"${tag} ${id}" shown ${counts[`${tag} ${id}`] || 0} times in tab A`);
+    const seqs = await a.evaluate(() => [...document.querySelectorAll('#messages .log[data-room="general"] .message[data-seq]')].map((e) => Number(e.dataset.seq)));
+    assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), 'messages in seq order');
+    assert.equal(new Set(seqs).size, seqs.length, 'no seq shown twice');
+    console.log(`A saw all ${acked.length} messages published around the reload exactly once`);
+    await ctx.close();
   });
 
   it('saves screenshots at desktop and phone widths', async () => {

@@ -22,6 +22,9 @@ pub enum Mode {
     Idle(IdleArgs),
     /// Connection churn: connect, join, close at a fixed attempt rate; classifies failures.
     Churn(ChurnArgs),
+    /// Reconnect storm: subscribers in rooms with history, a publisher, a reload mid-publish
+    /// (control socket); everyone re-joins with `since`; counts loss, dups, recovery time.
+    Storm(StormArgs),
 }
 
 /// Options every mode shares.
@@ -138,6 +141,38 @@ pub struct ChurnArgs {
     pub room: String,
 }
 
+/// `wsfleet bench storm`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StormArgs {
+    /// Options shared by all modes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The fleet's control socket (the reload is requested there).
+    #[arg(long, value_name = "PATH")]
+    pub control: std::path::PathBuf,
+    /// Number of subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    pub subs: usize,
+    /// Number of rooms; subscriber i joins room i mod R.
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    /// Room names are this prefix and the room's number.
+    #[arg(long, default_value = "storm:")]
+    pub prefix: String,
+    /// Publishes per second (round-robin over the rooms).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds of publishing before the reload.
+    #[arg(long, default_value_t = 1.0)]
+    pub before: f64,
+    /// Seconds of publishing after the reload finished.
+    #[arg(long, default_value_t = 1.0)]
+    pub after: f64,
+    /// Seconds a subscriber waits for its room's last message before counting the rest lost.
+    #[arg(long, default_value_t = 5.0)]
+    pub grace: f64,
+}
+
 /// The fan-out publish rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rate {
@@ -240,6 +275,19 @@ pub fn check_room(room: &str) -> Result<(), ArgError> {
     })
 }
 
+/// Checks a per-second rate flag (`--rate` of churn and storm): above 0, at most 100,000.
+fn attempts_rate(rate: f64) -> Result<(), ArgError> {
+    if rate.is_finite() && rate > 0.0 && rate <= 100_000.0 {
+        return Ok(());
+    }
+    Err(ArgError::OutOfRange {
+        flag: "rate",
+        min: 1,
+        max: 100_000,
+        value: rate.max(0.0) as u64,
+    })
+}
+
 impl CommonArgs {
     /// Validates the shared options.
     pub fn validate(&self) -> Result<(), ArgError> {
@@ -270,6 +318,7 @@ impl Mode {
             Mode::Fanout(a) => &a.common,
             Mode::Idle(a) => &a.common,
             Mode::Churn(a) => &a.common,
+            Mode::Storm(a) => &a.common,
         }
     }
 
@@ -302,16 +351,18 @@ impl Mode {
                 check_room(&a.room)?;
             }
             Mode::Churn(a) => {
-                if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 100_000.0) {
-                    return Err(ArgError::OutOfRange {
-                        flag: "rate",
-                        min: 1,
-                        max: 100_000,
-                        value: a.rate.max(0.0) as u64,
-                    });
-                }
+                attempts_rate(a.rate)?;
                 seconds("duration", a.duration, false)?;
                 check_room(&a.room)?;
+            }
+            Mode::Storm(a) => {
+                range("subs", a.subs, 1, 1_000_000)?;
+                range("rooms", a.rooms, 1, 100_000)?;
+                attempts_rate(a.rate)?;
+                seconds("before", a.before, true)?;
+                seconds("after", a.after, true)?;
+                seconds("grace", a.grace, true)?;
+                check_room(&format!("{}{}", a.prefix, a.rooms))?;
             }
         }
         Ok(())

@@ -1,11 +1,11 @@
 //! `wsfleet bench`: the load tester. It builds its own small tokio runtime, opens WebSocket
-//! connections to one server address, drives one load pattern (echo, fanout, idle, churn) for
+//! connections to one server address, drives one load pattern (echo, fanout, idle, churn, storm) for
 //! a bounded time, and prints a human summary and optionally one JSON line.
 //!
 //! # Layout
 //! - `args`: flags and validation. `connect`: target URL, sockets, pacing, failure classes.
 //! - `wire`: the protocol frames it sends and parses. `seq`, `window`: fan-out accounting.
-//! - `echo`, `fanout`, `idle`, `churn`: the modes. `report`: histograms and output.
+//! - `echo`, `fanout`, `idle`, `churn`, `storm` (reconnect storm with history): the modes. `report`: histograms and output.
 //! - `cpu`: /proc and getrusage sampling. `progress`: the live line on stderr.
 
 mod args;
@@ -18,6 +18,7 @@ mod idle;
 mod progress;
 mod report;
 mod seq;
+mod storm;
 mod window;
 mod wire;
 
@@ -71,6 +72,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Mode::Fanout(a) => fanout::run(a, ctx).await,
             Mode::Idle(a) => idle::run(a, ctx).await,
             Mode::Churn(a) => churn::run(a, ctx).await,
+            Mode::Storm(a) => storm::run(a, ctx).await,
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));

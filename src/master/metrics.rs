@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use super::readiness::readiness;
 use super::state::SlotState;
 use super::view::FleetView;
-use crate::control_api::{COUNTERS, CounterKind, Counters};
+use crate::control_api::{COUNTERS, CounterKind, Counters, HistoryRow};
 
 /// The `Content-Type` of the answer.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -53,6 +53,8 @@ struct Snapshot {
     slots: Vec<SlotFigures>,
     /// Rooms known to the relay (with a member anywhere).
     fleet_rooms: u64,
+    /// The master's room history.
+    history: HistoryRow,
     /// Reloads started.
     reloads: u64,
     /// Outcome of the last reload, if there was one.
@@ -112,6 +114,7 @@ fn snapshot(view: &FleetView) -> Snapshot {
     Snapshot {
         slots,
         fleet_rooms: view.rooms as u64,
+        history: view.history,
         reloads: view.reloads,
         last_reload_ok: view.last_reload_ok,
         reloading: view.reloading,
@@ -206,6 +209,57 @@ fn single(
     encode_value(&mut m, kind, v.into())
 }
 
+/// The master's room history families.
+fn history(enc: &mut DescriptorEncoder, h: &HistoryRow) -> Result<(), std::fmt::Error> {
+    use MetricType::{Counter, Gauge};
+    let by = |key: &'static str, rows: [(&str, u64); 3]| {
+        rows.map(|(value, v)| (vec![(key, value.to_owned())], v))
+    };
+    single(
+        enc,
+        "wsfleet_history_rooms",
+        "Rooms whose stream (position and history) the master keeps.",
+        Gauge,
+        h.rooms,
+    )?;
+    single(
+        enc,
+        "wsfleet_history_messages",
+        "Messages stored in room history.",
+        Gauge,
+        h.messages,
+    )?;
+    single(
+        enc,
+        "wsfleet_history_bytes",
+        "Bytes of room history counted against --history-budget-bytes.",
+        Gauge,
+        h.bytes,
+    )?;
+    per_slot(
+        enc,
+        "wsfleet_history_evictions",
+        "Messages that left room history: pushed out by history_size, expired by TTL, or evicted by the global budget.",
+        Counter,
+        by(
+            "cause",
+            [
+                ("size", h.evicted_size),
+                ("ttl", h.evicted_ttl),
+                ("budget", h.evicted_budget),
+            ],
+        ),
+    )?;
+    let outcomes = [("ok", h.recoveries_ok), ("failed", h.recoveries_failed)];
+    per_slot(
+        enc,
+        "wsfleet_history_recoveries",
+        "Joins with since: ok replayed the whole gap, failed answered recovered:false.",
+        Counter,
+        outcomes.map(|(value, v)| (vec![("outcome", value.to_owned())], v)),
+    )
+}
+
 /// The worker counter families, one per distinct `metric` of [`COUNTERS`] (entries that
 /// share one become its label values).
 fn worker_counters(
@@ -252,6 +306,7 @@ impl Collector for Snapshot {
             Gauge,
             self.fleet_rooms,
         )?;
+        history(e, &self.history)?;
         per_slot(
             e,
             "wsfleet_ipc_queue_depth",

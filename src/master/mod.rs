@@ -16,14 +16,13 @@ mod backoff;
 mod control;
 mod events;
 mod handle;
-// Not wired into the loop yet (issue 10, part 1): the wiring task removes the allow.
-#[allow(dead_code, unused_imports)]
 mod history;
 mod limits;
 mod link;
 mod listeners;
 mod metrics;
 mod readiness;
+mod recall;
 mod relay;
 mod rooms;
 mod rundir;

@@ -1,12 +1,20 @@
-//! The room concern of the loop: turns workers' room messages (publish, presence,
-//! interest, broadcast) into the frames to send, through the pure [`Relay`] table. It
-//! knows nothing of processes or slots: the supervisor hands it a message and a way to
-//! send, and tells it when a worker is gone.
+//! The room concern of the loop: turns workers' room messages (publish, presence, join,
+//! withdraw, history, broadcast) into the frames to send, through the pure [`Relay`]
+//! table and, for rooms with history, [`Recall`]. It knows nothing of processes or slots:
+//! the supervisor hands it a message and a way to send, and tells it when a worker is gone.
+//!
+//! One point of order per room: a publish to a room with history takes its `seq` from the
+//! history store (even with no members); a join is answered — route registered, position
+//! read, gap replayed — while handling that one message, so every message ordered before
+//! it is in the replay and every one after it is routed to the member's worker.
+
+use std::time::Instant;
 
 use wsfleet_worker::ipc::{RoomEvent, ToMaster, ToWorker, monotonic_ns};
 // The one path to the client protocol's frame builders (moving to `wsfleet_worker::protocol`).
 use wsfleet_worker::protocol;
 
+use super::recall::Recall;
 use super::relay::{Relay, WorkerKey};
 
 /// Where a frame goes.
@@ -18,20 +26,36 @@ pub enum To {
     Serving,
 }
 
-/// Room routes and sequences.
-#[derive(Debug, Default)]
+/// Room routes, sequences and history.
+#[derive(Debug)]
 pub struct Rooms {
-    /// Which workers have members of which room, and each room's sequence.
+    /// Which workers have members of which room, and each history-less room's sequence.
     relay: Relay,
+    /// Positions and stored messages of rooms with history.
+    recall: Recall,
 }
 
 impl Rooms {
-    /// Handles a room message from `from`, sending through `out`; gives back a message
-    /// that is not about rooms.
+    /// No routes yet; history in `recall`.
+    pub fn new(recall: Recall) -> Self {
+        Self {
+            relay: Relay::default(),
+            recall,
+        }
+    }
+
+    /// Room history (to sweep, save, reconfigure and count it).
+    pub fn recall(&mut self) -> &mut Recall {
+        &mut self.recall
+    }
+
+    /// Handles a room message from `from` at `now`, sending through `out`; gives back a
+    /// message that is not about rooms.
     pub fn handle(
         &mut self,
         from: WorkerKey,
         msg: ToMaster,
+        now: Instant,
         mut out: impl FnMut(To, ToWorker),
     ) -> Option<ToMaster> {
         match msg {
@@ -41,7 +65,18 @@ impl Rooms {
                 conn,
                 ack,
             } => {
-                let seq = self.relay.publish(&room).map(|(seq, targets)| {
+                let (seq, epoch, targets) = match self.recall.publish(&room, &data, now) {
+                    Some(p) => (
+                        Some(p.seq),
+                        Some(p.epoch.as_str().to_owned()),
+                        self.relay.targets(&room),
+                    ),
+                    None => match self.relay.publish(&room) {
+                        Some((seq, targets)) => (Some(seq), None, targets),
+                        None => (None, None, &[][..]),
+                    },
+                };
+                if let Some(seq) = seq {
                     let frame = protocol::room_message(&room, seq, &data);
                     let ordered_ns = monotonic_ns();
                     for t in targets {
@@ -55,10 +90,9 @@ impl Rooms {
                             },
                         );
                     }
-                    seq
-                });
+                }
                 if let Some(ack) = ack {
-                    out(To::Worker(from), ToWorker::Ordered { conn, ack, seq });
+                    out(To::Worker(from), ordered(conn, ack, seq, epoch));
                 }
             }
             ToMaster::Presence {
@@ -80,18 +114,41 @@ impl Rooms {
                     );
                 }
             }
-            ToMaster::Interest { room, on, token } => {
-                self.relay.interest(from, &room, on);
-                if on {
-                    out(To::Worker(from), ToWorker::InterestAck { room, token });
-                }
+            ToMaster::Join {
+                room,
+                conn,
+                token,
+                since,
+            } => {
+                self.relay.interest(from, &room, true);
+                let answer = self.recall.join(&room, since, now);
+                let joined = ToWorker::Joined {
+                    room,
+                    conn,
+                    token,
+                    answer,
+                };
+                out(To::Worker(from), joined);
+            }
+            ToMaster::Withdraw { room } => self.relay.interest(from, &room, false),
+            ToMaster::History {
+                room,
+                conn,
+                limit,
+                since,
+                reverse,
+                id,
+            } => {
+                let frame =
+                    self.recall
+                        .page(&room, limit, since.as_ref(), reverse, id.as_deref(), now);
+                out(To::Worker(from), ToWorker::Reply { conn, frame });
             }
             ToMaster::Broadcast { data, conn, ack } => {
                 let frame = protocol::broadcast_message(&data);
                 out(To::Serving, ToWorker::Broadcast { frame });
                 if let Some(ack) = ack {
-                    let seq = None;
-                    out(To::Worker(from), ToWorker::Ordered { conn, ack, seq });
+                    out(To::Worker(from), ordered(conn, ack, None, None));
                 }
             }
             other => return Some(other),
@@ -108,50 +165,87 @@ impl Rooms {
     pub fn count(&self) -> usize {
         self.relay.rooms()
     }
+
+    /// Expires history and forgets rooms left with neither messages nor members.
+    pub fn sweep(&mut self, now: Instant) {
+        let relay = &self.relay;
+        self.recall
+            .store()
+            .sweep(now, |room| !relay.targets(room).is_empty());
+    }
+}
+
+/// The acknowledgement of a publish (`seq`, and `epoch` for a room with history) or of a
+/// broadcast (neither).
+fn ordered(conn: u64, ack: String, seq: Option<u64>, epoch: Option<String>) -> ToWorker {
+    ToWorker::Ordered {
+        conn,
+        ack,
+        seq,
+        epoch,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    fn interest(rooms: &mut Rooms, from: WorkerKey, room: &str) -> Vec<(To, ToWorker)> {
-        let mut sent = Vec::new();
-        let msg = ToMaster::Interest {
-            room: room.into(),
-            on: true,
-            token: 7,
+    use super::*;
+    use crate::master::history::HistoryStore;
+    use crate::namespaces::{HistoryOptions, Namespaces, RoomOptions};
+
+    fn rooms(history_size: usize) -> Rooms {
+        let history = HistoryOptions {
+            size: history_size,
+            ttl: Duration::from_secs(60),
         };
-        assert!(
-            rooms
-                .handle(from, msg, |to, m| sent.push((to, m)))
-                .is_none()
-        );
+        let store = HistoryStore::new(Namespaces::new(RoomOptions { history }), 1 << 20);
+        Rooms::new(Recall::new(store, 300))
+    }
+
+    fn send(rooms: &mut Rooms, from: WorkerKey, msg: ToMaster) -> Vec<(To, ToWorker)> {
+        let mut sent = Vec::new();
+        let back = rooms.handle(from, msg, Instant::now(), |to, m| sent.push((to, m)));
+        assert!(back.is_none());
         sent
+    }
+
+    fn join(rooms: &mut Rooms, from: WorkerKey, room: &str) -> Vec<(To, ToWorker)> {
+        let msg = ToMaster::Join {
+            room: room.into(),
+            conn: 9,
+            token: 7,
+            since: None,
+        };
+        send(rooms, from, msg)
+    }
+
+    fn publish(room: &str) -> ToMaster {
+        ToMaster::Publish {
+            room: room.into(),
+            data: "1".into(),
+            conn: 5,
+            ack: Some("\"x\"".into()),
+        }
     }
 
     #[test]
     fn publish_goes_to_interested_workers_in_order_and_acks_the_sender() {
-        let mut rooms = Rooms::default();
-        let acks = interest(&mut rooms, 1, "a");
-        assert_eq!(
-            acks,
+        let mut rooms = rooms(0);
+        let answer = join(&mut rooms, 1, "a");
+        assert!(matches!(
+            &answer[..],
             [(
                 To::Worker(1),
-                ToWorker::InterestAck {
-                    room: "a".into(),
-                    token: 7
+                ToWorker::Joined {
+                    token: 7,
+                    conn: 9,
+                    ..
                 }
             )]
-        );
-        interest(&mut rooms, 2, "a");
-        let mut sent = Vec::new();
-        let publish = ToMaster::Publish {
-            room: "a".into(),
-            data: "1".into(),
-            conn: 5,
-            ack: Some("\"x\"".into()),
-        };
-        rooms.handle(3, publish, |to, m| sent.push((to, m)));
+        ));
+        join(&mut rooms, 2, "a");
+        let sent = send(&mut rooms, 3, publish("a"));
         let targets: Vec<To> = sent.iter().map(|(to, _)| *to).collect();
         assert_eq!(targets, [To::Worker(1), To::Worker(2), To::Worker(3)]);
         assert!(matches!(
@@ -159,19 +253,66 @@ mod tests {
             ToWorker::Ordered {
                 conn: 5,
                 seq: Some(1),
+                epoch: None,
                 ..
             }
         ));
         assert_eq!(rooms.count(), 1);
-        rooms.remove_worker(1);
+        send(&mut rooms, 1, ToMaster::Withdraw { room: "a".into() });
         rooms.remove_worker(2);
         assert_eq!(rooms.count(), 0);
     }
 
     #[test]
-    fn non_room_messages_come_back() {
-        let mut rooms = Rooms::default();
-        let back = rooms.handle(1, ToMaster::Ready, |_, _| panic!("nothing to send"));
+    fn a_room_with_history_orders_publishes_without_members_and_acks_the_epoch() {
+        let mut rooms = rooms(10);
+        let sent = send(&mut rooms, 3, publish("a"));
+        let [(To::Worker(3), ToWorker::Ordered { seq, epoch, .. })] = &sent[..] else {
+            panic!("only the ack: {sent:?}")
+        };
+        assert_eq!(*seq, Some(1));
+        let epoch = epoch.clone().expect("the ack carries the epoch");
+        let answer = send(
+            &mut rooms,
+            1,
+            ToMaster::Join {
+                room: "a".into(),
+                conn: 9,
+                token: 1,
+                since: Some(protocol::Since { epoch, seq: 0 }),
+            },
+        );
+        let [(_, ToWorker::Joined { answer, .. })] = &answer[..] else {
+            panic!()
+        };
+        let wsfleet_worker::ipc::JoinAnswer::Accepted { frames } = answer else {
+            panic!()
+        };
+        assert_eq!(frames.len(), 2, "joined, then the one stored message");
+        assert!(frames[1].contains(r#""seq":1"#));
+        let sent = send(&mut rooms, 3, publish("a"));
+        assert!(matches!(sent[0], (To::Worker(1), ToWorker::Room { .. })));
+    }
+
+    #[test]
+    fn history_requests_are_answered_to_the_asker_and_others_come_back() {
+        let mut rooms = rooms(10);
+        let msg = ToMaster::History {
+            room: "a".into(),
+            conn: 4,
+            limit: 10,
+            since: None,
+            reverse: false,
+            id: None,
+        };
+        let sent = send(&mut rooms, 2, msg);
+        assert!(matches!(
+            &sent[..],
+            [(To::Worker(2), ToWorker::Reply { conn: 4, .. })]
+        ));
+        let back = rooms.handle(1, ToMaster::Ready, Instant::now(), |_, _| {
+            panic!("nothing to send")
+        });
         assert_eq!(back, Some(ToMaster::Ready));
     }
 }

@@ -59,6 +59,7 @@ pub fn fleet_stats(view: &FleetView, mut answers: Answers) -> FleetStats {
             last_reload_ok: view.last_reload_ok,
             reloading: view.reloading,
             rooms: view.rooms,
+            history: view.history,
         },
         workers,
         total,

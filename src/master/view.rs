@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::control_api::Counters;
+use crate::control_api::{Counters, HistoryRow};
 
 use super::relay::WorkerKey;
 use super::sampling::CpuMeter;
@@ -31,6 +31,8 @@ pub struct FleetView {
     pub reloading: bool,
     /// Rooms with members anywhere in the fleet.
     pub rooms: usize,
+    /// Room history held by the master.
+    pub history: HistoryRow,
     /// Per slot, by index.
     pub slots: Vec<SlotView>,
     /// Live worker processes, by key.

@@ -8,6 +8,7 @@ use tokio::net::unix::OwnedReadHalf;
 
 use crate::counters;
 use crate::ipc::{FrameReader, ToMaster, ToWorker, framing::LinkError, monotonic_ns};
+use crate::protocol;
 use crate::pubsub::rooms::Rooms;
 use crate::worker::DrainMode;
 
@@ -44,9 +45,20 @@ pub(crate) async fn read_loop(
                     stamps.push(ordered_ns);
                 }
             }
-            ToWorker::Ordered { conn, ack, seq } => worker.on_ordered(conn, &ack, seq),
+            ToWorker::Ordered {
+                conn,
+                ack,
+                seq,
+                epoch,
+            } => worker.reply_to(conn, &protocol::ack(&ack, seq, epoch.as_deref())),
             ToWorker::Broadcast { frame } => worker.on_broadcast(frame),
-            ToWorker::InterestAck { room, token } => rooms.on_interest_ack(&room, token),
+            ToWorker::Joined {
+                room,
+                conn,
+                token,
+                answer,
+            } => rooms.on_joined(&room, conn, token, answer),
+            ToWorker::Reply { conn, frame } => worker.reply_to(conn, &frame),
             ToWorker::Ping { id } => worker.send(ToMaster::Pong { id }),
             ToWorker::CountersRequest { id } => {
                 let counters = worker.counters.snapshot();

@@ -17,7 +17,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::conn::{self, CloseCause, Conn, Pushed, frame};
 use crate::counters::{self, Counters};
 use crate::ipc::{LinkTx, ToMaster, WorkerSettings};
-use crate::protocol;
 
 /// Why a worker is draining; it decides what happens to new upgrades meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,11 +258,12 @@ impl Worker {
         }
     }
 
-    /// The master ordered a publish or broadcast from connection `conn`: acknowledge it.
-    pub fn on_ordered(&self, conn: u64, ack: &str, seq: Option<u64>) {
+    /// A frame the master answered one connection with (a publish's or broadcast's
+    /// `ack`, a `history` page); dropped if the connection is gone.
+    pub fn reply_to(&self, conn: u64, text: &str) {
         let target = self.conns.borrow().get(&conn).cloned();
         if let Some(target) = target {
-            self.deliver(&target, frame::text(&protocol::ack(ack, seq)));
+            self.deliver(&target, frame::text(text));
         }
     }
 

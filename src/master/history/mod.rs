@@ -2,18 +2,17 @@
 //! `seq`, a bounded ring of recent messages, a global memory budget, recovery and history
 //! queries, and the file that carries it all across a graceful master restart.
 //!
-//! Pure bookkeeping with time passed in; the master's loop owns one [`HistoryStore`],
-//! orders publishes of rooms with history through it, and sends the frames.
+//! Pure bookkeeping with time passed in; the master's loop owns one [`HistoryStore`]
+//! (through `recall`), orders publishes of rooms with history through it, and sends the
+//! frames. The out-of-the-box settings and why are in `crate::defaults`.
 //!
 //! # Layout
-//! - `defaults`: the out-of-the-box settings and why.
 //! - `epoch`: the random token naming one life of a stream.
 //! - `stream`: one room's position and ring.
 //! - `query`: recovery (all or nothing) and history pages.
 //! - `store`: all streams, the budget, the counters.
 //! - `format` / `persist`: the `history.bin` layout and its safe writing and loading.
 
-pub mod defaults;
 mod epoch;
 mod format;
 pub mod persist;
@@ -21,11 +20,15 @@ mod query;
 mod store;
 mod stream;
 
-pub use epoch::Epoch;
-pub use format::Damage;
-pub use query::{Page, QueryError, Recovery, Refusal, Since};
-pub use store::{HistoryStats, HistoryStore, Position, ROOM_OVERHEAD, Swept};
-pub use stream::{Cause, Message};
+pub use query::{QueryError, Recovery, Since};
+pub use store::{HistoryStats, HistoryStore, Position};
+// The rest of the surface, used by the module's tests.
+#[cfg(test)]
+pub use {
+    query::Refusal,
+    store::{ROOM_OVERHEAD, Swept},
+    stream::{Cause, Message},
+};
 
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,13 @@ pub enum Refusal {
         /// The limit.
         max: u64,
     },
+    /// The gap's messages are larger together than one replay may be.
+    TooLarge {
+        /// Bytes of message data in the gap.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The outcome of a join with `since`.
@@ -109,6 +116,7 @@ pub(super) fn recover(
     stream: &Stream,
     since: Since<'_>,
     recovery_max: u64,
+    max_bytes: usize,
 ) -> Result<Recovery, QueryError> {
     let (epoch, top) = (stream.epoch.clone(), stream.top);
     let refuse = |reason| Recovery::NotRecovered {
@@ -138,10 +146,18 @@ pub(super) fn recover(
         let cause = stream.last_loss.unwrap_or(Cause::Size);
         return Ok(refuse(Refusal::Evicted(cause)));
     }
+    let messages: Vec<Message> = stream.range(since.seq + 1, top).collect();
+    let bytes = messages.iter().map(|m| m.data.len()).sum();
+    if bytes > max_bytes {
+        return Ok(refuse(Refusal::TooLarge {
+            bytes,
+            max: max_bytes,
+        }));
+    }
     Ok(Recovery::Recovered {
         epoch,
         top,
-        messages: stream.range(since.seq + 1, top).collect(),
+        messages,
     })
 }
 

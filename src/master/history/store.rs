@@ -117,6 +117,7 @@ impl HistoryStore {
     }
 
     /// Whether `room` keeps history; when not, the caller orders it by today's rules.
+    #[cfg(test)]
     pub fn enabled(&self, room: &str) -> bool {
         self.options(room).history.enabled()
     }
@@ -191,6 +192,7 @@ impl HistoryStore {
     }
 
     /// All-or-nothing recovery of what a client missed since `since`.
+    #[cfg(test)]
     pub fn recover(
         &mut self,
         room: &str,
@@ -198,8 +200,21 @@ impl HistoryStore {
         recovery_max: u64,
         now: Instant,
     ) -> Result<Recovery, QueryError> {
+        self.recover_bounded(room, since, recovery_max, usize::MAX, now)
+    }
+
+    /// All-or-nothing recovery of what a client missed since `since`, refused when the
+    /// gap holds more than `max_bytes` of message data (a replay is sent in one piece).
+    pub fn recover_bounded(
+        &mut self,
+        room: &str,
+        since: Since<'_>,
+        recovery_max: u64,
+        max_bytes: usize,
+        now: Instant,
+    ) -> Result<Recovery, QueryError> {
         let stream = self.stream(room, now).ok_or_else(|| off(room))?;
-        let outcome = query::recover(stream, since, recovery_max)?;
+        let outcome = query::recover(stream, since, recovery_max, max_bytes)?;
         match outcome {
             Recovery::Recovered { .. } => self.counters.recoveries_ok += 1,
             Recovery::NotRecovered { .. } => self.counters.recoveries_failed += 1,

@@ -2,13 +2,14 @@
 //! (a slot failing 3 times, or the start-up deadline, → stop with an error); stop: drain
 //! every worker → all gone within drain + 10 s, else kill → reaped within 3 s → `Stopped`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use wsfleet_worker::ipc::ToWorker;
 
 use super::{REAP_LIMIT, Supervisor};
 use crate::master::events::MasterCmd;
+use crate::master::history::persist;
 use crate::master::spawner::Spawner;
 use crate::master::state::{Phase, WorkerState};
 
@@ -30,6 +31,10 @@ pub struct Stop {
 impl<S: Spawner> Supervisor<S> {
     /// Spawns a worker for every slot.
     pub fn start(&mut self, now: Instant) {
+        let dir = self.settings.run_dir.clone();
+        let store = self.rooms.recall().store();
+        let limit = persist::file_limit(store.budget());
+        persist::load(&dir, store, now.into_std(), SystemTime::now(), limit);
         for slot in 0..self.state.slots.len() as u32 {
             if let Err(e) = self.start_worker(slot, false, now) {
                 self.fail(e, now);
@@ -61,8 +66,27 @@ impl<S: Spawner> Supervisor<S> {
         }
         if self.phase() == Phase::Stopping && self.state.workers.is_empty() {
             tracing::info!("stopped");
-            self.set_phase(Phase::Stopped);
+            self.stopped(now);
         }
+    }
+
+    /// The end: every worker is gone (or given up on), so no publish can come any more;
+    /// the history is written for the next master on this run directory.
+    fn stopped(&mut self, now: Instant) {
+        let dir = self.settings.run_dir.clone();
+        let store = self.rooms.recall().store();
+        if store.stats().rooms > 0 {
+            match persist::save(&dir, store, now.into_std(), SystemTime::now()) {
+                Ok(saved) => tracing::info!(
+                    rooms = saved.rooms,
+                    messages = saved.messages,
+                    bytes = saved.bytes,
+                    "history saved for the next master"
+                ),
+                Err(e) => tracing::error!(error = %e, "history not saved"),
+            }
+        }
+        self.set_phase(Phase::Stopped);
     }
 
     pub(super) fn on_command(&mut self, cmd: MasterCmd, now: Instant) {
@@ -156,7 +180,7 @@ impl<S: Spawner> Supervisor<S> {
                 workers = self.state.workers.len(),
                 "killed workers were not reaped in time; exiting anyway"
             );
-            self.set_phase(Phase::Stopped);
+            self.stopped(now);
         } else {
             tracing::warn!("workers still alive after the drain period; killing them");
             self.begin_stop(true, now);

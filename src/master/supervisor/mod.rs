@@ -20,11 +20,13 @@ use wsfleet_worker::ipc::{ToMaster, ToWorker};
 
 use super::backoff::{self, Backoff};
 use super::events::Event;
+use super::history::HistoryStore;
+use super::recall::Recall;
 use super::relay::WorkerKey;
 use super::rooms::{Rooms, To};
 use super::spawner::Spawner;
 use super::state::{FleetState, Phase, WorkerEntry, WorkerState};
-use crate::config::Settings;
+use crate::config::{HistorySettings, Settings};
 
 /// Re-reads the settings for a reload (the command line, environment and config file).
 pub type Resolve = Box<dyn FnMut() -> Result<Settings, String>>;
@@ -72,9 +74,9 @@ impl<S: Spawner> Supervisor<S> {
             spawner,
             state: FleetState::new(settings.workers),
             startup_deadline: now + settings.ready_timeout * 3,
+            rooms: Rooms::new(recall(&settings.history)),
             settings,
             resolve,
-            rooms: Rooms::default(),
             phase: watch::channel(Phase::Starting).0,
             reload: None,
             stop: None,
@@ -141,21 +143,23 @@ impl<S: Spawner> Supervisor<S> {
     fn on_message(&mut self, key: WorkerKey, msg: ToMaster, now: Instant) {
         self.heard(key, now);
         let workers = &self.state.workers;
-        let msg = self.rooms.handle(key, msg, |to, m| match to {
-            To::Worker(k) => {
-                if let Some(w) = workers.get(&k) {
-                    w.tx.send(m);
+        let msg = self
+            .rooms
+            .handle(key, msg, now.into_std(), |to, m| match to {
+                To::Worker(k) => {
+                    if let Some(w) = workers.get(&k) {
+                        w.tx.send(m);
+                    }
                 }
-            }
-            To::Serving => {
-                for w in workers
-                    .values()
-                    .filter(|w| w.state != WorkerState::Starting)
-                {
-                    w.tx.send(m.clone());
+                To::Serving => {
+                    for w in workers
+                        .values()
+                        .filter(|w| w.state != WorkerState::Starting)
+                    {
+                        w.tx.send(m.clone());
+                    }
                 }
-            }
-        });
+            });
         match msg {
             Some(ToMaster::Ready) => self.on_ready(key, now),
             Some(ToMaster::Counters { id, counters }) => {
@@ -329,6 +333,7 @@ impl<S: Spawner> Supervisor<S> {
         }
         self.kill_stalled(true);
         self.heartbeat(now);
+        self.rooms.sweep(now.into_std());
         if matches!(self.phase(), Phase::Starting | Phase::Running) {
             let due: Vec<u32> = (0..self.state.slots.len() as u32)
                 .filter(|&i| {
@@ -442,6 +447,12 @@ impl<S: Spawner> Supervisor<S> {
             self.spawner.kill(w.pid);
         }
     }
+}
+
+/// An empty history store with `settings`' limits.
+fn recall(settings: &HistorySettings) -> Recall {
+    let store = HistoryStore::new(settings.namespaces.clone(), settings.budget_bytes);
+    Recall::new(store, settings.recovery_max)
 }
 
 /// How long a stop waits for killed workers to be reaped before giving up on them.

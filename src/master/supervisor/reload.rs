@@ -88,6 +88,14 @@ impl<S: Spawner> Supervisor<S> {
         match (self.resolve)() {
             Ok(fresh) => {
                 self.settings = merge(&self.settings, fresh);
+                let history = &self.settings.history;
+                let recall = self.rooms.recall();
+                recall.set_recovery_max(history.recovery_max);
+                recall.store().reconfigure(
+                    history.namespaces.clone(),
+                    history.budget_bytes,
+                    now.into_std(),
+                );
                 self.reload_step(now);
             }
             Err(e) => self.reload_finish(Some(format!("settings not reloaded: {e}")), now),

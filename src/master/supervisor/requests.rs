@@ -93,6 +93,7 @@ impl<S: Spawner> Supervisor<S> {
             last_reload_ok: st.last_reload_ok,
             reloading: self.reload.is_some(),
             rooms: self.rooms.count(),
+            history: self.rooms.recall().history_row(),
             slots,
             workers,
         }

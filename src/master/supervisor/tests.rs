@@ -92,6 +92,16 @@ fn settings(workers: usize) -> Settings {
         log_format: LogFormat::Text,
         admin: None,
         worker: WorkerSettings::default(),
+        history: crate::config::HistorySettings {
+            namespaces: crate::namespaces::Namespaces::new(crate::namespaces::RoomOptions {
+                history: crate::namespaces::HistoryOptions {
+                    size: 0,
+                    ttl: Duration::from_secs(60),
+                },
+            }),
+            budget_bytes: 1 << 20,
+            recovery_max: 300,
+        },
     }
 }
 
@@ -197,14 +207,15 @@ impl Harness {
         msgs
     }
 
-    /// Worker `key` asks for room `room`'s messages.
-    fn interest(&mut self, key: WorkerKey, room: &str) {
+    /// A connection on worker `key` joins room `room` (the worker then gets its messages).
+    fn join(&mut self, key: WorkerKey, room: &str) {
         self.send(Event::Message(
             key,
-            ToMaster::Interest {
+            ToMaster::Join {
                 room: room.into(),
-                on: true,
+                conn: 1,
                 token: 1,
+                since: None,
             },
         ));
     }
@@ -404,7 +415,7 @@ fn a_stalled_worker_is_killed_and_replaced() {
     let mut s = settings(2);
     s.ipc_queue_limit = 5;
     let mut h = Harness::running(s);
-    h.interest(1, "a");
+    h.join(1, "a");
     for _ in 0..5 {
         h.send(Event::Message(
             2,
@@ -636,7 +647,7 @@ fn a_worker_too_many_bytes_behind_is_killed_when_its_queue_overflows() {
     let mut s = settings(2);
     s.ipc_queue_limit_bytes = 10_000;
     let mut h = Harness::running(s);
-    h.interest(1, "a");
+    h.join(1, "a");
     h.received(1);
     let publish = |n: usize| {
         Event::Message(

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::defaults;
 use super::latency::LatencyHistogram;
+use crate::protocol::Since;
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
@@ -163,13 +164,26 @@ pub enum ToWorker {
         /// Matches the answer to the request.
         id: u64,
     },
-    /// The master has registered this worker's interest in `room`; pending joins complete.
-    InterestAck {
-        /// The room whose interest was registered.
+    /// The answer to a [`ToMaster::Join`], sent at one point of the room's order: the
+    /// worker already receives the room, every message ordered before this answer is in
+    /// its replay (or was before the client's `since`), every one after it follows it.
+    Joined {
+        /// The room joined.
         room: String,
-        /// The token of the [`ToMaster::Interest`] this answers; a stale answer (the room
-        /// was left and joined again meanwhile) is ignored.
+        /// The joining local connection.
+        conn: u64,
+        /// The join's token; a stale answer (the connection left, or left and joined
+        /// again, meanwhile) is ignored.
         token: u64,
+        /// What the connection gets.
+        answer: JoinAnswer,
+    },
+    /// A frame for one local connection (a `history` answer or its error).
+    Reply {
+        /// The local connection.
+        conn: u64,
+        /// The ready-to-send JSON text.
+        frame: String,
     },
     /// A room message for local members: `frame` is the complete JSON text frame, built
     /// once by the master and sent as is to every member.
@@ -203,6 +217,25 @@ pub enum ToWorker {
         ack: String,
         /// The room sequence number assigned (None for a broadcast).
         seq: Option<u64>,
+        /// The room's epoch, for a room with history.
+        epoch: Option<String>,
+    },
+}
+
+/// The master's answer to a join.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum JoinAnswer {
+    /// The connection is a member: send it these frames (`joined`, then the replay), then
+    /// the room's live messages.
+    Accepted {
+        /// Complete JSON text frames, in order.
+        frames: Vec<String>,
+    },
+    /// The join's `since` is impossible (beyond the room's last `seq`): the connection is
+    /// not a member and gets an `invalid_field` error with this message.
+    Refused {
+        /// What was wrong and what to do.
+        message: String,
     },
 }
 
@@ -213,14 +246,37 @@ pub enum ToMaster {
     Hello(Hello),
     /// The worker is accepting connections.
     Ready,
-    /// The worker gained its first (`on`) or lost its last (`!on`) local member of `room`.
-    Interest {
+    /// A local connection asks to join `room`: the master routes the room to this worker
+    /// (if it did not already) and answers with [`ToWorker::Joined`].
+    Join {
+        /// The room.
+        room: String,
+        /// The joining local connection.
+        conn: u64,
+        /// Echoed in the answer.
+        token: u64,
+        /// The client's last seen position, to recover from.
+        since: Option<Since>,
+    },
+    /// The worker lost its last local member (or pending join) of `room`.
+    Withdraw {
         /// The room concerned.
         room: String,
-        /// Whether the worker now wants the room's messages.
-        on: bool,
-        /// Echoed in [`ToWorker::InterestAck`] (for `on`).
-        token: u64,
+    },
+    /// A client's `history` request; the master answers with [`ToWorker::Reply`].
+    History {
+        /// The room.
+        room: String,
+        /// The asking local connection.
+        conn: u64,
+        /// Most messages wanted.
+        limit: usize,
+        /// Page from this position.
+        since: Option<Since>,
+        /// Newest first.
+        reverse: bool,
+        /// The client's `id` as raw JSON, echoed in the answer.
+        id: Option<String>,
     },
     /// A client published to a room; the master orders it and fans it out.
     Publish {
@@ -273,10 +329,17 @@ impl super::Weighed for ToWorker {
     fn weight(&self) -> usize {
         let owned = match self {
             Self::Start(s) => s.allowed_origins.iter().map(String::len).sum(),
-            Self::InterestAck { room, .. } => room.len(),
+            Self::Joined { room, answer, .. } => {
+                room.len()
+                    + match answer {
+                        JoinAnswer::Accepted { frames } => frames.iter().map(String::len).sum(),
+                        JoinAnswer::Refused { message } => message.len(),
+                    }
+            }
+            Self::Reply { frame, .. } => frame.len(),
             Self::Room { room, frame, .. } => room.len() + frame.len(),
             Self::Broadcast { frame } => frame.len(),
-            Self::Ordered { ack, .. } => ack.len(),
+            Self::Ordered { ack, epoch, .. } => ack.len() + epoch.as_ref().map_or(0, String::len),
             Self::Drain { .. } | Self::CountersRequest { .. } | Self::Ping { .. } => 0,
         };
         std::mem::size_of::<Self>() + owned
@@ -287,7 +350,17 @@ impl super::Weighed for ToWorker {
 impl super::Weighed for ToMaster {
     fn weight(&self) -> usize {
         let owned = match self {
-            Self::Interest { room, .. } => room.len(),
+            Self::Join { room, since, .. } => {
+                room.len() + since.as_ref().map_or(0, |s| s.epoch.len())
+            }
+            Self::Withdraw { room } => room.len(),
+            Self::History {
+                room, since, id, ..
+            } => {
+                room.len()
+                    + since.as_ref().map_or(0, |s| s.epoch.len())
+                    + id.as_ref().map_or(0, String::len)
+            }
             Self::Publish {
                 room, data, ack, ..
             } => room.len() + data.len() + ack.as_ref().map_or(0, String::len),

@@ -21,6 +21,17 @@ pub fn leave(room: &str, id: Option<&str>) -> String {
     membership_request("leave", room, id)
 }
 
+/// `{"type":"join","room":R,"since":{"epoch":E,"seq":N}}`: re-join after a reconnect,
+/// recovering the messages after `seq` (with `"id"` when given).
+pub fn join_since(room: &str, epoch: &str, seq: u64, id: Option<&str>) -> String {
+    let id = id.map(|id| format!(r#","id":{id}"#)).unwrap_or_default();
+    format!(
+        r#"{{"type":"join","room":{},"since":{{"epoch":{},"seq":{seq}}}{id}}}"#,
+        json_str(room),
+        json_str(epoch)
+    )
+}
+
 fn membership_request(kind: &str, room: &str, id: Option<&str>) -> String {
     match id {
         Some(id) => format!(r#"{{"type":"{kind}","room":{},"id":{id}}}"#, json_str(room)),
@@ -137,6 +148,38 @@ pub fn joined(text: &str) -> Option<Cow<'_, str>> {
         .map(|j| j.room)
 }
 
+/// A `joined` frame with its stream position (rooms with history).
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct Position<'a> {
+    /// The room.
+    #[serde(borrow)]
+    pub room: Cow<'a, str>,
+    /// The stream's epoch (absent when the room keeps no history).
+    #[serde(borrow, default)]
+    pub epoch: Option<Cow<'a, str>>,
+    /// The room's last `seq` at the join.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// Whether a join with `since` replays the gap (absent without `since`).
+    #[serde(default)]
+    pub recovered: Option<bool>,
+}
+
+/// Reads a `joined` frame's position; `None` for any other frame.
+pub fn position(text: &str) -> Option<Position<'_>> {
+    #[derive(Deserialize)]
+    struct Joined<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(flatten, borrow)]
+        position: Position<'a>,
+    }
+    serde_json::from_str::<Joined<'_>>(text)
+        .ok()
+        .filter(|j| j.kind == "joined")
+        .map(|j| j.position)
+}
+
 /// An `ack` frame: `{"type":"ack","id":ID}` (with `"seq"` for a room publish).
 #[derive(Debug, Deserialize, PartialEq)]
 pub struct Ack<'a, I> {
@@ -192,10 +235,34 @@ mod tests {
             (
                 Some("1"),
                 Ok(Request::Join {
-                    room: "a\"b".into()
+                    room: "a\"b".into(),
+                    since: None
                 })
             )
         );
+        let frame = join_since("r", "e\"1", 4, Some("2"));
+        let (id, req) = parse(&frame);
+        assert_eq!(id, Some("2"));
+        let since = Some(super::super::Since {
+            epoch: "e\"1".into(),
+            seq: 4,
+        });
+        assert_eq!(
+            req,
+            Ok(Request::Join {
+                room: "r".into(),
+                since
+            })
+        );
+        let frame = frames::joined_at("r", "e1", 7, Some(true));
+        let p = position(&frame).unwrap();
+        assert_eq!(
+            (p.room.as_ref(), p.epoch.as_deref(), p.seq, p.recovered),
+            ("r", Some("e1"), Some(7), Some(true))
+        );
+        let frame = frames::membership("joined", "r");
+        let p = position(&frame).unwrap();
+        assert_eq!((p.epoch, p.seq), (None, None));
         assert_eq!(
             parse(&leave("r", None)).1,
             Ok(Request::Leave { room: "r".into() })
@@ -232,13 +299,13 @@ mod tests {
         let b = message::<String>(&frame).unwrap();
         assert_eq!((b.room, b.seq, b.data.as_str()), (None, None, "hi"));
         assert!(message::<u64>(&frames::room_message("r", 7, "\"text\"")).is_none());
-        assert!(message::<u64>(&frames::ack("1", None)).is_none());
+        assert!(message::<u64>(&frames::ack("1", None, None)).is_none());
         assert_eq!(
             joined(&frames::membership("joined", "g\u{e9}n")).as_deref(),
             Some("gén")
         );
         assert_eq!(joined(&frames::membership("left", "r")), None);
-        let frame = frames::ack("5", Some(9));
+        let frame = frames::ack("5", Some(9), None);
         let a = ack::<u64>(&frame).unwrap();
         assert_eq!((a.id, a.seq), (5, Some(9)));
         assert!(ack::<u64>(&frames::membership("joined", "r")).is_none());
@@ -256,7 +323,7 @@ mod tests {
             (frames::membership("left", "r"), Kind::Left),
             (frames::room_message("r", 1, "1"), Kind::Message),
             (frames::presence("r", true, "1.1.1"), Kind::Presence),
-            (frames::ack("1", None), Kind::Ack),
+            (frames::ack("1", None, None), Kind::Ack),
             (frames::error(&r, None), Kind::Error),
             (r#"{"type":"dance"}"#.to_owned(), Kind::Other),
             ("not json".to_owned(), Kind::Other),

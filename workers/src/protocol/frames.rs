@@ -16,12 +16,59 @@ pub fn membership(kind: &str, room: &str) -> String {
     format!(r#"{{"type":"{kind}","room":{}}}"#, json_str(room))
 }
 
-/// `{"type":"ack","id":ID}` (with `"seq"` for a publish).
-pub fn ack(id: &str, seq: Option<u64>) -> String {
-    match seq {
-        Some(seq) => format!(r#"{{"type":"ack","id":{id},"seq":{seq}}}"#),
-        None => format!(r#"{{"type":"ack","id":{id}}}"#),
+/// `{"type":"ack","id":ID}` (with `"seq"` for a publish, and `"epoch"` for a publish to
+/// a room with history).
+pub fn ack(id: &str, seq: Option<u64>, epoch: Option<&str>) -> String {
+    match (seq, epoch) {
+        (Some(seq), Some(epoch)) => format!(
+            r#"{{"type":"ack","id":{id},"seq":{seq},"epoch":{}}}"#,
+            json_str(epoch)
+        ),
+        (Some(seq), None) => format!(r#"{{"type":"ack","id":{id},"seq":{seq}}}"#),
+        _ => format!(r#"{{"type":"ack","id":{id}}}"#),
     }
+}
+
+/// `{"type":"joined","room":R,"epoch":E,"seq":TOP}` for a room with history, with
+/// `"recovered"` when the join carried `since`.
+pub fn joined_at(room: &str, epoch: &str, seq: u64, recovered: Option<bool>) -> String {
+    let recovered = match recovered {
+        Some(r) => format!(r#","recovered":{r}"#),
+        None => String::new(),
+    };
+    format!(
+        r#"{{"type":"joined","room":{},"epoch":{},"seq":{seq}{recovered}}}"#,
+        json_str(room),
+        json_str(epoch)
+    )
+}
+
+/// `{"type":"history","room":R,"epoch":E,"seq":TOP,"messages":[{"seq":S,"data":D},…]}`
+/// (with the request's `"id"` when it had one). `messages` are `(seq, raw JSON data)`.
+pub fn history<'a>(
+    room: &str,
+    epoch: &str,
+    top: u64,
+    messages: impl IntoIterator<Item = (u64, &'a str)>,
+    id: Option<&str>,
+) -> String {
+    let mut out = format!(
+        r#"{{"type":"history","room":{},"epoch":{},"seq":{top},"messages":["#,
+        json_str(room),
+        json_str(epoch)
+    );
+    for (i, (seq, data)) in messages.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(r#"{{"seq":{seq},"data":{data}}}"#));
+    }
+    out.push(']');
+    if let Some(id) = id {
+        out.push_str(&format!(r#","id":{id}"#));
+    }
+    out.push('}');
+    out
 }
 
 /// `{"type":"error","code":C,"message":M}` (with the request's `"id"` when it had one).
@@ -73,8 +120,13 @@ mod tests {
         for frame in [
             welcome(1, "1.2.3"),
             membership("joined", "a\"b"),
-            ack("\"x\"", Some(4)),
-            ack("5", None),
+            ack("\"x\"", Some(4), None),
+            ack("\"x\"", Some(4), Some("e1")),
+            ack("5", None, None),
+            joined_at("r", "e1", 3, None),
+            joined_at("r", "e1", 3, Some(true)),
+            history("r", "e1", 2, [(1, "\"a\""), (2, "{}")], Some("9")),
+            history("r", "e1", 0, [], None),
             error(&Refusal::new("bad_room", "no \"quotes\""), Some("1")),
             room_message("r", 9, r#"{"k":1}"#),
             broadcast_message("[1]"),

@@ -13,8 +13,10 @@ pub mod strict;
 
 use std::borrow::Cow;
 
-pub use frames::{ack, broadcast_message, error, membership, presence, room_message, welcome};
-pub use request::{Request, parse};
+pub use frames::{
+    ack, broadcast_message, error, history, joined_at, membership, presence, room_message, welcome,
+};
+pub use request::{Request, Since, parse};
 
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;

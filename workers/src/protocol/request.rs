@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use super::strict::{self, MAX_DEPTH, NotStrict};
@@ -15,10 +15,12 @@ use super::{Refusal, truncate, validate_room};
 /// A client request that parsed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {
-    /// Become a member of `room`.
+    /// Become a member of `room`, recovering what was missed after `since`.
     Join {
         /// The room.
         room: String,
+        /// The last position the client saw, to replay the gap from.
+        since: Option<Since>,
     },
     /// Stop being a member of `room`.
     Leave {
@@ -37,6 +39,33 @@ pub enum Request<'a> {
         /// Raw JSON.
         data: &'a str,
     },
+    /// A page of `room`'s stored messages (see the master's history queries).
+    History {
+        /// The room.
+        room: String,
+        /// Most messages wanted (at most [`MAX_HISTORY_LIMIT`]).
+        limit: usize,
+        /// Page from this position (forward: after it; reverse: before it).
+        since: Option<Since>,
+        /// Newest first.
+        reverse: bool,
+    },
+}
+
+/// Most messages one `history` request may ask for; page with `since` for more.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// `limit` of a `history` request that leaves it out.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+/// A stream position as a client sends it: `{"epoch":E,"seq":N}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    /// The epoch the client saw (an opaque string).
+    pub epoch: String,
+    /// The last `seq` it saw.
+    pub seq: u64,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +80,12 @@ struct Envelope<'a> {
     /// As `data`: `"id":null` is an id, acknowledged like any other.
     #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reverse: Option<&'a RawValue>,
 }
 
 /// A key that is present holds a value, even `null` (serde's `Option` would read `null`
@@ -115,13 +150,22 @@ fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
     let kind = env.kind.ok_or_else(|| {
         Refusal::new(
             "missing_field",
-            "missing \"type\" (join, leave, publish or broadcast)",
+            "missing \"type\" (join, leave, publish, broadcast or history)",
         )
     })?;
     let kind: Cow<'_, str> = serde_json::from_str(kind.get())
         .map_err(|_| Refusal::new("invalid_field", "\"type\" must be a string"))?;
     match kind.as_ref() {
-        "join" => Ok(Request::Join { room: room(env)? }),
+        "join" => Ok(Request::Join {
+            room: room(env)?,
+            since: since(env)?,
+        }),
+        "history" => Ok(Request::History {
+            room: room(env)?,
+            limit: limit(env)?,
+            since: since(env)?,
+            reverse: reverse(env)?,
+        }),
         "leave" => Ok(Request::Leave { room: room(env)? }),
         "publish" => Ok(Request::Publish {
             room: room(env)?,
@@ -131,7 +175,7 @@ fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
         other => Err(Refusal {
             code: "unknown_type",
             message: format!(
-                "unknown request type {:?}; use join, leave, publish or broadcast",
+                "unknown request type {:?}; use join, leave, publish, broadcast or history",
                 truncate(other, 64)
             )
             .into(),
@@ -147,6 +191,56 @@ fn room(env: &Envelope<'_>) -> Result<String, Refusal> {
         .map_err(|_| Refusal::new("invalid_field", "\"room\" must be a string"))?;
     validate_room(&room)?;
     Ok(room)
+}
+
+/// `since`: absent or `null`, or exactly `{"epoch":"…","seq":N}` with N ≥ 0.
+fn since(env: &Envelope<'_>) -> Result<Option<Since>, Refusal> {
+    let Some(raw) = env.since else {
+        return Ok(None);
+    };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    let since: Since = serde_json::from_str(raw.get()).map_err(|_| {
+        Refusal::new(
+            "invalid_field",
+            "\"since\" must be {\"epoch\":\"…\",\"seq\":N} as the last joined, message or ack showed (N a whole number ≥ 0)",
+        )
+    })?;
+    if since.epoch.is_empty() || since.epoch.len() > MAX_EPOCH_BYTES {
+        return Err(Refusal::new(
+            "invalid_field",
+            "\"since.epoch\" must be the non-empty epoch string the server sent",
+        ));
+    }
+    Ok(Some(since))
+}
+
+/// Longest `since.epoch` accepted (the server's are 16 characters).
+const MAX_EPOCH_BYTES: usize = 64;
+
+fn limit(env: &Envelope<'_>) -> Result<usize, Refusal> {
+    let Some(raw) = env.limit else {
+        return Ok(DEFAULT_HISTORY_LIMIT);
+    };
+    match serde_json::from_str::<u64>(raw.get()) {
+        Ok(n) if n <= MAX_HISTORY_LIMIT as u64 => Ok(n as usize),
+        _ => Err(Refusal {
+            code: "invalid_field",
+            message: format!(
+                "\"limit\" must be a whole number from 0 to {MAX_HISTORY_LIMIT}; page with \"since\" for more"
+            )
+            .into(),
+        }),
+    }
+}
+
+fn reverse(env: &Envelope<'_>) -> Result<bool, Refusal> {
+    env.reverse
+        .map(|raw| serde_json::from_str::<bool>(raw.get()))
+        .transpose()
+        .map(|r| r.unwrap_or(false))
+        .map_err(|_| Refusal::new("invalid_field", "\"reverse\" must be true or false"))
 }
 
 fn data<'a>(env: &Envelope<'a>) -> Result<&'a str, Refusal> {
@@ -167,7 +261,8 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"join","room":"general"}"#).1,
             Ok(Request::Join {
-                room: "general".into()
+                room: "general".into(),
+                since: None
             })
         );
         assert_eq!(
@@ -265,6 +360,53 @@ mod tests {
                 "{}",
                 refusal.message
             );
+        }
+    }
+
+    #[test]
+    fn join_since_and_history_parse_and_bad_values_are_invalid_field() {
+        assert_eq!(
+            parse(r#"{"type":"join","room":"r","since":{"epoch":"e","seq":4}}"#).1,
+            Ok(Request::Join {
+                room: "r".into(),
+                since: Some(Since {
+                    epoch: "e".into(),
+                    seq: 4
+                })
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"join","room":"r","since":null}"#).1,
+            Ok(Request::Join {
+                room: "r".into(),
+                since: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"history","room":"r","limit":5,"reverse":true}"#).1,
+            Ok(Request::History {
+                room: "r".into(),
+                limit: 5,
+                since: None,
+                reverse: true
+            })
+        );
+        let code = |s: &str| parse(s).1.unwrap_err().code;
+        for bad in [
+            r#"{"type":"join","room":"r","since":5}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":"e"}}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":"e","seq":-1}}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":"e","seq":1.5}}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":"e","seq":"1"}}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":"","seq":1}}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":7,"seq":1}}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":"e","seq":1,"x":0}}"#,
+            r#"{"type":"join","room":"r","since":{"epoch":"e","seq":99999999999999999999999}}"#,
+            r#"{"type":"history","room":"r","limit":-1}"#,
+            r#"{"type":"history","room":"r","limit":1001}"#,
+            r#"{"type":"history","room":"r","reverse":1}"#,
+        ] {
+            assert_eq!(code(bad), "invalid_field", "{bad}");
         }
     }
 

@@ -1,40 +1,48 @@
-//! The worker's room table: which local connections are members of which room, and
-//! whether the master already routes the room's messages here.
+//! The worker's room table: which local connections are members of which room, and which
+//! joins wait for the master.
 //!
-//! A room's first local join asks the master for the room's messages (an `Interest`
-//! carrying a fresh token) and waits, pending, for the answer; only then are joins
-//! confirmed, so a member never misses a message ordered after its `joined`. The last
-//! local leave withdraws the interest. Pure bookkeeping: the caller sends the frames.
+//! Every join asks the master (a `Join` carrying a fresh token) and waits, pending, for
+//! its answer; the master answers at one point of the room's order (with the position and
+//! any replay), so a member never misses a message ordered after its `joined` and never
+//! gets one twice. A pending join receives none of the room's live messages. A client's
+//! leave that comes while its join still waits is kept on the join and carried out with
+//! the answer, so the join is answered first. The last local leave withdraws the room.
+//! Pure bookkeeping: the caller sends the frames.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::conn::Conn;
 
-/// A join waiting for the master to route the room here.
+/// A join waiting for the master's answer.
 pub struct PendingJoin {
     /// The joining connection.
     pub conn: Rc<Conn>,
     /// The request's `id` (raw JSON), to acknowledge once joined.
     pub ack: Option<String>,
+    /// The token of the `Join` sent for it: an answer with another token is stale.
+    pub token: u64,
+    /// The client asked to leave while the join waited (`Some(id)`, the leave's request
+    /// `id`): when the answer comes, `joined` and the join's ack go first, then `left`.
+    pub leave: Option<Option<String>>,
 }
 
 /// One room with local members.
 struct Room {
     /// Confirmed members: they receive the room's messages.
     members: Vec<Rc<Conn>>,
-    /// Joins waiting for the interest acknowledgement.
+    /// Joins waiting for the master's answer.
     pending: Vec<PendingJoin>,
-    /// The token of the interest request in flight, or `None` once acknowledged.
-    awaiting: Option<u64>,
 }
 
 /// What a join did.
 pub enum Join {
-    /// Already a member or confirmed at once: reply `joined` now.
-    Joined,
-    /// Waiting for the master; send it `Interest { on: true, token }` if `Some`.
-    Pending(Option<u64>),
+    /// Already a member: reply `joined` now, tell nobody.
+    Member,
+    /// Already waiting for the master: its answer will come.
+    Waiting,
+    /// Waiting: send the master a `Join` with this token.
+    Ask(u64),
 }
 
 /// What a leave did.
@@ -44,16 +52,17 @@ pub struct Left {
     pub was_member: bool,
     /// The room has no local members left: withdraw the interest.
     pub room_empty: bool,
-    /// The connection's join was still waiting for the master: it must be answered now
-    /// (`joined`, then its ack), before the leave's answers.
-    pub cancelled: Option<Cancelled>,
+    /// The connection's join still waits for the master: the leave is carried out (and
+    /// answered) with that answer.
+    pub deferred: bool,
 }
 
-/// A pending join that a leave ended before the master answered.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Cancelled {
-    /// The join's `id` (raw JSON), to acknowledge.
-    pub ack: Option<String>,
+/// What a master's answer to a join did.
+pub struct Answered {
+    /// The join it answered.
+    pub join: PendingJoin,
+    /// The room has no local members or joins left: withdraw the interest.
+    pub room_empty: bool,
 }
 
 /// All rooms of this worker.
@@ -62,7 +71,7 @@ pub struct Hub {
     /// Rooms with at least one member or pending join. Boxed values keep the table's
     /// slots small (a worker may hold tens of thousands of one-member rooms).
     rooms: HashMap<Box<str>, Box<Room>>,
-    /// Source of interest tokens.
+    /// Source of join tokens.
     next_token: u64,
 }
 
@@ -72,57 +81,74 @@ impl Hub {
         self.rooms.len()
     }
 
-    /// Adds `conn` to `room`.
+    /// Adds `conn` to `room`'s pending joins.
     pub fn join(&mut self, room: &str, conn: &Rc<Conn>, ack: Option<String>) -> Join {
-        if let Some(r) = self.rooms.get_mut(room) {
-            if r.members.iter().any(|m| m.id == conn.id) {
-                return Join::Joined;
-            }
-            if r.awaiting.is_none() {
-                r.members.push(conn.clone());
-                return Join::Joined;
-            }
-            if !r.pending.iter().any(|p| p.conn.id == conn.id) {
-                r.pending.push(PendingJoin {
-                    conn: conn.clone(),
-                    ack,
-                });
-            }
-            return Join::Pending(None);
+        let r = self.rooms.entry(room.into()).or_insert_with(|| {
+            Box::new(Room {
+                members: Vec::with_capacity(1),
+                pending: Vec::new(),
+            })
+        });
+        if r.members.iter().any(|m| m.id == conn.id) {
+            return Join::Member;
+        }
+        if r.pending
+            .iter()
+            .any(|p| p.conn.id == conn.id && p.leave.is_none())
+        {
+            return Join::Waiting;
         }
         self.next_token += 1;
         let token = self.next_token;
-        self.rooms.insert(
-            room.into(),
-            Box::new(Room {
-                members: Vec::with_capacity(1),
-                pending: vec![PendingJoin {
-                    conn: conn.clone(),
-                    ack,
-                }],
-                awaiting: Some(token),
-            }),
-        );
-        Join::Pending(Some(token))
+        r.pending.push(PendingJoin {
+            conn: conn.clone(),
+            ack,
+            token,
+            leave: None,
+        });
+        Join::Ask(token)
     }
 
-    /// Removes connection `id` from `room` (member or pending).
-    pub fn leave(&mut self, room: &str, id: u64) -> Left {
+    /// Whether connection `id` is a member of `room` or waiting to be.
+    pub fn contains(&self, room: &str, id: u64) -> bool {
+        self.rooms.get(room).is_some_and(|r| {
+            r.members.iter().any(|m| m.id == id)
+                || r.pending
+                    .iter()
+                    .any(|p| p.conn.id == id && p.leave.is_none())
+        })
+    }
+
+    /// Removes connection `id` from `room`. A join of its still waiting for the master is
+    /// dropped when `defer` is `None` (the client went away), or keeps waiting with the
+    /// leave (`defer`: the leave's request id) recorded on it.
+    pub fn leave(&mut self, room: &str, id: u64, defer: Option<Option<String>>) -> Left {
         let Some(r) = self.rooms.get_mut(room) else {
             return Left {
                 was_member: false,
                 room_empty: false,
-                cancelled: None,
+                deferred: false,
             };
         };
         let mut was_member = false;
-        let mut cancelled = None;
+        let mut deferred = false;
         if let Some(i) = r.members.iter().position(|m| m.id == id) {
             r.members.swap_remove(i);
             was_member = true;
-        } else if let Some(i) = r.pending.iter().position(|p| p.conn.id == id) {
-            let join = r.pending.swap_remove(i);
-            cancelled = Some(Cancelled { ack: join.ack });
+        } else if let Some(i) = r
+            .pending
+            .iter()
+            .position(|p| p.conn.id == id && p.leave.is_none())
+        {
+            match defer {
+                Some(leave) => {
+                    r.pending[i].leave = Some(leave);
+                    deferred = true;
+                }
+                None => {
+                    r.pending.swap_remove(i);
+                }
+            }
         }
         let room_empty = r.members.is_empty() && r.pending.is_empty();
         if room_empty {
@@ -131,23 +157,28 @@ impl Hub {
         Left {
             was_member,
             room_empty,
-            cancelled,
+            deferred,
         }
     }
 
-    /// The master now routes `room` here: confirms and returns the pending joins, unless
-    /// `token` is stale.
-    pub fn interest_acked(&mut self, room: &str, token: u64) -> Vec<PendingJoin> {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return Vec::new();
-        };
-        if r.awaiting != Some(token) {
-            return Vec::new();
+    /// The master answered connection `id`'s join with `token`: takes the pending join
+    /// out, making it a member if `accept` and no leave came meanwhile; `None` when the
+    /// answer is stale.
+    pub fn answered(&mut self, room: &str, id: u64, token: u64, accept: bool) -> Option<Answered> {
+        let r = self.rooms.get_mut(room)?;
+        let i = r
+            .pending
+            .iter()
+            .position(|p| p.conn.id == id && p.token == token)?;
+        let join = r.pending.swap_remove(i);
+        if accept && join.leave.is_none() {
+            r.members.push(join.conn.clone());
         }
-        r.awaiting = None;
-        let joined = std::mem::take(&mut r.pending);
-        r.members.extend(joined.iter().map(|p| p.conn.clone()));
-        joined
+        let room_empty = r.members.is_empty() && r.pending.is_empty();
+        if room_empty {
+            self.rooms.remove(room);
+        }
+        Some(Answered { join, room_empty })
     }
 
     /// The confirmed members of `room`.
@@ -166,78 +197,114 @@ mod tests {
     use crate::conn::test_conn as conn;
 
     #[tokio::test]
-    async fn first_join_waits_for_the_master_then_later_joins_are_immediate() {
+    async fn every_join_waits_for_its_own_answer() {
         let mut hub = Hub::default();
-        let (a, b, c) = (conn(1), conn(2), conn(3));
-        let Join::Pending(Some(token)) = hub.join("r", &a, Some("1".into())) else {
+        let (a, b) = (conn(1), conn(2));
+        let Join::Ask(ta) = hub.join("r", &a, Some("1".into())) else {
             panic!()
         };
-        assert!(matches!(hub.join("r", &b, None), Join::Pending(None)));
+        let Join::Ask(tb) = hub.join("r", &b, None) else {
+            panic!()
+        };
+        assert_ne!(ta, tb);
+        assert!(matches!(hub.join("r", &b, None), Join::Waiting));
         assert!(hub.members("r").is_empty(), "pending joins receive nothing");
-        let joined = hub.interest_acked("r", token);
-        assert_eq!(joined.len(), 2);
-        assert_eq!(joined[0].ack.as_deref(), Some("1"));
-        assert!(matches!(hub.join("r", &c, None), Join::Joined));
-        assert_eq!(hub.members("r").len(), 3);
+        let joined = hub.answered("r", 1, ta, true).unwrap();
+        assert_eq!(joined.join.ack.as_deref(), Some("1"));
+        assert_eq!(hub.members("r").len(), 1, "b still waits for its answer");
+        assert!(hub.answered("r", 2, tb, true).is_some());
+        assert!(matches!(hub.join("r", &b, None), Join::Member));
+        assert_eq!(hub.members("r").len(), 2);
     }
 
     #[tokio::test]
-    async fn a_stale_ack_does_not_confirm_a_rejoin() {
+    async fn a_stale_answer_does_not_confirm_a_rejoin_and_a_refusal_leaves() {
         let mut hub = Hub::default();
         let a = conn(1);
-        let Join::Pending(Some(t1)) = hub.join("r", &a, None) else {
+        let Join::Ask(t1) = hub.join("r", &a, None) else {
             panic!()
         };
         assert_eq!(
-            hub.leave("r", 1),
+            hub.leave("r", 1, None),
             Left {
                 was_member: false,
                 room_empty: true,
-                cancelled: Some(Cancelled { ack: None })
+                deferred: false
             }
         );
-        let Join::Pending(Some(t2)) = hub.join("r", &a, None) else {
+        let Join::Ask(t2) = hub.join("r", &a, None) else {
             panic!()
         };
-        assert!(hub.interest_acked("r", t1).is_empty());
+        assert!(hub.answered("r", 1, t1, true).is_none());
         assert!(hub.members("r").is_empty());
-        assert_eq!(hub.interest_acked("r", t2).len(), 1);
-        assert_eq!(hub.members("r").len(), 1);
+        assert!(hub.contains("r", 1));
+        assert!(hub.answered("r", 1, t2, false).is_some());
+        assert!(!hub.contains("r", 1), "a refused join is not a member");
     }
 
     #[tokio::test]
     async fn last_leave_empties_the_room() {
         let mut hub = Hub::default();
         let (a, b) = (conn(1), conn(2));
-        let Join::Pending(Some(t)) = hub.join("r", &a, None) else {
-            panic!()
-        };
-        hub.interest_acked("r", t);
-        assert!(matches!(hub.join("r", &b, None), Join::Joined));
+        for c in [&a, &b] {
+            let Join::Ask(t) = hub.join("r", c, None) else {
+                panic!()
+            };
+            hub.answered("r", c.id, t, true);
+        }
         assert_eq!(
-            hub.leave("r", 1),
+            hub.leave("r", 1, Some(None)),
             Left {
                 was_member: true,
                 room_empty: false,
-                cancelled: None
+                deferred: false
             }
         );
         assert_eq!(
-            hub.leave("r", 2),
+            hub.leave("r", 2, Some(None)),
             Left {
                 was_member: true,
                 room_empty: true,
-                cancelled: None
+                deferred: false
             }
         );
         assert_eq!(hub.len(), 0);
         assert_eq!(
-            hub.leave("r", 2),
+            hub.leave("r", 2, Some(None)),
             Left {
                 was_member: false,
                 room_empty: false,
-                cancelled: None
+                deferred: false
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_leave_while_the_join_waits_is_carried_out_with_the_answer() {
+        let mut hub = Hub::default();
+        let a = conn(1);
+        let Join::Ask(t) = hub.join("r", &a, Some("7".into())) else {
+            panic!()
+        };
+        assert_eq!(
+            hub.leave("r", 1, Some(Some("8".into()))),
+            Left {
+                was_member: false,
+                room_empty: false,
+                deferred: true
+            }
+        );
+        assert!(!hub.contains("r", 1), "no longer counts as joining");
+        let Join::Ask(t2) = hub.join("r", &a, None) else {
+            panic!("a new join after the leave asks again")
+        };
+        assert_ne!(t, t2);
+        let answered = hub.answered("r", 1, t, true).unwrap();
+        assert_eq!(answered.join.leave, Some(Some("8".into())));
+        assert!(!answered.room_empty, "the second join still waits");
+        assert!(hub.members("r").is_empty(), "the left join is not a member");
+        let answered = hub.answered("r", 1, t2, true).unwrap();
+        assert!(answered.join.leave.is_none());
+        assert_eq!(hub.members("r").len(), 1);
     }
 }

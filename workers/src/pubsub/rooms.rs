@@ -7,11 +7,22 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::hub::{Cancelled, Hub, Join};
+use super::hub::{Answered, Hub, Join};
 use crate::conn::{self, Conn, frame};
-use crate::ipc::{RoomEvent, ToMaster};
-use crate::protocol::{self, Refusal};
+use crate::counters;
+use crate::ipc::{JoinAnswer, RoomEvent, ToMaster};
+use crate::protocol::{self, Refusal, Since};
 use crate::worker::Worker;
+
+/// What a `history` request asks for besides its room.
+pub(crate) struct HistoryRequest {
+    /// Most messages wanted.
+    pub limit: usize,
+    /// Page from this position.
+    pub since: Option<Since>,
+    /// Newest first.
+    pub reverse: bool,
+}
 
 /// The rooms one connection is in (confirmed or pending), kept by its session so that a
 /// disconnect leaves every one of them.
@@ -49,20 +60,29 @@ impl Rooms {
         &self.worker
     }
 
-    /// A client asks to join `room` (`id`: its request id, raw JSON, to acknowledge).
+    /// A client asks to join `room` (`id`: its request id, raw JSON, to acknowledge),
+    /// recovering what it missed after `since`.
     pub fn join(
         &self,
         member: &mut Membership,
         conn: &Rc<Conn>,
         room: String,
+        since: Option<Since>,
         id: Option<&str>,
     ) -> Result<(), Refusal> {
         let w = &self.worker;
+        // Joins the master refused are not rooms of this connection any more.
+        member
+            .rooms
+            .retain(|r| self.hub.borrow().contains(r, conn.id));
         if member.position(&room).is_some() {
-            // Already a member (or on the way): answer again, change nothing.
-            w.reply_text(conn, &protocol::membership("joined", &room));
-            if let Some(id) = id {
-                w.reply_text(conn, &protocol::ack(id, None));
+            let asked = self.hub.borrow_mut().join(&room, conn, None);
+            if matches!(asked, Join::Member) {
+                // Already a member: answer again, change nothing.
+                w.reply_text(conn, &protocol::membership("joined", &room));
+                if let Some(id) = id {
+                    w.reply_text(conn, &protocol::ack(id, None, None));
+                }
             }
             return Ok(());
         }
@@ -76,57 +96,110 @@ impl Rooms {
         // Grow the list one slot at a time rather than by Vec's default of four.
         member.rooms.reserve_exact(1);
         member.rooms.push(room.as_str().into());
-        let joined = self
+        let asked = self
             .hub
             .borrow_mut()
             .join(&room, conn, id.map(str::to_owned));
         self.count_rooms();
-        match joined {
-            Join::Joined => self.confirm_join(&room, conn, id),
-            Join::Pending(Some(token)) => w.send(ToMaster::Interest {
+        if let Join::Ask(token) = asked {
+            w.send(ToMaster::Join {
                 room,
-                on: true,
+                conn: conn.id,
                 token,
-            }),
-            Join::Pending(None) => {}
+                since,
+            });
         }
         Ok(())
+    }
+
+    /// A client asks for a page of `room`'s history: the master answers it directly.
+    pub fn history(&self, conn: &Conn, room: String, page: HistoryRequest, id: Option<&str>) {
+        self.worker.send(ToMaster::History {
+            room,
+            conn: conn.id,
+            limit: page.limit,
+            since: page.since,
+            reverse: page.reverse,
+            id: id.map(str::to_owned),
+        });
     }
 
     /// A client asks to leave `room`; it gets `left` (and the ack) whether or not it was in.
     pub fn leave(&self, member: &mut Membership, conn: &Conn, room: &str, id: Option<&str>) {
         if let Some(i) = member.position(room) {
             member.rooms.swap_remove(i);
-            if let Some(join) = self.remove(room, conn.id) {
-                // Every request is answered in order: the join that was still waiting
-                // for the master gets its `joined` and ack before the leave's.
-                self.worker
-                    .reply_text(conn, &protocol::membership("joined", room));
-                if let Some(ack) = join.ack {
-                    self.worker.reply_text(conn, &protocol::ack(&ack, None));
-                }
+            if self.remove(room, conn.id, Some(id.map(str::to_owned))) {
+                // Every request is answered in order: the join still waiting for the
+                // master is answered first, and this leave right after it (`on_joined`).
+                return;
             }
         }
         self.worker
             .reply_text(conn, &protocol::membership("left", room));
         if let Some(id) = id {
-            self.worker.reply_text(conn, &protocol::ack(id, None));
+            self.worker.reply_text(conn, &protocol::ack(id, None, None));
         }
     }
 
     /// A client went away: it leaves every room it was in.
     pub fn leave_all(&self, member: &mut Membership, conn: u64) {
         for room in member.rooms.drain(..) {
-            let _ = self.remove(&room, conn);
+            self.remove(&room, conn, None);
         }
     }
 
-    /// The master routes `room` here now: confirm the joins that waited for it.
-    pub fn on_interest_ack(&self, room: &str, token: u64) {
-        let joined = self.hub.borrow_mut().interest_acked(room, token);
-        for j in joined {
-            self.confirm_join(room, &j.conn, j.ack.as_deref());
+    /// The master answered a join at one point of the room's order: the connection gets
+    /// `joined` and its replay now and the room's live messages from here on, or the
+    /// refusal. A stale answer (the connection left meanwhile) is dropped.
+    pub fn on_joined(&self, room: &str, conn: u64, token: u64, answer: JoinAnswer) {
+        let accept = matches!(answer, JoinAnswer::Accepted { .. });
+        let Some(Answered { join, room_empty }) =
+            self.hub.borrow_mut().answered(room, conn, token, accept)
+        else {
+            return;
+        };
+        let w = &self.worker;
+        match answer {
+            JoinAnswer::Accepted { frames } => {
+                let mut frames = frames.into_iter();
+                if let Some(joined) = frames.next() {
+                    w.deliver(&join.conn, frame::text(&joined));
+                }
+                if let Some(ack) = &join.ack {
+                    w.deliver(&join.conn, frame::text(&protocol::ack(ack, None, None)));
+                }
+                if join.leave.is_none() {
+                    for replayed in frames {
+                        w.deliver(&join.conn, frame::text(&replayed));
+                    }
+                    w.send(ToMaster::Presence {
+                        room: room.to_owned(),
+                        event: RoomEvent::Join,
+                        conn,
+                        id: w.fleet_id(conn),
+                    });
+                }
+            }
+            JoinAnswer::Refused { message } => {
+                counters::add(&w.counters.request_errors, 1);
+                let refusal = Refusal::new("invalid_field", message);
+                let error = protocol::error(&refusal, join.ack.as_deref());
+                w.deliver(&join.conn, frame::text(&error));
+            }
         }
+        if let Some(leave) = &join.leave {
+            // The leave that came while the join waited, answered right after it.
+            w.deliver(&join.conn, frame::text(&protocol::membership("left", room)));
+            if let Some(id) = leave {
+                w.deliver(&join.conn, frame::text(&protocol::ack(id, None, None)));
+            }
+        }
+        if room_empty {
+            w.send(ToMaster::Withdraw {
+                room: room.to_owned(),
+            });
+        }
+        self.count_rooms();
     }
 
     /// A room message from the master: encoded once, shared by every local member.
@@ -140,25 +213,11 @@ impl Rooms {
         }
     }
 
-    /// Sends `joined` (and the ack) to a new member and tells the room's other members.
-    fn confirm_join(&self, room: &str, conn: &Rc<Conn>, ack: Option<&str>) {
-        let w = &self.worker;
-        w.deliver(conn, frame::text(&protocol::membership("joined", room)));
-        if let Some(ack) = ack {
-            w.deliver(conn, frame::text(&protocol::ack(ack, None)));
-        }
-        w.send(ToMaster::Presence {
-            room: room.to_owned(),
-            event: RoomEvent::Join,
-            conn: conn.id,
-            id: w.fleet_id(conn.id),
-        });
-    }
-
-    /// Removes connection `conn` from `room`, telling the others and the master; returns
-    /// its join if that was still waiting for the master.
-    fn remove(&self, room: &str, conn: u64) -> Option<Cancelled> {
-        let left = self.hub.borrow_mut().leave(room, conn);
+    /// Removes connection `conn` from `room`, telling the others and the master; `true`
+    /// when its join still waits and the leave (`defer`, the leave's request id) is
+    /// carried out with the master's answer.
+    fn remove(&self, room: &str, conn: u64, defer: Option<Option<String>>) -> bool {
+        let left = self.hub.borrow_mut().leave(room, conn, defer);
         if left.was_member {
             self.worker.send(ToMaster::Presence {
                 room: room.to_owned(),
@@ -168,14 +227,12 @@ impl Rooms {
             });
         }
         if left.room_empty {
-            self.worker.send(ToMaster::Interest {
+            self.worker.send(ToMaster::Withdraw {
                 room: room.to_owned(),
-                on: false,
-                token: 0,
             });
         }
         self.count_rooms();
-        left.cancelled
+        left.deferred
     }
 
     fn count_rooms(&self) {
@@ -221,32 +278,41 @@ mod tests {
         (Rooms::new(Rc::new(Worker::new(0, 1, settings, tx))), rx)
     }
 
+    fn accepted(text: &str) -> JoinAnswer {
+        JoinAnswer::Accepted {
+            frames: vec![text.to_owned()],
+        }
+    }
+
     #[tokio::test]
-    async fn a_first_join_waits_for_the_master_and_a_last_leave_withdraws() {
+    async fn a_join_waits_for_the_master_and_a_last_leave_withdraws() {
         let (rooms, mut rx) = rooms(1);
         let a = test_conn(1);
         let mut member = Membership::default();
-        rooms.join(&mut member, &a, "r".into(), Some("7")).unwrap();
-        let Ok(ToMaster::Interest {
+        rooms
+            .join(&mut member, &a, "r".into(), None, Some("7"))
+            .unwrap();
+        let Ok(ToMaster::Join {
             room,
-            on: true,
+            conn: 1,
             token,
+            since: None,
         }) = rx.try_recv()
         else {
-            panic!("the first join asks the master for the room")
+            panic!("the join asks the master")
         };
         assert_eq!(room, "r");
-        assert_eq!(
-            a.queued_bytes(),
-            0,
-            "no `joined` before the master routes the room"
-        );
+        assert_eq!(a.queued_bytes(), 0, "no `joined` before the master answers");
         assert_eq!(rooms.worker().counters.rooms.get(), 1);
 
-        let refused = rooms.join(&mut member, &a, "s".into(), None).unwrap_err();
+        let refused = rooms
+            .join(&mut member, &a, "s".into(), None, None)
+            .unwrap_err();
         assert_eq!(refused.code, "too_many_rooms");
 
-        rooms.on_interest_ack("r", token);
+        rooms.on_joined("r", 1, token + 1, accepted("{}"));
+        assert_eq!(a.queued_bytes(), 0, "a stale answer is dropped");
+        rooms.on_joined("r", 1, token, accepted("{}"));
         assert!(matches!(
             rx.try_recv(),
             Ok(ToMaster::Presence {
@@ -266,39 +332,63 @@ mod tests {
                 ..
             })
         ));
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(ToMaster::Interest { on: false, .. })
-        ));
+        assert!(matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })));
         assert_eq!(rooms.worker().counters.rooms.get(), 0);
     }
 
     #[tokio::test]
-    async fn a_leave_right_after_a_join_answers_the_join_first() {
+    async fn a_leave_right_after_a_join_is_answered_after_the_join() {
         let (rooms, mut rx) = rooms(4);
         let a = test_conn(1);
         let mut member = Membership::default();
-        rooms.join(&mut member, &a, "r".into(), Some("7")).unwrap();
-        let Ok(ToMaster::Interest { token, .. }) = rx.try_recv() else {
-            panic!("the first join asks the master for the room")
+        rooms
+            .join(&mut member, &a, "r".into(), None, Some("7"))
+            .unwrap();
+        let Ok(ToMaster::Join { token, .. }) = rx.try_recv() else {
+            panic!("the join asks the master")
         };
         rooms.leave(&mut member, &a, "r", Some("8"));
+        assert_eq!(a.queued_bytes(), 0, "the leave waits for the join's answer");
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing withdrawn before the answer"
+        );
+        let joined = protocol::membership("joined", "r");
+        rooms.on_joined("r", 1, token, accepted(&joined));
         let expected: usize = [
-            protocol::membership("joined", "r"),
-            protocol::ack("7", None),
+            joined.clone(),
+            protocol::ack("7", None, None),
             protocol::membership("left", "r"),
-            protocol::ack("8", None),
+            protocol::ack("8", None, None),
         ]
         .iter()
         .map(|t| frame::text(t).len())
         .sum();
         assert_eq!(a.queued_bytes(), expected, "joined, ack 7, left, ack 8");
         assert!(
-            matches!(rx.try_recv(), Ok(ToMaster::Interest { on: false, .. })),
-            "no presence for a member that never was; the interest is withdrawn"
+            matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })),
+            "no presence for a member that never was; the room is withdrawn"
         );
-        rooms.on_interest_ack("r", token);
-        assert_eq!(a.queued_bytes(), expected, "the late ack confirms nothing");
+        assert!(rooms.hub.borrow().members("r").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_join_is_an_error_withdraws_and_frees_its_place() {
+        let (rooms, mut rx) = rooms(1);
+        let a = test_conn(1);
+        let mut member = Membership::default();
+        rooms.join(&mut member, &a, "r".into(), None, None).unwrap();
+        let Ok(ToMaster::Join { token, .. }) = rx.try_recv() else {
+            panic!()
+        };
+        let message = "since.seq 9 is beyond the room's last seq 2".to_owned();
+        rooms.on_joined("r", 1, token, JoinAnswer::Refused { message });
+        assert!(a.queued_bytes() > 0, "the error is sent");
+        assert!(matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })));
+        assert_eq!(rooms.worker().counters.request_errors.get(), 1);
+        rooms
+            .join(&mut member, &a, "s".into(), None, None)
+            .expect("the refused room no longer counts against the limit");
     }
 
     #[tokio::test]
@@ -306,17 +396,21 @@ mod tests {
         let (rooms, mut rx) = rooms(4);
         let a = test_conn(1);
         let mut member = Membership::default();
-        rooms.join(&mut member, &a, "r".into(), None).unwrap();
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(ToMaster::Interest { on: true, .. })
-        ));
-        rooms.join(&mut member, &a, "r".into(), None).unwrap();
+        rooms.join(&mut member, &a, "r".into(), None, None).unwrap();
+        let Ok(ToMaster::Join { token, .. }) = rx.try_recv() else {
+            panic!()
+        };
+        rooms.join(&mut member, &a, "r".into(), None, None).unwrap();
         assert!(
             rx.try_recv().is_err(),
-            "a second join sends the master nothing"
+            "a second join while waiting sends the master nothing"
         );
-        assert!(a.queued_bytes() > 0, "but is answered with `joined`");
+        rooms.on_joined("r", 1, token, accepted("{}"));
+        let _presence = rx.try_recv();
+        let before = a.queued_bytes();
+        rooms.join(&mut member, &a, "r".into(), None, None).unwrap();
+        assert!(rx.try_recv().is_err(), "a member's join sends nothing");
+        assert!(a.queued_bytes() > before, "but is answered with `joined`");
 
         let b = test_conn(2);
         rooms.leave(&mut Membership::default(), &b, "r", Some("1"));

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::rooms::{Membership, Rooms};
+use super::rooms::{HistoryRequest, Membership, Rooms};
 use crate::conn::{CloseCause, Conn, Handler, now_ms};
 use crate::counters;
 use crate::ipc::{ToMaster, WorkerSettings};
@@ -84,10 +84,23 @@ impl Session {
             Err(refusal) => return refuse(rooms, conn, &refusal, id),
         };
         match request {
-            Request::Join { room } => {
-                if let Err(refusal) = rooms.join(&mut self.rooms, conn, room, id) {
+            Request::Join { room, since } => {
+                if let Err(refusal) = rooms.join(&mut self.rooms, conn, room, since, id) {
                     refuse(rooms, conn, &refusal, id);
                 }
+            }
+            Request::History {
+                room,
+                limit,
+                since,
+                reverse,
+            } => {
+                let page = HistoryRequest {
+                    limit,
+                    since,
+                    reverse,
+                };
+                rooms.history(conn, room, page, id);
             }
             Request::Leave { room } => rooms.leave(&mut self.rooms, conn, &room, id),
             Request::Publish { room, data } => {

@@ -3,8 +3,10 @@
 
 use proptest::prelude::*;
 use wsfleet_worker::ipc::{
-    Hello, LatencyHistogram, RoomEvent, ToMaster, ToWorker, WorkerCounters, WorkerSettings,
+    Hello, JoinAnswer, LatencyHistogram, RoomEvent, ToMaster, ToWorker, WorkerCounters,
+    WorkerSettings,
 };
+use wsfleet_worker::protocol::Since;
 
 /// Any string, including empty, multi-byte and control characters.
 fn text() -> impl Strategy<Value = String> {
@@ -44,6 +46,19 @@ fn counters() -> impl Strategy<Value = WorkerCounters> {
         })
 }
 
+/// Any stream position a client may send.
+fn since() -> impl Strategy<Value = Option<Since>> {
+    proptest::option::of((text(), any::<u64>()).prop_map(|(epoch, seq)| Since { epoch, seq }))
+}
+
+/// Any answer to a join.
+fn join_answer() -> impl Strategy<Value = JoinAnswer> {
+    prop_oneof![
+        proptest::collection::vec(text(), 0..4).prop_map(|frames| JoinAnswer::Accepted { frames }),
+        text().prop_map(|message| JoinAnswer::Refused { message }),
+    ]
+}
+
 /// Any master → worker message.
 pub fn to_worker() -> impl Strategy<Value = ToWorker> {
     prop_oneof![
@@ -53,7 +68,16 @@ pub fn to_worker() -> impl Strategy<Value = ToWorker> {
             stop_accepting
         }),
         any::<u64>().prop_map(|id| ToWorker::CountersRequest { id }),
-        (text(), any::<u64>()).prop_map(|(room, token)| ToWorker::InterestAck { room, token }),
+        (text(), any::<u64>(), any::<u64>(), join_answer()).prop_map(
+            |(room, conn, token, answer)| ToWorker::Joined {
+                room,
+                conn,
+                token,
+                answer
+            }
+        ),
+        (any::<u64>(), text()).prop_map(|(conn, frame)| ToWorker::Reply { conn, frame }),
+        any::<u64>().prop_map(|id| ToWorker::Ping { id }),
         (text(), text(), any::<Option<u64>>(), any::<u64>()).prop_map(
             |(room, frame, skip, ordered_ns)| ToWorker::Room {
                 room,
@@ -63,8 +87,18 @@ pub fn to_worker() -> impl Strategy<Value = ToWorker> {
             }
         ),
         text().prop_map(|frame| ToWorker::Broadcast { frame }),
-        (any::<u64>(), text(), any::<Option<u64>>())
-            .prop_map(|(conn, ack, seq)| ToWorker::Ordered { conn, ack, seq }),
+        (
+            any::<u64>(),
+            text(),
+            any::<Option<u64>>(),
+            proptest::option::of(text())
+        )
+            .prop_map(|(conn, ack, seq, epoch)| ToWorker::Ordered {
+                conn,
+                ack,
+                seq,
+                epoch
+            }),
     ]
 }
 
@@ -80,11 +114,34 @@ pub fn to_master() -> impl Strategy<Value = ToMaster> {
             })
         }),
         Just(ToMaster::Ready),
-        (text(), any::<bool>(), any::<u64>()).prop_map(|(room, on, token)| ToMaster::Interest {
-            room,
-            on,
-            token
+        (text(), any::<u64>(), any::<u64>(), since()).prop_map(|(room, conn, token, since)| {
+            ToMaster::Join {
+                room,
+                conn,
+                token,
+                since,
+            }
         }),
+        text().prop_map(|room| ToMaster::Withdraw { room }),
+        (
+            text(),
+            any::<u64>(),
+            any::<usize>(),
+            since(),
+            any::<bool>(),
+            proptest::option::of(text())
+        )
+            .prop_map(
+                |(room, conn, limit, since, reverse, id)| ToMaster::History {
+                    room,
+                    conn,
+                    limit,
+                    since,
+                    reverse,
+                    id
+                }
+            ),
+        any::<u64>().prop_map(|id| ToMaster::Pong { id }),
         (text(), text(), any::<u64>(), proptest::option::of(text())).prop_map(
             |(room, data, conn, ack)| ToMaster::Publish {
                 room,

@@ -1,6 +1,6 @@
 //! The store and its queries.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::super::*;
 use super::{TTL, namespaces, publish, refusal, seqs, since, store};
