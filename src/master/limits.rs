@@ -50,7 +50,7 @@ fn check_nofile(max_connections: u64, workers: u64) {
             max_connections,
             workers,
             fleet_connections = max_connections.saturating_mul(workers),
-            "the open-file limit ({soft}) is below max_connections ({max_connections}) per worker: workers will fail to accept past about {} connections each. Raise it (systemd LimitNOFILE=, `ulimit -n`, /etc/security/limits.conf) or lower --max-connections",
+            "the open-file limit ({soft}) is below max_connections ({max_connections}) per worker: each worker takes at most {} connections and answers 503 past that. Raise it (systemd LimitNOFILE=, `ulimit -n`, /etc/security/limits.conf) or lower --max-connections",
             soft.saturating_sub(HEADROOM)
         );
     }
