@@ -160,6 +160,17 @@ pub enum SecretSource {
     Env(String),
 }
 
+/// The configured key: which algorithm, and where its key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    /// A shared secret, from a file or an environment variable.
+    Hs256(SecretSource),
+    /// An RSA public key PEM file.
+    Rs256(std::path::PathBuf),
+    /// A P-256 public key PEM file.
+    Es256(std::path::PathBuf),
+}
+
 /// Reads an HS256 secret from a file or an environment variable.
 pub fn load_secret(source: &SecretSource) -> Result<Vec<u8>, KeyError> {
     let mut bytes = match source {
@@ -201,6 +212,15 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// The header name of one of the three algorithms a [`Verifier`] is built for.
+fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::RS256 => "RS256",
+        Algorithm::ES256 => "ES256",
+        _ => "HS256",
+    }
+}
+
 /// The header fields looked at before verifying.
 #[derive(Deserialize)]
 struct PeekHeader {
@@ -220,20 +240,44 @@ impl Verifier {
 
     /// An RS256 verifier from a PEM `PUBLIC KEY` (or `RSA PUBLIC KEY`).
     pub fn rs256(public_pem: &[u8], options: &VerifyOptions) -> Result<Self, KeyError> {
-        let key = DecodingKey::from_rsa_pem(public_pem).map_err(|e| KeyError::BadPem {
-            expected: "RS256",
-            detail: e.to_string(),
-        })?;
-        Ok(Self::new(key, Algorithm::RS256, options))
+        Self::from_pem(
+            public_pem,
+            Algorithm::RS256,
+            DecodingKey::from_rsa_pem,
+            options,
+        )
     }
 
     /// An ES256 verifier from a PEM P-256 `PUBLIC KEY`.
     pub fn es256(public_pem: &[u8], options: &VerifyOptions) -> Result<Self, KeyError> {
-        let key = DecodingKey::from_ec_pem(public_pem).map_err(|e| KeyError::BadPem {
-            expected: "ES256",
+        Self::from_pem(
+            public_pem,
+            Algorithm::ES256,
+            DecodingKey::from_ec_pem,
+            options,
+        )
+    }
+
+    /// The verifier the configuration names, its key read from a file or the environment.
+    pub fn load(spec: &KeySpec, options: &VerifyOptions) -> Result<Self, KeyError> {
+        match spec {
+            KeySpec::Hs256(source) => Self::hs256(&load_secret(source)?, options),
+            KeySpec::Rs256(path) => Self::rs256(&read_file(path)?, options),
+            KeySpec::Es256(path) => Self::es256(&read_file(path)?, options),
+        }
+    }
+
+    fn from_pem(
+        pem: &[u8],
+        algorithm: Algorithm,
+        parse: fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
+        options: &VerifyOptions,
+    ) -> Result<Self, KeyError> {
+        let key = parse(pem).map_err(|e| KeyError::BadPem {
+            expected: algorithm_name(algorithm),
             detail: e.to_string(),
         })?;
-        Ok(Self::new(key, Algorithm::ES256, options))
+        Ok(Self::new(key, algorithm, options))
     }
 
     fn new(key: DecodingKey, algorithm: Algorithm, options: &VerifyOptions) -> Self {
@@ -259,11 +303,7 @@ impl Verifier {
 
     /// The algorithm name tokens must carry, as in their header.
     pub fn algorithm_name(&self) -> &'static str {
-        match self.algorithm {
-            Algorithm::RS256 => "RS256",
-            Algorithm::ES256 => "ES256",
-            _ => "HS256",
-        }
+        algorithm_name(self.algorithm)
     }
 
     /// Verifies `token` against the wall clock and returns its checked claims.
