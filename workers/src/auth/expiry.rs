@@ -148,6 +148,8 @@ impl Expiry {
 
     /// Takes a verified fresh token's claims at `now`; on success the clock restarts at
     /// their `exp` and the caller replaces the connection's identity with them.
+    /// [`RefreshError::TooLate`] means the deadline has passed: close the connection with
+    /// [`TOKEN_EXPIRED_CLOSE_CODE`] (this call took the place of the `tick` that says so).
     pub fn refresh(&mut self, fresh: &Claims, now: u64) -> Result<u64, RefreshError> {
         if self.tick(now) == Action::Close || self.phase == Phase::Closed {
             return Err(RefreshError::TooLate);

@@ -6,14 +6,14 @@
 //! Self-contained: nothing here does I/O except loading a key at start
 //! ([`token::load_secret`], [`token::read_file`]); the handshake and the session call in.
 //!
-//! - [`token`]: [`token::Verifier`] (HS256 / RS256 / ES256, built from a [`token::KeySpec`])
+//! - `token`: [`token::Verifier`] (HS256 / RS256 / ES256, built from a [`token::KeySpec`])
 //!   and [`token::TokenError`].
-//! - [`claims`]: [`claims::Claims`], [`claims::Grant`], [`claims::Identity`].
-//! - [`source`]: [`source::AuthMode`], [`source::Auth::identify`] and finding the token in
+//! - `claims`: [`claims::Claims`], [`claims::Grant`], [`claims::Identity`].
+//! - `source`: [`source::AuthMode`], [`source::Auth::identify`] and finding the token in
 //!   the upgrade request.
-//! - [`permissions`]: [`permissions::PermissionRules::allowed`].
-//! - [`expiry`]: the warn → grace → close state machine for an open connection.
-//! - [`capability`], [`pattern`]: the capability set and the room-pattern syntax they share.
+//! - `permissions`: [`permissions::PermissionRules::allowed`].
+//! - `expiry`: the warn → grace → close state machine for an open connection.
+//! - `capability`, `pattern`: the capability set and the room-pattern syntax they share.
 
 pub mod capability;
 pub mod claims;
