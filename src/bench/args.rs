@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub use super::args_rooms::{JoinArgs, RoomsArgs};
+
 /// Options of `wsfleet bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -22,6 +24,10 @@ pub enum Mode {
     Idle(IdleArgs),
     /// Connection churn: connect, join, close at a fixed attempt rate; classifies failures.
     Churn(ChurnArgs),
+    /// Many small rooms, every member publishing; counts loss, dups, per-sender order, latency.
+    Rooms(RoomsArgs),
+    /// One big room: N clients join the same room; joins/s, then server memory per connection.
+    Join(JoinArgs),
 }
 
 /// Options every mode shares.
@@ -204,7 +210,11 @@ pub enum ArgError {
 /// Largest message the tool sends (the server's own default limit is 64 KiB).
 pub const MAX_SIZE: usize = 16 << 20;
 
-fn seconds(flag: &'static str, value: f64, allow_zero: bool) -> Result<Duration, ArgError> {
+pub(super) fn seconds(
+    flag: &'static str,
+    value: f64,
+    allow_zero: bool,
+) -> Result<Duration, ArgError> {
     let ok =
         value.is_finite() && value <= 86_400.0 && (value > 0.0 || (allow_zero && value == 0.0));
     if !ok {
@@ -218,7 +228,12 @@ fn seconds(flag: &'static str, value: f64, allow_zero: bool) -> Result<Duration,
     Ok(Duration::from_secs_f64(value))
 }
 
-fn range(flag: &'static str, value: usize, min: usize, max: usize) -> Result<(), ArgError> {
+pub(super) fn range(
+    flag: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ArgError> {
     if value < min || value > max {
         return Err(ArgError::OutOfRange {
             flag,
@@ -270,6 +285,8 @@ impl Mode {
             Mode::Fanout(a) => &a.common,
             Mode::Idle(a) => &a.common,
             Mode::Churn(a) => &a.common,
+            Mode::Rooms(a) => &a.common,
+            Mode::Join(a) => &a.common,
         }
     }
 
@@ -313,6 +330,8 @@ impl Mode {
                 seconds("duration", a.duration, false)?;
                 check_room(&a.room)?;
             }
+            Mode::Rooms(a) => a.validate()?,
+            Mode::Join(a) => a.validate()?,
         }
         Ok(())
     }
