@@ -318,6 +318,9 @@ function thread() {
   app.ws('/ws', {
     ...common,
     upgrade: (res, req, context) => {
+      // uWS aborts the process when a handler returns without responding and without an
+      // abort handler; a client that gives up mid-handshake must not take the server down.
+      res.onAborted(() => {});
       const key = nextConn++;
       res.upgrade(
         { key, cid: slot + '.1.' + key, rooms: null, tokens: RATE_LIMIT, refilled: performance.now() },
@@ -352,6 +355,9 @@ function thread() {
   app.any('/*', (res) => {
     res.writeStatus('404 Not Found').end('not found\n');
   });
-  // No listen here: the main thread's acceptor hands this App its connections.
+  // No listen here: the main thread's acceptor hands this App its connections. An App that
+  // does not listen holds no libuv handle, so without this timer a thread with no peer
+  // ports (--workers 1) would exit at once.
+  setInterval(() => {}, 1 << 30);
   parentPort.postMessage({ t: 'descriptor', d: app.getDescriptor() });
 }
