@@ -15,7 +15,8 @@
 // pattern). Every thread listening itself with SO_REUSEPORT, as wsfleet's workers do, is not
 // possible: this uSockets build does not set SO_REUSEPORT on Linux (a second listen on the
 // port fails with EADDRINUSE). The acceptor does only accept + hand-off, so the threads do
-// all the WebSocket work, like wsfleet's workers.
+// all the WebSocket work, like wsfleet's workers. `--workers 1`: one App on the main thread
+// that listens itself (plain single-threaded uWS.js, no acceptor and no forwarding).
 //
 // Rooms across threads: a room's members may sit on any thread, and uWS's pub/sub is per
 // App, so every room has an owner thread (a hash of its name). The owner assigns the room's
@@ -52,7 +53,7 @@ const RATE_LIMIT = Number(process.env.PEER_RATE_LIMIT_PER_SEC ?? 1000);
 const PRESENCE = process.env.PEER_PRESENCE !== '0';
 
 if (isMainThread) main();
-else thread();
+else serve(workerData, (m) => parentPort.postMessage(m));
 
 function parseArgs(argv) {
   const o = { port: process.env.PEER_PORT || '0', host: process.env.PEER_HOST || '127.0.0.1', workers: process.env.PEER_WORKERS || '' };
@@ -97,6 +98,22 @@ function main() {
       ports[j][i] = ch.port2;
     }
   }
+  if (n === 1) {
+    // One thread: the App runs here and listens itself (no acceptor, no forwarding).
+    serve({ slot: 0, n: 1, peers: [null], listen: { host, port } }, (m) => {
+      if (m.port < 0) {
+        process.stderr.write(`uws peer: cannot listen on ${host}:${port}\n`);
+        process.exit(1);
+      }
+      process.stdout.write(`peer ready listen=${host}:${m.port} workers=1\n`);
+    });
+  } else startThreads(host, port, n, ports);
+  process.on('SIGTERM', () => process.exit(0));
+  process.on('SIGINT', () => process.exit(0));
+  process.on('SIGHUP', () => process.stderr.write('uws peer: SIGHUP ignored (no rolling restart)\n'));
+}
+
+function startThreads(host, port, n, ports) {
   // The acceptor: accepts on the one listening socket and hands each new connection to the
   // next thread's App (uWS's own round-robin, addChildAppDescriptor).
   const uWS = require('@btc-vision/uwebsockets.js');
@@ -105,7 +122,7 @@ function main() {
   for (let slot = 0; slot < n; slot++) {
     const peers = ports[slot];
     const transfer = peers.filter((p) => p !== null);
-    const w = new Worker(__filename, { workerData: { slot, n, peers }, transferList: transfer });
+    const w = new Worker(__filename, { workerData: { slot, n, peers, listen: null }, transferList: transfer });
     w.on('error', (e) => {
       process.stderr.write(`uws peer: thread ${slot} failed: ${e && e.stack ? e.stack : e}\n`);
       process.exit(1);
@@ -128,14 +145,13 @@ function main() {
       });
     });
   }
-  process.on('SIGTERM', () => process.exit(0));
-  process.on('SIGINT', () => process.exit(0));
-  process.on('SIGHUP', () => process.stderr.write('uws peer: SIGHUP ignored (no rolling restart)\n'));
 }
 
-function thread() {
+// One App: `cfg` = { slot, n, peers (MessagePort per other thread), listen ({host, port} or
+// null when an acceptor feeds it) }; `tell` reports `listening` / `descriptor` to main().
+function serve(cfg, tell) {
   const uWS = require('@btc-vision/uwebsockets.js');
-  const { slot, n, peers } = workerData;
+  const { slot, n, peers, listen } = cfg;
   const enc = new TextEncoder();
   const dec = new TextDecoder();
   let nextConn = 1;
@@ -355,9 +371,13 @@ function thread() {
   app.any('/*', (res) => {
     res.writeStatus('404 Not Found').end('not found\n');
   });
-  // No listen here: the main thread's acceptor hands this App its connections. An App that
-  // does not listen holds no libuv handle, so without this timer a thread with no peer
-  // ports (--workers 1) would exit at once.
-  setInterval(() => {}, 1 << 30);
-  parentPort.postMessage({ t: 'descriptor', d: app.getDescriptor() });
+  if (listen !== null) {
+    // --workers 1: this one thread listens itself (no acceptor hop).
+    app.listen(listen.host, listen.port, (ls) => {
+      tell({ t: 'listening', port: ls ? uWS.us_socket_local_port(ls) : -1 });
+    });
+    return;
+  }
+  // No listen here: the main thread's acceptor hands this App its connections.
+  tell({ t: 'descriptor', d: app.getDescriptor() });
 }
