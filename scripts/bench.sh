@@ -2,7 +2,8 @@
 # scripts/bench.sh — wsfleet against the Node.js article's stack, on this machine, in one run.
 #
 # For each server in turn (wsfleet with one worker per core, then the Node peer in
-# scripts/peers/node-cluster-ws: cluster + ws, relay through the primary), it starts a FRESH
+# scripts/peers/node-cluster-ws: cluster + ws, relay through the primary, then the uWebSockets
+# peer in scripts/peers/uws: uWS.js, one App per thread, its C++ pub/sub), it starts a FRESH
 # server for every measurement (so one test's heap growth or killed worker cannot colour the
 # next), drives it with the same `wsfleet bench` command, stops it, and at the end prints ONE
 # markdown table with a wsfleet ÷ peer ratio per row. The table goes to
@@ -16,6 +17,10 @@
 #               lost/dup/out-of-order                  256 B, --rate max)
 #   fanout 20   p99 latency                            (same, --rate 20)
 #   idle        RSS per connection                     (BENCH_IDLE_CONNS, default 19,000)
+#   rooms       deliveries/s, server CPU µs/delivery,  (BENCH_ROOMS rooms × BENCH_ROOMS_MEMBERS,
+#               p50/p99 latency, lost/dup/order        every member publishing 1/s, 64 B)
+#   bigroom     connects+joins/s into ONE room, RSS    (BENCH_BIGROOM_CONNS, default 19,900;
+#               per connection after the joins         bounded by BENCH_BIGROOM_MAX_TIME s)
 #   churn       connection failures per kind at BENCH_CHURN_RATE/s while, in the middle of
 #               the run, the master/primary gets SIGHUP (rolling restart; the article's stack
 #               has none, the peer adds one shaped like wsfleet's) / one worker of either
@@ -25,13 +30,15 @@
 # Knobs (environment):
 #   BENCH_DURATION=10     seconds per timed measurement
 #   BENCH_QUICK=1         ~1-minute smoke run with small numbers (the defaults below shrink)
-#   BENCH_SERVERS="wsfleet node node-plain"   which servers, in order (node: the peer with
+#   BENCH_SERVERS="wsfleet node node-plain uws"   which servers, in order (node: the peer with
 #                         its fan-out corked; node-plain: PEER_CORK=0, one ws.send() per member
-#                         as the article writes it)
-#   BENCH_TESTS="echo fanout-max fanout-20 idle churn-sighup churn-kill9"   which rows to measure
+#                         as the article writes it; uws: uWebSockets, left out of the default
+#                         when its npm package cannot be installed or loaded here)
+#   BENCH_TESTS="echo fanout-max fanout-20 idle churn-sighup churn-kill9 rooms bigroom"   which rows
 #   BENCH_WORKERS=$(nproc)         workers per server
 #   BENCH_ECHO_CONNS=50  BENCH_FANOUT_SUBS=2000  BENCH_IDLE_CONNS=19000  BENCH_IDLE_HOLD=5
 #   BENCH_IDLE_RAMP=5    BENCH_CHURN_RATE=500    BENCH_CHURN_DURATION=$BENCH_DURATION
+#   BENCH_ROOMS=2500     BENCH_ROOMS_MEMBERS=4   BENCH_BIGROOM_CONNS=19900  BENCH_BIGROOM_MAX_TIME=60
 #   BENCH_OUT_DIR=bench-results    BENCH_NO_BUILD=1 (skip cargo build; use target/release/wsfleet)
 #   BENCH_WSFLEET=path    another wsfleet binary (implies no build)
 #   BENCH_NODE_EXTRA / BENCH_WSFLEET_EXTRA: extra server arguments
@@ -46,6 +53,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEER_DIR="$ROOT/scripts/peers/node-cluster-ws"
+UWS_DIR="$ROOT/scripts/peers/uws"
 WSFLEET="${BENCH_WSFLEET:-$ROOT/target/release/wsfleet}"
 
 # ---- parameters ---------------------------------------------------------------------------
@@ -53,10 +61,10 @@ QUICK="${BENCH_QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then
   # Smoke run: every row still measured, with small numbers, about a minute in all.
   D_DURATION=2 D_ECHO_CONNS=10 D_FANOUT_SUBS=200 D_IDLE_CONNS=500 D_IDLE_HOLD=1 D_IDLE_RAMP=1
-  D_CHURN_RATE=100 D_CHURN_DURATION=4
+  D_CHURN_RATE=100 D_CHURN_DURATION=4 D_ROOMS=100 D_BIGROOM_CONNS=1000 D_BIGROOM_MAX_TIME=20
 else
   D_DURATION=10 D_ECHO_CONNS=50 D_FANOUT_SUBS=2000 D_IDLE_CONNS=19000 D_IDLE_HOLD=5 D_IDLE_RAMP=5
-  D_CHURN_RATE=500 D_CHURN_DURATION=""
+  D_CHURN_RATE=500 D_CHURN_DURATION="" D_ROOMS=2500 D_BIGROOM_CONNS=19900 D_BIGROOM_MAX_TIME=60
 fi
 DURATION="${BENCH_DURATION:-$D_DURATION}"
 ECHO_CONNS="${BENCH_ECHO_CONNS:-$D_ECHO_CONNS}"
@@ -69,8 +77,14 @@ IDLE_HOLD="${BENCH_IDLE_HOLD:-$D_IDLE_HOLD}"
 IDLE_RAMP="${BENCH_IDLE_RAMP:-$D_IDLE_RAMP}"
 CHURN_RATE="${BENCH_CHURN_RATE:-$D_CHURN_RATE}"
 CHURN_DURATION="${BENCH_CHURN_DURATION:-${D_CHURN_DURATION:-$DURATION}}"
-SERVERS="${BENCH_SERVERS:-wsfleet node node-plain}"
-TESTS="${BENCH_TESTS:-echo fanout-max fanout-20 idle churn-sighup churn-kill9}"
+ROOMS="${BENCH_ROOMS:-$D_ROOMS}"
+ROOMS_MEMBERS="${BENCH_ROOMS_MEMBERS:-4}"
+ROOMS_RATE=1
+ROOMS_SIZE=64
+BIGROOM_CONNS="${BENCH_BIGROOM_CONNS:-$D_BIGROOM_CONNS}"
+BIGROOM_MAX_TIME="${BENCH_BIGROOM_MAX_TIME:-$D_BIGROOM_MAX_TIME}"
+SERVERS="${BENCH_SERVERS:-wsfleet node node-plain uws}"
+TESTS="${BENCH_TESTS:-echo fanout-max fanout-20 idle churn-sighup churn-kill9 rooms bigroom}"
 WORKERS="${BENCH_WORKERS:-$(nproc)}"
 OUT_DIR="${BENCH_OUT_DIR:-$ROOT/bench-results}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
@@ -78,11 +92,13 @@ MD="$OUT_DIR/bench-$STAMP.md"
 JSONL="$OUT_DIR/bench-$STAMP.jsonl"
 LOGS="$OUT_DIR/bench-$STAMP-logs"
 
-for v in DURATION ECHO_CONNS FANOUT_SUBS IDLE_CONNS IDLE_HOLD IDLE_RAMP CHURN_RATE CHURN_DURATION WORKERS; do
+for v in DURATION ECHO_CONNS FANOUT_SUBS IDLE_CONNS IDLE_HOLD IDLE_RAMP CHURN_RATE CHURN_DURATION WORKERS \
+  ROOMS ROOMS_MEMBERS BIGROOM_CONNS BIGROOM_MAX_TIME; do
   [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "bench.sh: $v must be a positive integer (got '${!v}')" >&2; exit 2; }
 done
 # Keep the run bounded even if someone passes silly numbers.
-(( DURATION <= 300 && CHURN_DURATION <= 300 && IDLE_CONNS <= 60000 && FANOUT_SUBS <= 20000 )) \
+(( DURATION <= 300 && CHURN_DURATION <= 300 && BIGROOM_MAX_TIME <= 300 && IDLE_CONNS <= 60000 \
+  && BIGROOM_CONNS <= 60000 && ROOMS * ROOMS_MEMBERS <= 60000 && FANOUT_SUBS <= 20000 )) \
   || { echo "bench.sh: refusing durations > 300 s or more than 60,000 connections" >&2; exit 2; }
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -137,13 +153,32 @@ if [[ " $SERVERS " == *" node "* && ! -d "$PEER_DIR/node_modules/ws" ]]; then
   log "npm install in $PEER_DIR"
   (cd "$PEER_DIR" && npm install --no-audit --no-fund --loglevel=error)
 fi
+# The uWebSockets peer: one npm package with prebuilt binaries, no dependencies and no install
+# script (installed with --ignore-scripts all the same); glibc-compat.js lets its binary load
+# on a glibc older than the one it was linked against (see that file). Left out of the
+# default server list when that fails; an error when BENCH_SERVERS asks for it.
+if [[ " $SERVERS " == *" uws "* ]]; then
+  uws_ok=1
+  if [[ ! -d "$UWS_DIR/node_modules/@btc-vision/uwebsockets.js" ]]; then
+    log "npm install in $UWS_DIR"
+    (cd "$UWS_DIR" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error) || uws_ok=0
+  fi
+  ((uws_ok)) && { node "$UWS_DIR/glibc-compat.js" || uws_ok=0; }
+  if ((!uws_ok)); then
+    [[ -n "${BENCH_SERVERS:-}" ]] && { echo "bench.sh: the uws peer cannot be installed or loaded here" >&2; exit 1; }
+    log "the uws peer cannot be installed or loaded here: leaving it out"
+    SERVERS="${SERVERS/ uws/}"
+  fi
+fi
 
 # 19,000 idle connections need ~19,000 descriptors in the load generator: raise the soft limit
 # to the hard one (children inherit it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile="$(ulimit -n)"
-if [[ "$nofile" =~ ^[0-9]+$ ]] && (( nofile < IDLE_CONNS + 500 )); then
-  log "warning: open-file limit $(ulimit -n) is below BENCH_IDLE_CONNS+500; the idle row may fall short"
+most=$(( IDLE_CONNS > BIGROOM_CONNS ? IDLE_CONNS : BIGROOM_CONNS ))
+(( ROOMS * ROOMS_MEMBERS > most )) && most=$(( ROOMS * ROOMS_MEMBERS ))
+if [[ "$nofile" =~ ^[0-9]+$ ]] && (( nofile < most + 500 )); then
+  log "warning: open-file limit $(ulimit -n) is below $most+500; the idle, rooms or bigroom row may fall short"
 fi
 
 mkdir -p "$OUT_DIR" "$LOGS"
@@ -170,6 +205,10 @@ start_server() {
       [[ "$name" == node-plain ]] && cork=0
       # shellcheck disable=SC2086
       PEER_CORK="$cork" node "$PEER_DIR/server.js" --host 127.0.0.1 --port 0 --workers "$WORKERS" ${BENCH_NODE_EXTRA:-} \
+        >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" &
+      ;;
+    uws)
+      node "$UWS_DIR/server.js" --host 127.0.0.1 --port 0 --workers "$WORKERS" \
         >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" &
       ;;
     *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;
@@ -340,6 +379,23 @@ for name in $SERVERS; do
     churn "$name" churn-kill9 kill9
     stop_server
   elif want churn-kill9; then record "$name" churn-kill9 '{}' /dev/null; stop_server; fi
+
+  # Everyday chat: many small rooms, every member publishing once a second; each member
+  # also receives its own messages (a member of its room), so deliveries = publishes × members.
+  if want rooms && start_server "$name" rooms; then
+    run_bench "$name" rooms '{}' $((DURATION + 240)) rooms --url "$url:$SERVER_PORT/ws" \
+      --rooms "$ROOMS" --members "$ROOMS_MEMBERS" --rate "$ROOMS_RATE" --size "$ROOMS_SIZE" --duration "$DURATION"
+    stop_server
+  elif want rooms; then record "$name" rooms '{}' /dev/null; stop_server; fi
+
+  # One big room: every client joins the SAME room (presence notices included, as each server
+  # sends them); joins/s from the first connect to the last joined, then RSS per connection.
+  # --max-time bounds it: a server slower than that reports how many joined within it.
+  if want bigroom && start_server "$name" bigroom; then
+    run_bench "$name" bigroom '{}' $((BIGROOM_MAX_TIME + 120)) join --url "$url:$SERVER_PORT/ws" \
+      --conns "$BIGROOM_CONNS" --room live --hold 2 --max-time "$BIGROOM_MAX_TIME"
+    stop_server
+  elif want bigroom; then record "$name" bigroom '{}' /dev/null; stop_server; fi
 done
 
 # ---- the table ------------------------------------------------------------------------------
@@ -351,7 +407,7 @@ res = {(r["server"], r["test"]): r for r in rows}
 servers = "$SERVERS".split()
 base = servers[0]
 peers = servers[1:]
-names = {"wsfleet": "wsfleet", "node": "node cluster+ws (corked)", "node-plain": "node cluster+ws (plain send)"}
+names = {"wsfleet": "wsfleet", "node": "node cluster+ws (corked)", "node-plain": "node cluster+ws (plain send)", "uws": "uWebSockets (uWS.js)"}
 
 def get(server, test, *path):
     r = res.get((server, test), {}).get("result")
@@ -382,13 +438,23 @@ def churn_cell(server, test):
     fmt = lambda v: f"{v:,}" if isinstance(v, int) else "?"
     return f"{fmt(x.get('failed'))} of {fmt(x.get('attempted'))}" + (f" ({kinds})" if kinds else "")
 
-def fanout_errs(server):
-    vals = [get(server, "fanout-max", k) for k in ("lost", "duplicated", "out_of_order")]
+def fanout_errs(server, test="fanout-max"):
+    vals = [get(server, test, k) for k in ("lost", "duplicated", "out_of_order")]
     if all(v is None for v in vals):
         return None
     return " / ".join("?" if v is None else f"{v:,}" for v in vals)
 
 # (label, better, value-fn, ratio-fn or None)
+def bigroom_joined(server):
+    r = res.get((server, "bigroom"))
+    if r is None:
+        return None
+    x = r.get("result")
+    if not isinstance(x, dict):
+        return "error"
+    cell = f"{x.get('joined', 0):,} of {x.get('conns', 0):,}"
+    return cell + (f" (--max-time {x.get('max_time_s', 0):g} s ran out)" if x.get("timed_out") else "")
+
 def metric(test, *path, scale=1.0):
     def f(s):
         v = get(s, test, *path)
@@ -413,6 +479,15 @@ table = [
     ("server RSS at rest, MiB (before the idle connections)", "lower", metric("idle", "server_rss_bytes_before", scale=1/1048576)),
     (f"churn failures, rolling restart (SIGHUP) at {$CHURN_RATE}/s", "lower", lambda s: churn_cell(s, "churn-sighup")),
     (f"churn failures, kill -9 one worker at {$CHURN_RATE}/s", "lower", lambda s: churn_cell(s, "churn-kill9")),
+    (f"rooms deliveries/s ({$ROOMS:,} rooms × {$ROOMS_MEMBERS}, each member {$ROOMS_RATE}/s, {$ROOMS_SIZE} B)", "higher", metric("rooms", "deliveries_per_s")),
+    ("rooms server CPU µs/delivery", "lower", metric("rooms", "server_cpu_us_per_unit")),
+    ("rooms latency p99 ms", "lower", metric("rooms", "latency_us", "p99", scale=1e-3)),
+    ("rooms latency p50 ms", "lower", metric("rooms", "latency_us", "p50", scale=1e-3)),
+    ("rooms lost / dup / out-of-order", "zero", lambda s: fanout_errs(s, "rooms")),
+    (f"bigroom connects+joins/s ({$BIGROOM_CONNS:,} clients, one room)", "higher", metric("bigroom", "joins_per_s")),
+    ("bigroom clients joined", "higher", bigroom_joined),
+    ("bigroom server CPU µs/join", "lower", metric("bigroom", "server_cpu_us_per_unit")),
+    ("bigroom RSS per connection, KiB (after the joins)", "lower", metric("bigroom", "server_rss_per_conn_bytes", scale=1/1024)),
 ]
 
 head = ["metric (better)"] + [names.get(s, s) for s in servers] + [f"{names[base]} ÷ {names.get(p, p)}" for p in peers]
@@ -427,6 +502,8 @@ for label, better, fn in table:
     ratios = []
     for i, p in enumerate(peers, 1):
         a, b = vals[0], vals[i]
+        if "bigroom clients" in label:
+            a, b = get(base, "bigroom", "joined"), get(p, "bigroom", "joined")
         if "churn" in label:
             t = "churn-sighup" if "SIGHUP" in label else "churn-kill9"
             a, b = get(base, t, "failed"), get(p, t, "failed")
@@ -453,6 +530,11 @@ try:
 except OSError:
     pass
 ws_ver = "?"
+uws_ver = "?"
+try:
+    uws_ver = json.load(open(os.path.join("$UWS_DIR", "node_modules", "@btc-vision", "uwebsockets.js", "package.json")))["version"]
+except Exception:
+    pass
 try:
     ws_ver = json.load(open(os.path.join("$PEER_DIR", "node_modules", "ws", "package.json")))["version"]
 except Exception:
@@ -463,7 +545,8 @@ out = [
     f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; load generator on the same machine, "
     "competing for the same cores (absolute figures are a floor; compare the ratio).",
     f"wsfleet {sh('git', '-C', '$ROOT', 'rev-parse', '--short', 'HEAD')} with $WORKERS workers; "
-    f"node {sh('node', '--version')} + ws {ws_ver}, cluster with $WORKERS workers (scripts/peers/node-cluster-ws).",
+    f"node {sh('node', '--version')} + ws {ws_ver}, cluster with $WORKERS workers (scripts/peers/node-cluster-ws); "
+    f"uWS.js {uws_ver} with $WORKERS threads (scripts/peers/uws).",
     f"Durations ${DURATION}s (churn ${CHURN_DURATION}s), quick=$QUICK. A fresh server for every row. "
     "Server CPU and RSS are summed over the master/primary and its workers.",
     "",

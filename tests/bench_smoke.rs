@@ -127,3 +127,97 @@ fn every_mode_runs_against_a_fleet() {
     );
     assert!(storm["master_cpu_s"].is_number(), "{storm}");
 }
+
+#[test]
+fn rooms_and_join_run_against_a_fleet() {
+    let fleet = Fleet::start(&[]);
+    let pid = fleet.pid().to_string();
+    let ws = fleet.url("/ws");
+
+    // 6 rooms × 3 members over two workers: members of one room sit on different workers.
+    let rooms = bench(&[
+        "rooms",
+        "--url",
+        &ws,
+        "--rooms",
+        "6",
+        "--members",
+        "3",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(rooms["mode"], "rooms");
+    assert_eq!(rooms["joined"], 18);
+    let published = rooms["published"].as_u64().unwrap();
+    assert!(published > 0, "{rooms}");
+    assert_eq!(rooms["expected"].as_u64(), Some(published * 3), "{rooms}");
+    assert_eq!(rooms["received"], rooms["expected"], "{rooms}");
+    assert_eq!(
+        (
+            rooms["lost"].as_u64(),
+            rooms["duplicated"].as_u64(),
+            rooms["out_of_order"].as_u64(),
+            rooms["out_of_order_server_seq"].as_u64(),
+            rooms["server_seq_gaps"].as_u64(),
+            rooms["errors"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0), Some(0), Some(0), Some(0)),
+        "{rooms}"
+    );
+    assert!(rooms["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(rooms["server_cpu_us_per_unit"].is_number());
+
+    let max = bench(&[
+        "rooms",
+        "--url",
+        &ws,
+        "--rooms",
+        "2",
+        "--members",
+        "2",
+        "--rate",
+        "max",
+        "--window",
+        "2",
+        "--duration",
+        "1",
+    ]);
+    assert!(max["published"].as_u64().unwrap() > 0, "{max}");
+    assert_eq!(max["received"], max["expected"], "{max}");
+
+    // Every client joins the same room.
+    let join = bench(&[
+        "join",
+        "--url",
+        &ws,
+        "--conns",
+        "30",
+        "--room",
+        "live",
+        "--hold",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(join["mode"], "join");
+    assert_eq!(
+        (
+            join["joined"].as_u64(),
+            join["failed"].as_u64(),
+            join["timed_out"].as_bool()
+        ),
+        (Some(30), Some(0), Some(false)),
+        "{join}"
+    );
+    assert!(join["joins_per_s"].as_f64().unwrap() > 0.0);
+    assert!(join["server_rss_per_conn_bytes"].is_number());
+    // Presence notices: at most one per join to each other member (one joining a moment
+    // after another may still hear of it); how many arrive before the run ends, or whether
+    // the server coalesces them, is not fixed.
+    let frames = join["frames_received"].as_u64().unwrap();
+    assert!(frames <= 30 * 29, "{join}");
+}

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub use super::args_rooms::{JoinArgs, RoomsArgs};
+
 /// Options of `wsfleet bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -25,6 +27,10 @@ pub enum Mode {
     /// Reconnect storm: subscribers in rooms with history, a publisher, a reload mid-publish
     /// (control socket); everyone re-joins with `since`; counts loss, dups, recovery time.
     Storm(StormArgs),
+    /// Many small rooms, every member publishing; counts loss, dups, per-sender order, latency.
+    Rooms(RoomsArgs),
+    /// One big room: N clients join the same room; joins/s, then server memory per connection.
+    Join(JoinArgs),
 }
 
 /// Options every mode shares.
@@ -239,7 +245,11 @@ pub enum ArgError {
 /// Largest message the tool sends (the server's own default limit is 64 KiB).
 pub const MAX_SIZE: usize = 16 << 20;
 
-fn seconds(flag: &'static str, value: f64, allow_zero: bool) -> Result<Duration, ArgError> {
+pub(super) fn seconds(
+    flag: &'static str,
+    value: f64,
+    allow_zero: bool,
+) -> Result<Duration, ArgError> {
     let ok =
         value.is_finite() && value <= 86_400.0 && (value > 0.0 || (allow_zero && value == 0.0));
     if !ok {
@@ -253,7 +263,12 @@ fn seconds(flag: &'static str, value: f64, allow_zero: bool) -> Result<Duration,
     Ok(Duration::from_secs_f64(value))
 }
 
-fn range(flag: &'static str, value: usize, min: usize, max: usize) -> Result<(), ArgError> {
+pub(super) fn range(
+    flag: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ArgError> {
     if value < min || value > max {
         return Err(ArgError::OutOfRange {
             flag,
@@ -319,6 +334,8 @@ impl Mode {
             Mode::Idle(a) => &a.common,
             Mode::Churn(a) => &a.common,
             Mode::Storm(a) => &a.common,
+            Mode::Rooms(a) => &a.common,
+            Mode::Join(a) => &a.common,
         }
     }
 
@@ -364,6 +381,8 @@ impl Mode {
                 seconds("grace", a.grace, true)?;
                 check_room(&format!("{}{}", a.prefix, a.rooms))?;
             }
+            Mode::Rooms(a) => a.validate()?,
+            Mode::Join(a) => a.validate()?,
         }
         Ok(())
     }

@@ -5,18 +5,24 @@
 //! # Layout
 //! - `args`: flags and validation. `connect`: target URL, sockets, pacing, failure classes.
 //! - `wire`: the protocol frames it sends and parses. `seq`, `window`: fan-out accounting.
-//! - `echo`, `fanout`, `idle`, `churn`, `storm` (reconnect storm with history): the modes. `report`: histograms and output.
+//! - `echo`, `fanout`, `idle`, `churn`, `storm` (reconnect storm with history), `rooms`,
+//!   `join`: the modes (`args_rooms` and `rooms_report`: the flags and JSON of the last two).
+//!   `report`: histograms and output.
 //! - `cpu`: /proc and getrusage sampling. `progress`: the live line on stderr.
 
 mod args;
+mod args_rooms;
 mod churn;
 mod connect;
 mod cpu;
 mod echo;
 mod fanout;
 mod idle;
+mod join;
 mod progress;
 mod report;
+mod rooms;
+mod rooms_report;
 mod seq;
 mod storm;
 mod window;
@@ -73,6 +79,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Mode::Idle(a) => idle::run(a, ctx).await,
             Mode::Churn(a) => churn::run(a, ctx).await,
             Mode::Storm(a) => storm::run(a, ctx).await,
+            Mode::Rooms(a) => rooms::run(a, ctx).await,
+            Mode::Join(a) => join::run(a, ctx).await,
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
