@@ -53,7 +53,9 @@ async function stopServer() {
 function startServer() {
   // Short path: the control socket lives in it and sun_path is limited to 108 bytes.
   runDir = mkdtempSync('/tmp/wsf-e2e-');
-  const args = ['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--run-dir', runDir, '--drain-timeout', '1', '--admin', '127.0.0.1:0'];
+  // History of 2,000 messages: the recovery test publishes every 20 ms while a background
+  // tab (whose reconnect timer Chromium throttles) is away for a second or two.
+  const args = ['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--run-dir', runDir, '--drain-timeout', '1', '--admin', '127.0.0.1:0', '--history-size', '2000'];
   server = spawn(BIN, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -231,6 +233,10 @@ describe('chat page end to end (real wsfleet, headless chromium)', { timeout: 18
     const c = await ctx.newPage();
     c.setDefaultTimeout(STEP_TIMEOUT);
     await c.goto(base);
+    // In front, so Chromium does not throttle its 20 ms timer; tab A, behind it, then takes
+    // its reconnect delay at background pace, and messages are surely published while it is
+    // away (the room keeps 2,000, so the whole gap stays recoverable).
+    await c.bringToFront();
     const tag = token();
     await c.evaluate(([url, room, tag]) => {
       const st = (window.__publisher = { acked: new Set(), stop: false, n: 0 });
@@ -274,6 +280,7 @@ describe('chat page end to end (real wsfleet, headless chromium)', { timeout: 18
     const seqs = await a.evaluate(() => [...document.querySelectorAll('#messages .log[data-room="general"] .message[data-seq]')].map((e) => Number(e.dataset.seq)));
     assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), 'messages in seq order');
     assert.equal(new Set(seqs).size, seqs.length, 'no seq shown twice');
+    assert.ok(missed > 0, `tab A missed nothing while away (replayed ${missed}): the test did not exercise recovery`);
     console.log(`A saw all ${acked.length} messages published around the reload exactly once (${missed} of them replayed after its reconnect)`);
     await ctx.close();
   });
