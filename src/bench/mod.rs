@@ -15,6 +15,7 @@ mod args_rooms;
 mod churn;
 mod connect;
 mod cpu;
+mod delivery;
 mod echo;
 mod fanout;
 mod idle;
