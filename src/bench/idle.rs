@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::args::IdleArgs;
-use super::connect::{self, ConnError, Opener};
+use super::connect::{self, Opener};
+use super::hold::hold;
 use super::report::{self, Hist, IdleReport, round3};
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wire};
+use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts};
 
 /// Counters shared by the connection tasks and the coordinator.
 #[derive(Default)]
@@ -65,7 +64,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
             let t0 = Instant::now();
             let r = target.connect_joined(i, cfg, &room, timeout).await;
             drop(permit);
-            let mut ws = match r {
+            let ws = match r {
                 Ok(ws) => ws,
                 Err(e) => {
                     sh.first_error.note(format_args!("connect: {e}"));
@@ -76,32 +75,17 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
             batch.record(t0.elapsed().as_micros() as u64);
             batch.flush();
             sh.connected.fetch_add(1, Relaxed);
-            loop {
-                let m =
-                    tokio::select! { biased; _ = stop_rx.changed() => break, m = ws.next() => m };
-                match m {
-                    Some(Ok(Message::Close(f))) => {
-                        sh.first_error.note(format_args!(
-                            "closed by server during hold: {}",
-                            wire::close_text(f.as_ref())
-                        ));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        return;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        sh.first_error
-                            .note(format_args!("during hold: {}", ConnError::ws(e)));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        return;
-                    }
-                    None => {
-                        sh.dropped.fetch_add(1, Relaxed);
-                        return;
-                    }
-                }
+            let held = hold(
+                ws,
+                &mut stop_rx,
+                "during hold",
+                &sh.first_error,
+                &sh.dropped,
+                || {},
+            );
+            if let Some(ws) = held.await {
+                close_ws(ws).await;
             }
-            close_ws(ws).await;
         });
     }
     let n = a.conns as u64;
@@ -118,8 +102,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while set.join_next().await.is_some() {}
 
-    let rss_before = server0.as_ref().map(|s| s.rss_bytes);
-    let rss = server_mid.as_ref().map(|s| s.rss_bytes);
+    let (rss_before, rss, rss_per_conn) = cpu::rss_growth(&server0, &server_mid, connected);
     let rep = IdleReport {
         mode: "idle",
         conns: a.conns,
@@ -130,9 +113,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
         client_cpu_pct: client_pct,
         server_rss_bytes_before: rss_before,
         server_rss_bytes: rss,
-        server_rss_per_conn_bytes: rss_before
-            .zip(rss)
-            .map(|(b, r)| round3(report::ratio(r as f64 - b as f64, connected as f64))),
+        server_rss_per_conn_bytes: rss_per_conn,
         server_cpu_s: server0
             .as_ref()
             .zip(server1.as_ref())

@@ -9,17 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::args_rooms::JoinArgs;
-use super::connect::{self, ConnError, Opener};
+use super::connect::{self, Opener};
+use super::hold::hold;
 use super::report::{self, Hist, round3};
 use super::rooms_report::JoinReport;
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_for, wire};
+use super::{Ctx, FirstError, close_ws, cpu, progress, wait_for};
 
 /// Counters shared by the client tasks and the coordinator.
 #[derive(Default)]
@@ -84,7 +83,7 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
                 _ = stop_rx.changed() => return,
                 r = open => r,
             };
-            let mut ws = match r {
+            let ws = match r {
                 Ok(ws) => ws,
                 Err(e) => {
                     sh.first_error.note(format_args!("connect: {e}"));
@@ -98,42 +97,26 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
             batch.record(t0.elapsed().as_micros() as u64);
             batch.flush();
             let mut frames = 0u64;
-            loop {
-                let m =
-                    tokio::select! { biased; _ = stop_rx.changed() => break, m = ws.next() => m };
-                match m {
-                    Some(Ok(Message::Close(f))) => {
-                        sh.first_error.note(format_args!(
-                            "closed by server after joining: {}",
-                            wire::close_text(f.as_ref())
-                        ));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        break;
-                    }
-                    Some(Ok(_)) => {
-                        frames += 1;
-                        // Published now and then so the progress line moves.
-                        if frames & 1023 == 0 {
-                            sh.frames.fetch_add(1024, Relaxed);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        sh.first_error
-                            .note(format_args!("after joining: {}", ConnError::ws(e)));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        break;
-                    }
-                    None => {
-                        sh.dropped.fetch_add(1, Relaxed);
-                        break;
-                    }
+            let counted = |frames: &mut u64| {
+                *frames += 1;
+                // Published now and then so the progress line moves.
+                if *frames & 1023 == 0 {
+                    sh.frames.fetch_add(1024, Relaxed);
                 }
-            }
+            };
+            let held = hold(
+                ws,
+                &mut stop_rx,
+                "after joining",
+                &sh.first_error,
+                &sh.dropped,
+                || counted(&mut frames),
+            )
+            .await;
             sh.frames.fetch_add(frames & 1023, Relaxed);
-            if !*stop_rx.borrow() {
-                return;
+            if let Some(ws) = held {
+                close_ws(ws).await;
             }
-            close_ws(ws).await;
         });
     }
     let n = a.conns as u64;
@@ -161,8 +144,7 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
         .as_ref()
         .zip(server_joined.as_ref())
         .map(|(s0, s1)| round3(s1.cpu_s_since(s0)));
-    let rss_before = server0.as_ref().map(|s| s.rss_bytes);
-    let rss = server_mid.as_ref().map(|s| s.rss_bytes);
+    let (rss_before, rss, rss_per_conn) = cpu::rss_growth(&server0, &server_mid, joined);
     let rep = JoinReport {
         mode: "join",
         room: a.room.clone(),
@@ -183,9 +165,7 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
         server_cpu_us_per_unit: server_cpu_s.map(|c| round3(report::ratio(c * 1e6, joined as f64))),
         server_rss_bytes_before: rss_before,
         server_rss_bytes: rss,
-        server_rss_per_conn_bytes: rss_before
-            .zip(rss)
-            .map(|(b, r)| round3(report::ratio(r as f64 - b as f64, joined as f64))),
+        server_rss_per_conn_bytes: rss_per_conn,
     };
     let verdict = if finished {
         String::new()

@@ -18,6 +18,7 @@ mod cpu;
 mod delivery;
 mod echo;
 mod fanout;
+mod hold;
 mod idle;
 mod join;
 mod progress;
