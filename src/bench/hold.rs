@@ -11,15 +11,27 @@ use tokio_tungstenite::tungstenite::Message;
 use super::connect::{ConnError, Ws};
 use super::{FirstError, wire};
 
+/// Counters of the held connections, shared by their tasks and the coordinator.
+#[derive(Default)]
+pub struct Counts {
+    /// Connections that got `joined`.
+    pub joined: AtomicU64,
+    /// Connections whose connect or join failed.
+    pub failed: AtomicU64,
+    /// Connections the server closed or reset after joining.
+    pub dropped: AtomicU64,
+    /// For the summary.
+    pub first_error: FirstError,
+}
+
 /// Reads `ws` until `stop_rx` changes (returns it, to be closed) or the server closes or
-/// resets it: then notes why as `what` ("during hold"), counts it in `dropped` and returns
+/// resets it: then notes why as `what` ("during hold"), counts it in `c.dropped` and returns
 /// `None`. `on_frame` runs for every other frame received.
 pub async fn hold(
     mut ws: Ws,
     stop_rx: &mut watch::Receiver<bool>,
     what: &str,
-    first_error: &FirstError,
-    dropped: &AtomicU64,
+    c: &Counts,
     mut on_frame: impl FnMut(),
 ) -> Option<Ws> {
     loop {
@@ -27,7 +39,7 @@ pub async fn hold(
             tokio::select! { biased; _ = stop_rx.changed() => return Some(ws), m = ws.next() => m };
         match m {
             Some(Ok(Message::Close(f))) => {
-                first_error.note(format_args!(
+                c.first_error.note(format_args!(
                     "closed by server {what}: {}",
                     wire::close_text(f.as_ref())
                 ));
@@ -36,10 +48,12 @@ pub async fn hold(
                 on_frame();
                 continue;
             }
-            Some(Err(e)) => first_error.note(format_args!("{what}: {}", ConnError::ws(e))),
+            Some(Err(e)) => c
+                .first_error
+                .note(format_args!("{what}: {}", ConnError::ws(e))),
             None => {}
         }
-        dropped.fetch_add(1, Relaxed);
+        c.dropped.fetch_add(1, Relaxed);
         return None;
     }
 }

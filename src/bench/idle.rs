@@ -4,7 +4,7 @@
 //! closes them; reports connect times and the server's RSS before and with all of them open.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,22 +13,9 @@ use tokio::time::Instant;
 
 use super::args::IdleArgs;
 use super::connect::{self, Opener};
-use super::hold::hold;
+use super::hold::{Counts, hold};
 use super::report::{self, Hist, IdleReport, round3};
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts};
-
-/// Counters shared by the connection tasks and the coordinator.
-#[derive(Default)]
-struct Shared {
-    /// Connections that got `joined`.
-    connected: AtomicU64,
-    /// Connections that did not.
-    failed: AtomicU64,
-    /// Connections the server closed or reset during the hold.
-    dropped: AtomicU64,
-    /// For the summary.
-    first_error: FirstError,
-}
+use super::{Ctx, close_ws, cpu, progress, wait_attempts};
 
 /// Runs the idle benchmark.
 pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
@@ -36,7 +23,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     // Small read buffers: these connections carry little, and there may be thousands.
     let cfg = connect::ws_config(4 << 10, 64 << 10);
     let timeout = ctx.common.timeout();
-    let sh = Arc::new(Shared::default());
+    let sh = Arc::new(Counts::default());
     let connect_us = Hist::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let target = Arc::new(ctx.target.clone());
@@ -48,7 +35,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     let prog = progress::Progress::start("idle", &sh, move |sh, t| {
         format!(
             "{t:.0}s connected {}/{n} failed {} dropped {}",
-            sh.connected.load(Relaxed),
+            sh.joined.load(Relaxed),
             sh.failed.load(Relaxed),
             sh.dropped.load(Relaxed)
         )
@@ -66,31 +53,20 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
             drop(permit);
             let ws = match r {
                 Ok(ws) => ws,
-                Err(e) => {
-                    sh.first_error.note(format_args!("connect: {e}"));
-                    sh.failed.fetch_add(1, Relaxed);
-                    return;
-                }
+                Err(e) => return sh.first_error.connect_failed(e, &sh.failed),
             };
             batch.record(t0.elapsed().as_micros() as u64);
             batch.flush();
-            sh.connected.fetch_add(1, Relaxed);
-            let held = hold(
-                ws,
-                &mut stop_rx,
-                "during hold",
-                &sh.first_error,
-                &sh.dropped,
-                || {},
-            );
+            sh.joined.fetch_add(1, Relaxed);
+            let held = hold(ws, &mut stop_rx, "during hold", &sh, || {});
             if let Some(ws) = held.await {
                 close_ws(ws).await;
             }
         });
     }
     let n = a.conns as u64;
-    wait_attempts(&sh.connected, &sh.failed, n).await;
-    let connected = sh.connected.load(Relaxed);
+    wait_attempts(&sh.joined, &sh.failed, n).await;
+    let connected = sh.joined.load(Relaxed);
     // Give the server a moment to settle (presence fan-out, allocator) before reading RSS.
     tokio::time::sleep(Duration::from_millis(500).min(Duration::from_secs_f64(a.hold))).await;
     let server_mid = cpu::sample(&ctx.probe);

@@ -124,6 +124,12 @@ impl FirstError {
         }
     }
 
+    /// Notes a failed connect (or join) and counts it in `failed`.
+    pub fn connect_failed(&self, e: impl std::fmt::Display, failed: &AtomicU64) {
+        self.note(format_args!("connect: {e}"));
+        failed.fetch_add(1, Relaxed);
+    }
+
     /// The first error, if any.
     pub fn get(&self) -> Option<String> {
         self.msg.lock().unwrap_or_else(|p| p.into_inner()).clone()
