@@ -21,6 +21,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use wsfleet_worker::protocol::{MAX_ROOM_BYTES, PatternError, RoomPattern};
 
 /// Largest `history_size` accepted: far above any sensible room history, low enough that
 /// a typo (an extra zero or three) is caught at start rather than by the memory budget.
@@ -28,9 +29,6 @@ pub const MAX_HISTORY_SIZE: usize = 1_000_000;
 
 /// Longest `history_ttl` accepted (7 days): history is for reconnects, not an archive.
 pub const MAX_HISTORY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Longest pattern, in bytes (a room name is at most 128 bytes; the `*` adds one).
-const MAX_PATTERN_BYTES: usize = 129;
 
 /// A room's history settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,53 +75,12 @@ pub enum TtlValue {
     Text(String),
 }
 
-/// Which rooms a namespace applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pattern {
-    /// Room names starting with this (`""` for `"*"`: every room).
-    Prefix(String),
-    /// Exactly this room.
-    Exact(String),
-}
-
-impl Pattern {
-    /// Parses `text`: a trailing `*` makes a prefix; `*` anywhere else is refused.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text.is_empty() {
-            return Err("is empty (use \"*\" for every room)".into());
-        }
-        if text.len() > MAX_PATTERN_BYTES {
-            return Err(format!("is longer than {MAX_PATTERN_BYTES} bytes"));
-        }
-        let (body, prefix) = match text.strip_suffix('*') {
-            Some(body) => (body, true),
-            None => (text, false),
-        };
-        if body.contains('*') {
-            return Err("may only have `*` at its end (prefix match)".into());
-        }
-        Ok(if prefix {
-            Self::Prefix(body.to_owned())
-        } else {
-            Self::Exact(body.to_owned())
-        })
-    }
-
-    /// Whether `room` matches.
-    pub fn matches(&self, room: &str) -> bool {
-        match self {
-            Self::Prefix(p) => room.starts_with(p.as_str()),
-            Self::Exact(e) => room == e,
-        }
-    }
-
-    /// Whether every room `later` matches is already matched by `self`.
-    fn covers(&self, later: &Pattern) -> bool {
-        match (self, later) {
-            (Self::Prefix(p), Self::Prefix(q) | Self::Exact(q)) => q.starts_with(p.as_str()),
-            (Self::Exact(e), Self::Exact(q)) => e == q,
-            (Self::Exact(_), Self::Prefix(_)) => false,
-        }
+/// The config error's wording for a refused pattern (it follows the quoted pattern).
+fn pattern_why(e: PatternError) -> String {
+    match e {
+        PatternError::Empty => "is empty (use \"*\" for every room)".into(),
+        PatternError::TooLong => format!("is longer than {} bytes", MAX_ROOM_BYTES + 1),
+        PatternError::InnerStar(_) => "may only have `*` at its end (prefix match)".into(),
     }
 }
 
@@ -131,7 +88,7 @@ impl Pattern {
 #[derive(Debug, Clone, PartialEq)]
 struct Namespace {
     /// Which rooms.
-    pattern: Pattern,
+    pattern: RoomPattern,
     /// Overrides `defaults.history.size`.
     history_size: Option<usize>,
     /// Overrides `defaults.history.ttl`.
@@ -262,8 +219,8 @@ fn validate(index: usize, spec: &NamespaceSpec) -> Result<Namespace, NamespaceEr
         key,
         message,
     };
-    let pattern = Pattern::parse(&spec.pattern)
-        .map_err(|m| invalid("pattern", format!("{:?} {m}", spec.pattern)))?;
+    let pattern = RoomPattern::parse(&spec.pattern)
+        .map_err(|e| invalid("pattern", format!("{:?} {}", spec.pattern, pattern_why(e))))?;
     let history_size = spec
         .history_size
         .map(|n| match usize::try_from(n) {
@@ -396,6 +353,22 @@ mod tests {
         // An exact room before a prefix that contains it is fine (narrow first).
         parse("[[namespace]]\npattern = \"chat:x\"\n[[namespace]]\npattern = \"chat:*\"").unwrap();
         parse("[[namespace]]\npattern = \"chat\"\n[[namespace]]\npattern = \"chat*\"").unwrap();
+    }
+
+    #[test]
+    fn a_bad_pattern_says_why() {
+        let long = "x".repeat(MAX_ROOM_BYTES + 2);
+        for (pattern, why) in [
+            ("", "is empty (use \"*\" for every room)"),
+            ("a*b", "may only have `*` at its end (prefix match)"),
+            (long.as_str(), "is longer than 129 bytes"),
+        ] {
+            let err = parse(&format!("[[namespace]]\npattern = {pattern:?}")).unwrap_err();
+            assert!(
+                err.to_string().ends_with(&format!("{pattern:?} {why}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -290,6 +290,17 @@ pub fn check_room(room: &str) -> Result<(), ArgError> {
     })
 }
 
+/// Refuses a room name with `{i}` where the mode has no per-connection rooms; `why` says so.
+pub fn one_room(room: &str, why: &str) -> Result<(), ArgError> {
+    if room.contains("{i}") {
+        return Err(ArgError::BadRoom {
+            room: room.to_owned(),
+            why: why.into(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a per-second rate flag (`--rate` of churn and storm): above 0, at most 100,000.
 fn attempts_rate(rate: f64) -> Result<(), ArgError> {
     if rate.is_finite() && rate > 0.0 && rate <= 100_000.0 {
@@ -355,12 +366,10 @@ impl Mode {
                 seconds("duration", a.duration, false)?;
                 seconds("grace", a.grace, true)?;
                 check_room(&a.room)?;
-                if a.room.contains("{i}") {
-                    return Err(ArgError::BadRoom {
-                        room: a.room.clone(),
-                        why: "fanout publishes into one room, so `{i}` has no meaning here".into(),
-                    });
-                }
+                one_room(
+                    &a.room,
+                    "fanout publishes into one room, so `{i}` has no meaning here",
+                )?;
             }
             Mode::Idle(a) => {
                 range("conns", a.conns, 1, 1_000_000)?;
@@ -389,7 +398,7 @@ impl Mode {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -399,7 +408,8 @@ mod tests {
         b: BenchArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<Mode, String> {
+    /// Parses and validates a `bench` command line (without the program name).
+    pub(in crate::bench) fn parse(args: &[&str]) -> Result<Mode, String> {
         let mut v = vec!["t"];
         v.extend_from_slice(args);
         let t = T::try_parse_from(v).map_err(|e| e.to_string())?;

@@ -1,7 +1,9 @@
 //! Flags of the two workloads issue 11 added: `bench rooms` (many small rooms, every member
 //! publishing) and `bench join` (N clients joining one room), and their validation.
 
-use super::args::{ArgError, CommonArgs, MAX_SIZE, Rate, check_room, parse_rate, range, seconds};
+use super::args::{
+    ArgError, CommonArgs, MAX_SIZE, Rate, check_room, one_room, parse_rate, range, seconds,
+};
 
 /// `wsfleet bench rooms`.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,12 +70,10 @@ impl RoomsArgs {
         seconds("grace", self.grace, true)?;
         // The longest name this run uses must be a valid room.
         check_room(&self.room(self.rooms - 1))?;
-        if self.prefix.contains("{i}") {
-            return Err(ArgError::BadRoom {
-                room: self.prefix.clone(),
-                why: "the room index is appended to --prefix; `{i}` has no meaning here".into(),
-            });
-        }
+        one_room(
+            &self.prefix,
+            "the room index is appended to --prefix; `{i}` has no meaning here",
+        )?;
         Ok(())
     }
 
@@ -90,35 +90,19 @@ impl JoinArgs {
         seconds("hold", self.hold, true)?;
         seconds("max-time", self.max_time, false)?;
         check_room(&self.room)?;
-        if self.room.contains("{i}") {
-            return Err(ArgError::BadRoom {
-                room: self.room.clone(),
-                why: "join puts every client in ONE room; for a room per client use `idle`".into(),
-            });
-        }
+        one_room(
+            &self.room,
+            "join puts every client in ONE room; for a room per client use `idle`",
+        )?;
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::args::{BenchArgs, Mode};
+    use super::super::args::Mode;
+    use super::super::args::tests::parse;
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct T {
-        #[command(flatten)]
-        b: BenchArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<Mode, String> {
-        let mut v = vec!["t"];
-        v.extend_from_slice(args);
-        let t = T::try_parse_from(v).map_err(|e| e.to_string())?;
-        t.b.mode.validate().map_err(|e| e.to_string())?;
-        Ok(t.b.mode)
-    }
 
     #[test]
     fn rooms_defaults_and_checks() {

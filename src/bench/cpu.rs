@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
 
+use super::report::{ratio, round3};
 use crate::sys::procfs;
 
 /// `roots` and all their descendants, given every process's parent.
@@ -103,6 +104,21 @@ impl ServerProbe {
 /// Samples an optional probe.
 pub fn sample(p: &Option<ServerProbe>) -> Option<TreeSample> {
     p.as_ref().map(ServerProbe::sample)
+}
+
+/// The server's RSS before, at `mid`, and the growth per connection over `conns` (rounded);
+/// all `None` without `--server-pid`.
+pub fn rss_growth(
+    before: &Option<TreeSample>,
+    mid: &Option<TreeSample>,
+    conns: u64,
+) -> (Option<u64>, Option<u64>, Option<f64>) {
+    let rss_before = before.as_ref().map(|s| s.rss_bytes);
+    let rss = mid.as_ref().map(|s| s.rss_bytes);
+    let per_conn = rss_before
+        .zip(rss)
+        .map(|(b, r)| round3(ratio(r as f64 - b as f64, conns as f64)));
+    (rss_before, rss, per_conn)
 }
 
 /// This process's CPU time (user + system) so far.

@@ -65,11 +65,7 @@ pub async fn run(a: EchoArgs, ctx: Ctx) -> anyhow::Result<()> {
             let permit = opener.slot(i).await;
             let mut ws = match target.connect(i, cfg, timeout).await {
                 Ok(ws) => ws,
-                Err(e) => {
-                    sh.first_error.note(format_args!("connect: {e}"));
-                    sh.failed.fetch_add(1, Relaxed);
-                    return;
-                }
+                Err(e) => return sh.first_error.connect_failed(e, &sh.failed),
             };
             drop(permit);
             sh.connected.fetch_add(1, Relaxed);

@@ -18,7 +18,8 @@ use wsfleet_worker::protocol::client;
 
 use super::args::{FanoutArgs, Rate};
 use super::connect::{self, ConnError, Opener};
-use super::report::{self, FanoutReport, Hist, round3};
+use super::delivery::{self, DeliveryReport, Measured, Tally};
+use super::report::{self, FanoutReport, Hist};
 use super::seq::{SeqTotals, SeqTracker, ServerSeqTracker};
 use super::window::Window;
 use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wait_for, wire};
@@ -326,85 +327,39 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         }
     }
 
-    let last = sh.last_delivery_us.load(Relaxed);
-    let elapsed = if last > start_us {
-        (last - start_us) as f64 / 1e6
-    } else {
-        start.elapsed().as_secs_f64()
-    };
-    let expected = published * joined;
-    let server_cpu_s = server0
-        .as_ref()
-        .zip(server1.as_ref())
-        .map(|(s0, s1)| round3(s1.cpu_s_since(s0)));
-    let rep = FanoutReport {
-        mode: "fanout",
-        subs: a.subs,
-        rate: match a.rate {
-            Rate::PerSec(r) => serde_json::json!(r),
-            Rate::Max => serde_json::json!("max"),
-        },
-        size: a.size,
-        duration_s: round3(elapsed),
+    let elapsed = delivery::elapsed_s(start, start_us, sh.last_delivery_us.load(Relaxed));
+    let t = Tally {
         published,
         sent,
-        expected,
-        received: totals.unique,
-        lost: totals.lost,
-        duplicated: totals.duplicated,
-        out_of_order: totals.out_of_order,
-        out_of_order_server_seq: totals.server_seq_regressions,
-        server_seq_gaps: totals.server_seq_gaps,
-        deliveries_per_s: round3(report::ratio(totals.unique as f64, elapsed)),
-        latency_us: latency.pcts(),
+        expected: published * joined,
+        seq: totals,
+    };
+    let m = Measured {
+        elapsed,
+        latency: latency.pcts(),
         errors: sh.failed.load(Relaxed) + sh.errors.load(Relaxed),
         window_stalls: stalls,
         client_cpu_pct: client_pct,
-        server_cpu_s,
-        server_cpu_us_per_unit: server_cpu_s
-            .map(|c| round3(report::ratio(c * 1e6, totals.unique as f64))),
-        server_rss_bytes: server1.map(|s| s.rss_bytes),
+        server: (server0, server1),
+    };
+    let rep = FanoutReport {
+        mode: "fanout",
+        subs: a.subs,
+        delivery: DeliveryReport::new(&a.rate, a.size, &t, m),
     };
     let rate = match a.rate {
         Rate::PerSec(r) => format!("{r}/s"),
         Rate::Max => format!("max (window {})", a.window),
     };
     let human = format!(
-        "fanout        {} subs ({} failed to join), room {:?}, rate {rate}, {} B, {:.2} s\n\
-         published     {published} accepted of {sent} sent, expected deliveries {expected}, received {}\n\
-         lost          {}, duplicated {}, out of order {} (by server seq: {} reordered, {} gaps)\n\
-         deliveries    {:.0}/s\n\
-         latency       p50 {} µs, p99 {} µs, max {} µs (publish → delivery)\n\
-         errors        {}{}\n{}{}{}",
+        "fanout        {} subs ({} failed to join), room {:?}, rate {rate}, {} B, {:.2} s\n{}",
         a.subs,
         sh.failed.load(Relaxed),
         a.room,
         a.size,
         elapsed,
-        rep.received,
-        rep.lost,
-        rep.duplicated,
-        rep.out_of_order,
-        rep.out_of_order_server_seq,
-        rep.server_seq_gaps,
-        rep.deliveries_per_s,
-        rep.latency_us.p50,
-        rep.latency_us.p99,
-        rep.latency_us.max,
-        rep.errors,
-        if stalls > 0 {
-            format!(", window stalls {stalls}")
-        } else {
-            String::new()
-        },
-        sh.first_error.line(),
-        report::client_cpu_line(client_pct, ctx.common.threads),
-        report::server_line(
-            rep.server_cpu_s,
-            rep.server_cpu_us_per_unit,
-            "delivery",
-            rep.server_rss_bytes
-        ),
+        rep.delivery
+            .summary("", &sh.first_error.line(), ctx.common.threads),
     );
     report::emit(ctx.common.json, &human, &rep)
 }

@@ -4,32 +4,18 @@
 //! closes them; reports connect times and the server's RSS before and with all of them open.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::args::IdleArgs;
-use super::connect::{self, ConnError, Opener};
+use super::connect::{self, Opener};
+use super::hold::{Counts, hold};
 use super::report::{self, Hist, IdleReport, round3};
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wire};
-
-/// Counters shared by the connection tasks and the coordinator.
-#[derive(Default)]
-struct Shared {
-    /// Connections that got `joined`.
-    connected: AtomicU64,
-    /// Connections that did not.
-    failed: AtomicU64,
-    /// Connections the server closed or reset during the hold.
-    dropped: AtomicU64,
-    /// For the summary.
-    first_error: FirstError,
-}
+use super::{Ctx, close_ws, cpu, progress, wait_attempts};
 
 /// Runs the idle benchmark.
 pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
@@ -37,7 +23,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     // Small read buffers: these connections carry little, and there may be thousands.
     let cfg = connect::ws_config(4 << 10, 64 << 10);
     let timeout = ctx.common.timeout();
-    let sh = Arc::new(Shared::default());
+    let sh = Arc::new(Counts::default());
     let connect_us = Hist::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let target = Arc::new(ctx.target.clone());
@@ -49,7 +35,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     let prog = progress::Progress::start("idle", &sh, move |sh, t| {
         format!(
             "{t:.0}s connected {}/{n} failed {} dropped {}",
-            sh.connected.load(Relaxed),
+            sh.joined.load(Relaxed),
             sh.failed.load(Relaxed),
             sh.dropped.load(Relaxed)
         )
@@ -65,48 +51,22 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
             let t0 = Instant::now();
             let r = target.connect_joined(i, cfg, &room, timeout).await;
             drop(permit);
-            let mut ws = match r {
+            let ws = match r {
                 Ok(ws) => ws,
-                Err(e) => {
-                    sh.first_error.note(format_args!("connect: {e}"));
-                    sh.failed.fetch_add(1, Relaxed);
-                    return;
-                }
+                Err(e) => return sh.first_error.connect_failed(e, &sh.failed),
             };
             batch.record(t0.elapsed().as_micros() as u64);
             batch.flush();
-            sh.connected.fetch_add(1, Relaxed);
-            loop {
-                let m =
-                    tokio::select! { biased; _ = stop_rx.changed() => break, m = ws.next() => m };
-                match m {
-                    Some(Ok(Message::Close(f))) => {
-                        sh.first_error.note(format_args!(
-                            "closed by server during hold: {}",
-                            wire::close_text(f.as_ref())
-                        ));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        return;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        sh.first_error
-                            .note(format_args!("during hold: {}", ConnError::ws(e)));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        return;
-                    }
-                    None => {
-                        sh.dropped.fetch_add(1, Relaxed);
-                        return;
-                    }
-                }
+            sh.joined.fetch_add(1, Relaxed);
+            let held = hold(ws, &mut stop_rx, "during hold", &sh, || {});
+            if let Some(ws) = held.await {
+                close_ws(ws).await;
             }
-            close_ws(ws).await;
         });
     }
     let n = a.conns as u64;
-    wait_attempts(&sh.connected, &sh.failed, n).await;
-    let connected = sh.connected.load(Relaxed);
+    wait_attempts(&sh.joined, &sh.failed, n).await;
+    let connected = sh.joined.load(Relaxed);
     // Give the server a moment to settle (presence fan-out, allocator) before reading RSS.
     tokio::time::sleep(Duration::from_millis(500).min(Duration::from_secs_f64(a.hold))).await;
     let server_mid = cpu::sample(&ctx.probe);
@@ -118,8 +78,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while set.join_next().await.is_some() {}
 
-    let rss_before = server0.as_ref().map(|s| s.rss_bytes);
-    let rss = server_mid.as_ref().map(|s| s.rss_bytes);
+    let (rss_before, rss, rss_per_conn) = cpu::rss_growth(&server0, &server_mid, connected);
     let rep = IdleReport {
         mode: "idle",
         conns: a.conns,
@@ -130,9 +89,7 @@ pub async fn run(a: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
         client_cpu_pct: client_pct,
         server_rss_bytes_before: rss_before,
         server_rss_bytes: rss,
-        server_rss_per_conn_bytes: rss_before
-            .zip(rss)
-            .map(|(b, r)| round3(report::ratio(r as f64 - b as f64, connected as f64))),
+        server_rss_per_conn_bytes: rss_per_conn,
         server_cpu_s: server0
             .as_ref()
             .zip(server1.as_ref())

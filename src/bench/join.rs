@@ -9,33 +9,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::args_rooms::JoinArgs;
-use super::connect::{self, ConnError, Opener};
+use super::connect::{self, Opener};
+use super::hold::{Counts, hold};
 use super::report::{self, Hist, round3};
 use super::rooms_report::JoinReport;
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_for, wire};
+use super::{Ctx, close_ws, cpu, progress, wait_for};
 
 /// Counters shared by the client tasks and the coordinator.
 #[derive(Default)]
 struct Shared {
-    /// Clients that got `joined`.
-    joined: AtomicU64,
-    /// Clients whose connect or join failed.
-    failed: AtomicU64,
-    /// Clients closed or reset by the server after joining.
-    dropped: AtomicU64,
+    /// Joined, failed, dropped, the first error.
+    c: Counts,
     /// Frames received after `joined`.
     frames: AtomicU64,
     /// µs since the start of the latest `joined`.
     last_joined_us: AtomicU64,
-    /// For the summary.
-    first_error: FirstError,
 }
 
 /// Runs the one-big-room join benchmark.
@@ -56,8 +49,8 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
     let prog = progress::Progress::start("join", &sh, move |sh, t| {
         format!(
             "{t:.0}s joined {}/{n} failed {} frames {}",
-            sh.joined.load(Relaxed),
-            sh.failed.load(Relaxed),
+            sh.c.joined.load(Relaxed),
+            sh.c.failed.load(Relaxed),
             sh.frames.load(Relaxed)
         )
     });
@@ -84,69 +77,44 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
                 _ = stop_rx.changed() => return,
                 r = open => r,
             };
-            let mut ws = match r {
+            let ws = match r {
                 Ok(ws) => ws,
-                Err(e) => {
-                    sh.first_error.note(format_args!("connect: {e}"));
-                    sh.failed.fetch_add(1, Relaxed);
-                    return;
-                }
+                Err(e) => return sh.c.first_error.connect_failed(e, &sh.c.failed),
             };
             sh.last_joined_us
                 .fetch_max(start.elapsed().as_micros() as u64, Relaxed);
-            sh.joined.fetch_add(1, Relaxed);
+            sh.c.joined.fetch_add(1, Relaxed);
             batch.record(t0.elapsed().as_micros() as u64);
             batch.flush();
             let mut frames = 0u64;
-            loop {
-                let m =
-                    tokio::select! { biased; _ = stop_rx.changed() => break, m = ws.next() => m };
-                match m {
-                    Some(Ok(Message::Close(f))) => {
-                        sh.first_error.note(format_args!(
-                            "closed by server after joining: {}",
-                            wire::close_text(f.as_ref())
-                        ));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        break;
-                    }
-                    Some(Ok(_)) => {
-                        frames += 1;
-                        // Published now and then so the progress line moves.
-                        if frames & 1023 == 0 {
-                            sh.frames.fetch_add(1024, Relaxed);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        sh.first_error
-                            .note(format_args!("after joining: {}", ConnError::ws(e)));
-                        sh.dropped.fetch_add(1, Relaxed);
-                        break;
-                    }
-                    None => {
-                        sh.dropped.fetch_add(1, Relaxed);
-                        break;
-                    }
+            let counted = |frames: &mut u64| {
+                *frames += 1;
+                // Published now and then so the progress line moves.
+                if *frames & 1023 == 0 {
+                    sh.frames.fetch_add(1024, Relaxed);
                 }
-            }
+            };
+            let held = hold(ws, &mut stop_rx, "after joining", &sh.c, || {
+                counted(&mut frames)
+            })
+            .await;
             sh.frames.fetch_add(frames & 1023, Relaxed);
-            if !*stop_rx.borrow() {
-                return;
+            if let Some(ws) = held {
+                close_ws(ws).await;
             }
-            close_ws(ws).await;
         });
     }
     let n = a.conns as u64;
     let max_time = Duration::from_secs_f64(a.max_time);
     let finished = wait_for(
-        || sh.joined.load(Relaxed) + sh.failed.load(Relaxed) >= n,
+        || sh.c.joined.load(Relaxed) + sh.c.failed.load(Relaxed) >= n,
         Some(start + max_time),
     )
     .await;
     let server_joined = cpu::sample(&ctx.probe);
     let client_pct = client.pct();
-    let joined = sh.joined.load(Relaxed);
-    let failed = sh.failed.load(Relaxed);
+    let joined = sh.c.joined.load(Relaxed);
+    let failed = sh.c.failed.load(Relaxed);
     // Let the server settle (presence still in flight, allocator) before reading its RSS.
     tokio::time::sleep(Duration::from_millis(500).min(Duration::from_secs_f64(a.hold))).await;
     let server_mid = cpu::sample(&ctx.probe);
@@ -161,8 +129,7 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
         .as_ref()
         .zip(server_joined.as_ref())
         .map(|(s0, s1)| round3(s1.cpu_s_since(s0)));
-    let rss_before = server0.as_ref().map(|s| s.rss_bytes);
-    let rss = server_mid.as_ref().map(|s| s.rss_bytes);
+    let (rss_before, rss, rss_per_conn) = cpu::rss_growth(&server0, &server_mid, joined);
     let rep = JoinReport {
         mode: "join",
         room: a.room.clone(),
@@ -176,16 +143,14 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
         joins_per_s: round3(report::ratio(joined as f64, duration)),
         connect_ms: connect_us.pcts().scaled(1000.0),
         frames_received: sh.frames.load(Relaxed),
-        dropped: sh.dropped.load(Relaxed),
+        dropped: sh.c.dropped.load(Relaxed),
         hold_s: a.hold,
         client_cpu_pct: client_pct,
         server_cpu_s,
         server_cpu_us_per_unit: server_cpu_s.map(|c| round3(report::ratio(c * 1e6, joined as f64))),
         server_rss_bytes_before: rss_before,
         server_rss_bytes: rss,
-        server_rss_per_conn_bytes: rss_before
-            .zip(rss)
-            .map(|(b, r)| round3(report::ratio(r as f64 - b as f64, joined as f64))),
+        server_rss_per_conn_bytes: rss_per_conn,
     };
     let verdict = if finished {
         String::new()
@@ -227,7 +192,7 @@ pub async fn run(a: JoinArgs, ctx: Ctx) -> anyhow::Result<()> {
         rep.connect_ms.p99,
         rep.connect_ms.max,
         rep.frames_received,
-        sh.first_error.line(),
+        sh.c.first_error.line(),
         report::client_cpu_line(client_pct, ctx.common.threads),
         mem,
     );

@@ -15,8 +15,10 @@ mod args_rooms;
 mod churn;
 mod connect;
 mod cpu;
+mod delivery;
 mod echo;
 mod fanout;
+mod hold;
 mod idle;
 mod join;
 mod progress;
@@ -120,6 +122,12 @@ impl FirstError {
         if m.is_none() {
             *m = Some(e.to_string());
         }
+    }
+
+    /// Notes a failed connect (or join) and counts it in `failed`.
+    pub fn connect_failed(&self, e: impl std::fmt::Display, failed: &AtomicU64) {
+        self.note(format_args!("connect: {e}"));
+        failed.fetch_add(1, Relaxed);
     }
 
     /// The first error, if any.

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::delivery::DeliveryReport;
+
 /// A histogram shared by all connection tasks; they record through a [`Batch`].
 #[derive(Clone)]
 pub struct Hist {
@@ -167,47 +169,9 @@ pub struct FanoutReport {
     pub mode: &'static str,
     /// Subscribers asked for.
     pub subs: usize,
-    /// Publishes per second, or "max".
-    pub rate: serde_json::Value,
-    /// Approximate bytes of `data`.
-    pub size: usize,
-    /// Seconds from the first publish to the last delivery (or the end of the grace period).
-    pub duration_s: f64,
-    /// Publishes the server accepted (acked).
-    pub published: u64,
-    /// Publishes sent (accepted + rejected, e.g. over the server's per-connection rate limit).
-    pub sent: u64,
-    /// published × subscribers that joined.
-    pub expected: u64,
-    /// Distinct deliveries received.
-    pub received: u64,
-    /// Expected deliveries never received.
-    pub lost: u64,
-    /// Deliveries received more than once.
-    pub duplicated: u64,
-    /// Deliveries received after a later one (by publisher seq).
-    pub out_of_order: u64,
-    /// Deliveries out of order or repeated by the server's `seq`.
-    pub out_of_order_server_seq: u64,
-    /// Server `seq` numbers a subscriber never saw.
-    pub server_seq_gaps: u64,
-    /// Distinct deliveries per second.
-    pub deliveries_per_s: f64,
-    /// Publish → delivery, µs.
-    pub latency_us: Pcts,
-    /// Failed subscriber/publisher connects, mid-run failures, server `error` messages.
-    pub errors: u64,
-    /// With `--rate max`: times the window stalled (no completion for the timeout) and was
-    /// abandoned.
-    pub window_stalls: u64,
-    /// This process's CPU ÷ wall × 100 during publishing.
-    pub client_cpu_pct: f64,
-    /// Server CPU seconds during publishing.
-    pub server_cpu_s: Option<f64>,
-    /// Server CPU µs per delivery.
-    pub server_cpu_us_per_unit: Option<f64>,
-    /// Server RSS at the end.
-    pub server_rss_bytes: Option<u64>,
+    /// Rate, totals and measurements (one subscriber room, one publisher).
+    #[serde(flatten)]
+    pub delivery: DeliveryReport,
 }
 
 /// `idle` results.
@@ -450,27 +414,20 @@ mod tests {
         let f = FanoutReport {
             mode: "fanout",
             subs: 1,
-            rate: serde_json::json!("max"),
-            size: 1,
-            duration_s: 1.0,
-            published: 1,
-            sent: 1,
-            expected: 1,
-            received: 1,
-            lost: 0,
-            duplicated: 0,
-            out_of_order: 0,
-            out_of_order_server_seq: 0,
-            server_seq_gaps: 0,
-            deliveries_per_s: 1.0,
-            latency_us: Pcts::default(),
-            errors: 0,
-            window_stalls: 0,
-            client_cpu_pct: 0.0,
-            server_cpu_s: None,
-            server_cpu_us_per_unit: None,
-            server_rss_bytes: None,
+            delivery: DeliveryReport::sample(),
         };
+        // The flattened delivery part keeps its place and order in the line.
+        let line = serde_json::to_string(&f).unwrap();
+        assert!(
+            line.starts_with(
+                r#"{"mode":"fanout","subs":1,"rate":"max","size":1,"duration_s":1.0,"published":0,"#
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(r#""server_cpu_us_per_unit":null,"server_rss_bytes":null}"#),
+            "{line}"
+        );
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(v["rate"], "max");
         for k in [

@@ -22,9 +22,10 @@ use wsfleet_worker::protocol::client;
 use super::args::Rate;
 use super::args_rooms::RoomsArgs;
 use super::connect::{self, ConnError, Opener, Ws};
-use super::report::{self, Batch, Hist, round3};
+use super::delivery::{self, DeliveryReport, Measured, Tally};
+use super::report::{self, Batch, Hist};
 use super::rooms_report::RoomsReport;
-use super::seq::{SeqTotals, SeqTracker, ServerSeqTracker};
+use super::seq::{SeqTracker, ServerSeqTracker};
 use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wait_for, wire};
 
 /// A member's window with no own publish coming back for this long is reset.
@@ -268,105 +269,37 @@ pub async fn run(a: RoomsArgs, ctx: Ctx) -> anyhow::Result<()> {
     }
     let t = tally(&by_room);
 
-    let last = sh.last_delivery_us.load(Relaxed);
-    let elapsed = if last > start_us {
-        (last - start_us) as f64 / 1e6
-    } else {
-        start.elapsed().as_secs_f64()
+    let elapsed = delivery::elapsed_s(start, start_us, sh.last_delivery_us.load(Relaxed));
+    let m = Measured {
+        elapsed,
+        latency: latency.pcts(),
+        errors: sh.failed.load(Relaxed) + sh.errors.load(Relaxed),
+        window_stalls: sh.stalls.load(Relaxed),
+        client_cpu_pct: client_pct,
+        server: (server0, server1),
     };
-    let server_cpu_s = server0
-        .as_ref()
-        .zip(server1.as_ref())
-        .map(|(s0, s1)| round3(s1.cpu_s_since(s0)));
-    let stalls = sh.stalls.load(Relaxed);
     let rep = RoomsReport {
         mode: "rooms",
         rooms: a.rooms,
         members: a.members,
         joined,
-        rate: match a.rate {
-            Rate::PerSec(r) => serde_json::json!(r),
-            Rate::Max => serde_json::json!("max"),
-        },
-        size: a.size,
-        duration_s: round3(elapsed),
-        published: t.published,
-        sent: t.sent,
-        expected: t.expected,
-        received: t.seq.unique,
-        lost: t.seq.lost,
-        duplicated: t.seq.duplicated,
-        out_of_order: t.seq.out_of_order,
-        out_of_order_server_seq: t.seq.server_seq_regressions,
-        server_seq_gaps: t.seq.server_seq_gaps,
-        deliveries_per_s: round3(report::ratio(t.seq.unique as f64, elapsed)),
-        latency_us: latency.pcts(),
-        errors: sh.failed.load(Relaxed) + sh.errors.load(Relaxed),
-        window_stalls: stalls,
-        client_cpu_pct: client_pct,
-        server_cpu_s,
-        server_cpu_us_per_unit: server_cpu_s
-            .map(|c| round3(report::ratio(c * 1e6, t.seq.unique as f64))),
-        server_rss_bytes: server1.map(|s| s.rss_bytes),
+        delivery: DeliveryReport::new(&a.rate, a.size, &t, m),
     };
     let rate = match a.rate {
         Rate::PerSec(r) => format!("{r}/s per member"),
         Rate::Max => format!("max (window {} per member)", a.window),
     };
     let human = format!(
-        "rooms         {} rooms × {} members ({} joined), rate {rate}, {} B, {:.2} s\n\
-         published     {} accepted of {} sent, expected deliveries {}, received {}\n\
-         lost          {}, duplicated {}, out of order {} by sender (by server seq: {} reordered, {} gaps)\n\
-         deliveries    {:.0}/s\n\
-         latency       p50 {} µs, p99 {} µs, max {} µs (publish → delivery)\n\
-         errors        {}{}\n{}{}{}",
+        "rooms         {} rooms × {} members ({} joined), rate {rate}, {} B, {:.2} s\n{}",
         a.rooms,
         a.members,
         joined,
         a.size,
         elapsed,
-        rep.published,
-        rep.sent,
-        rep.expected,
-        rep.received,
-        rep.lost,
-        rep.duplicated,
-        rep.out_of_order,
-        rep.out_of_order_server_seq,
-        rep.server_seq_gaps,
-        rep.deliveries_per_s,
-        rep.latency_us.p50,
-        rep.latency_us.p99,
-        rep.latency_us.max,
-        rep.errors,
-        if stalls > 0 {
-            format!(", window stalls {stalls}")
-        } else {
-            String::new()
-        },
-        sh.first_error.line(),
-        report::client_cpu_line(client_pct, ctx.common.threads),
-        report::server_line(
-            rep.server_cpu_s,
-            rep.server_cpu_us_per_unit,
-            "delivery",
-            rep.server_rss_bytes
-        ),
+        rep.delivery
+            .summary(" by sender", &sh.first_error.line(), ctx.common.threads),
     );
     report::emit(ctx.common.json, &human, &rep)
-}
-
-/// The run's totals over every room.
-#[derive(Debug, Default, PartialEq)]
-struct Tally {
-    /// Accepted publishes.
-    published: u64,
-    /// Sent publishes.
-    sent: u64,
-    /// Accepted publishes × the joined members of their room.
-    expected: u64,
-    /// Deliveries, loss, duplicates, order.
-    seq: SeqTotals,
 }
 
 /// Adds up every receiver's view of every sender of its room (members that never joined

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::delivery::DeliveryReport;
 use super::report::Pcts;
 
 /// `rooms` results.
@@ -16,46 +17,9 @@ pub struct RoomsReport {
     pub members: usize,
     /// Members that joined (every one of them publishes).
     pub joined: u64,
-    /// Publishes per member per second, or "max".
-    pub rate: serde_json::Value,
-    /// Approximate bytes of `data`.
-    pub size: usize,
-    /// Seconds from the first publish to the last delivery.
-    pub duration_s: f64,
-    /// Publishes the server accepted (acked), all members together.
-    pub published: u64,
-    /// Publishes sent.
-    pub sent: u64,
-    /// Each accepted publish × the members of its room that joined.
-    pub expected: u64,
-    /// Distinct deliveries received.
-    pub received: u64,
-    /// Expected deliveries never received.
-    pub lost: u64,
-    /// Deliveries received more than once.
-    pub duplicated: u64,
-    /// Deliveries received after a later one of the same sender.
-    pub out_of_order: u64,
-    /// Deliveries out of order or repeated by the room's server `seq`.
-    pub out_of_order_server_seq: u64,
-    /// Server `seq` numbers a member never saw.
-    pub server_seq_gaps: u64,
-    /// Distinct deliveries per second.
-    pub deliveries_per_s: f64,
-    /// Publish → delivery, µs.
-    pub latency_us: Pcts,
-    /// Failed joins, mid-run failures, server `error` frames.
-    pub errors: u64,
-    /// With `--rate max`: times a member's window made no progress for a second and was reset.
-    pub window_stalls: u64,
-    /// This process's CPU ÷ wall × 100 while publishing.
-    pub client_cpu_pct: f64,
-    /// Server CPU seconds while publishing (plus the grace wait).
-    pub server_cpu_s: Option<f64>,
-    /// Server CPU µs per delivery.
-    pub server_cpu_us_per_unit: Option<f64>,
-    /// Server RSS at the end.
-    pub server_rss_bytes: Option<u64>,
+    /// Rate (per member), totals and measurements.
+    #[serde(flatten)]
+    pub delivery: DeliveryReport,
 }
 
 /// `join` results.
@@ -145,26 +109,7 @@ mod tests {
             rooms: 1,
             members: 1,
             joined: 1,
-            rate: serde_json::json!(1.0),
-            size: 1,
-            duration_s: 1.0,
-            published: 1,
-            sent: 1,
-            expected: 1,
-            received: 1,
-            lost: 0,
-            duplicated: 0,
-            out_of_order: 0,
-            out_of_order_server_seq: 0,
-            server_seq_gaps: 0,
-            deliveries_per_s: 1.0,
-            latency_us: Pcts::default(),
-            errors: 0,
-            window_stalls: 0,
-            client_cpu_pct: 0.0,
-            server_cpu_s: None,
-            server_cpu_us_per_unit: None,
-            server_rss_bytes: None,
+            delivery: DeliveryReport::sample(),
         };
         let v = serde_json::to_value(&r).unwrap();
         for k in [

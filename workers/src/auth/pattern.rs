@@ -65,6 +65,16 @@ impl RoomPattern {
             Self::Exact(e) => room == e,
         }
     }
+
+    /// Whether every room `later` matches is already matched by `self` (a later rule or
+    /// namespace that `self` covers can never apply).
+    pub fn covers(&self, later: &RoomPattern) -> bool {
+        match (self, later) {
+            (Self::Prefix(p), Self::Prefix(q) | Self::Exact(q)) => q.starts_with(p.as_str()),
+            (Self::Exact(e), Self::Exact(q)) => e == q,
+            (Self::Exact(_), Self::Prefix(_)) => false,
+        }
+    }
 }
 
 impl TryFrom<String> for RoomPattern {
@@ -105,6 +115,16 @@ mod tests {
         assert!(lobby.matches("lobby") && !lobby.matches("lobby2"));
         assert_eq!(chat.to_string(), "chat:*");
         assert_eq!(lobby.to_string(), "lobby");
+    }
+
+    #[test]
+    fn covers_what_it_shadows() {
+        let p = |t| RoomPattern::parse(t).unwrap();
+        assert!(p("*").covers(&p("chat:*")) && p("*").covers(&p("lobby")));
+        assert!(p("chat:*").covers(&p("chat:lobby")) && p("chat:*").covers(&p("chat:x*")));
+        assert!(p("lobby").covers(&p("lobby")));
+        assert!(!p("chat:*").covers(&p("*")) && !p("lobby").covers(&p("lobby*")));
+        assert!(!p("chat:a*").covers(&p("chat:*")) && !p("a").covers(&p("b")));
     }
 
     #[test]

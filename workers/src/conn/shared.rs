@@ -27,58 +27,44 @@ pub struct CloseCause {
     pub reason: &'static str,
 }
 
-impl CloseCause {
+/// Declares each cause once: its constant and its place in [`CloseCause::ALL`].
+macro_rules! close_causes {
+    ($($(#[$doc:meta])* $name:ident = $code:literal, $reason:literal;)*) => {
+        impl CloseCause {
+            $(
+                $(#[$doc])*
+                pub const $name: Self = Self { code: $code, reason: $reason };
+            )*
+
+            /// Every cause the server uses, so a connection can store just the code.
+            const ALL: &'static [Self] = &[$(Self::$name),*];
+        }
+    };
+}
+
+close_causes! {
     /// The client sent a message over the size limit (1009).
-    pub const TOO_BIG: Self = Self {
-        code: 1009,
-        reason: "message too big",
-    };
+    TOO_BIG = 1009, "message too big";
     /// The client sent invalid UTF-8 (1007).
-    pub const BAD_UTF8: Self = Self {
-        code: 1007,
-        reason: "invalid UTF-8",
-    };
+    BAD_UTF8 = 1007, "invalid UTF-8";
     /// The client broke the protocol (1002).
-    pub const PROTOCOL: Self = Self {
-        code: 1002,
-        reason: "protocol error",
-    };
+    PROTOCOL = 1002, "protocol error";
     /// The client did not read fast enough (1013 "try again later").
-    pub const SLOW_CONSUMER: Self = Self {
-        code: 1013,
-        reason: "slow consumer",
-    };
+    SLOW_CONSUMER = 1013, "slow consumer";
     /// The client sent more message bytes per second than allowed (1008 "policy
     /// violation").
-    pub const INBOUND_RATE: Self = Self {
-        code: 1008,
-        reason: "inbound byte rate limit",
-    };
+    INBOUND_RATE = 1008, "inbound byte rate limit";
     /// The worker is draining for a restart (1012 "service restart").
-    pub const RESTART: Self = Self {
-        code: 1012,
-        reason: "service restart",
-    };
+    RESTART = 1012, "service restart";
     /// The peer went silent past the ping timeout (1001 "going away").
-    pub const PING_TIMEOUT: Self = Self {
-        code: 1001,
-        reason: "ping timeout",
-    };
+    PING_TIMEOUT = 1001, "ping timeout";
+}
 
-    /// Every cause the server uses, so a connection can store just the code.
-    const ALL: [Self; 7] = [
-        Self::TOO_BIG,
-        Self::INBOUND_RATE,
-        Self::BAD_UTF8,
-        Self::PROTOCOL,
-        Self::SLOW_CONSUMER,
-        Self::RESTART,
-        Self::PING_TIMEOUT,
-    ];
-
+impl CloseCause {
     fn from_code(code: u16) -> Self {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|c| c.code == code)
             .unwrap_or(Self { code, reason: "" })
     }
@@ -352,6 +338,15 @@ mod tests {
         );
         c.push_control(pong(b"late"), 100);
         assert_eq!(c.queued_bytes(), 4, "no pongs once closing");
+    }
+
+    #[test]
+    fn every_cause_is_found_by_its_code() {
+        assert_eq!(CloseCause::ALL.len(), 7);
+        for c in CloseCause::ALL {
+            assert_eq!(CloseCause::from_code(c.code), *c);
+        }
+        assert_eq!(CloseCause::from_code(4000).reason, "");
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub use frames::{
 };
 pub use request::{Request, Since, parse};
 
+/// The room rules' pattern type (`prefix*`, `exact`, `*`), shared by permission rules,
+/// token grants and the config file's namespaces.
+pub use crate::auth::pattern::{PatternError, RoomPattern};
+
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
