@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use crate::logging::LogFormat;
+use wsfleet_worker::auth::settings::Algorithm;
+use wsfleet_worker::auth::source::AuthMode;
 
 /// wsfleet: one master, one worker per core, one port — a multi-core WebSocket server.
 #[derive(Debug, Parser)]
@@ -173,6 +175,66 @@ pub struct ServeArgs {
     /// `recovered:false`.
     #[arg(long, env = "WSFLEET_RECOVERY_MAX", value_name = "N")]
     pub recovery_max: Option<u64>,
+    /// Connection tokens (JWT): `off` (every connection anonymous), `optional` (verified
+    /// when given) or `required` (401 without a valid one).
+    #[arg(long, env = "WSFLEET_AUTH", value_name = "off|optional|required", value_parser = auth_mode)]
+    pub auth: Option<AuthMode>,
+    /// Token signature algorithm: hs256 (shared secret), rs256 or es256 (public key).
+    #[arg(long, env = "WSFLEET_AUTH_ALGORITHM", value_name = "ALG", value_parser = algorithm)]
+    pub auth_algorithm: Option<Algorithm>,
+    /// File holding the HS256 secret (at least 32 bytes) or the RS256/ES256 public key PEM.
+    #[arg(long, env = "WSFLEET_AUTH_KEY_FILE", value_name = "FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// Name of the environment variable holding the HS256 secret (instead of a file; the
+    /// secret itself is never a flag value, which `ps` would show).
+    #[arg(long, env = "WSFLEET_AUTH_SECRET_ENV", value_name = "VAR")]
+    pub auth_secret_env: Option<String>,
+    /// Comma-separated accepted token audiences (`aud`) [none: a token with `aud` is
+    /// refused].
+    #[arg(
+        long,
+        env = "WSFLEET_AUTH_AUDIENCE",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub auth_audience: Option<Vec<String>>,
+    /// Comma-separated accepted token issuers (`iss`) [any].
+    #[arg(
+        long,
+        env = "WSFLEET_AUTH_ISSUER",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub auth_issuer: Option<Vec<String>>,
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf` at the upgrade.
+    #[arg(long, env = "WSFLEET_AUTH_LEEWAY", value_name = "SECS", value_parser = seconds)]
+    pub auth_leeway: Option<Duration>,
+    /// Seconds after a token's `exp` an open connection has to send a fresh one (after
+    /// the `token_expiring` frame) before it is closed with 4001.
+    #[arg(long, env = "WSFLEET_AUTH_REFRESH_GRACE", value_name = "SECS", value_parser = seconds)]
+    pub auth_refresh_grace: Option<Duration>,
+    /// WebSocket connections one user (token `sub`) may hold per worker; past it upgrades
+    /// get 429; 0 = unlimited.
+    #[arg(long, env = "WSFLEET_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    pub max_connections_per_user: Option<u32>,
+    /// WebSocket connections one client IP may hold per worker; past it upgrades get 429;
+    /// 0 = unlimited.
+    #[arg(long, env = "WSFLEET_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// WebSocket upgrades one client IP may make per minute per worker (burst of the same
+    /// size); past it upgrades get 429; 0 = unlimited.
+    #[arg(long, env = "WSFLEET_IP_CONNECTS_PER_MINUTE", value_name = "N")]
+    pub ip_connects_per_minute: Option<u32>,
+}
+
+/// Parses `--auth`.
+pub fn auth_mode(s: &str) -> Result<AuthMode, String> {
+    s.parse()
+}
+
+/// Parses `--auth-algorithm`.
+pub fn algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse()
 }
 
 /// Where the admin listener binds, or that there is none.

@@ -132,6 +132,17 @@ pub struct FileConfig {
     pub history_ttl: Option<f64>,
     pub history_budget_bytes: Option<usize>,
     pub recovery_max: Option<u64>,
+    pub auth: Option<String>,
+    pub auth_algorithm: Option<String>,
+    pub auth_key_file: Option<PathBuf>,
+    pub auth_secret_env: Option<String>,
+    pub auth_audience: Option<Vec<String>>,
+    pub auth_issuer: Option<Vec<String>>,
+    pub auth_leeway: Option<f64>,
+    pub auth_refresh_grace: Option<f64>,
+    pub max_connections_per_user: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
+    pub ip_connects_per_minute: Option<u32>,
     /// `[[namespace]]` tables, validated by [`Namespaces::from_specs`].
     #[serde(default)]
     pub namespace: Vec<NamespaceSpec>,
@@ -187,6 +198,7 @@ impl Settings {
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
         let file = FileConfig::load(args.config.as_deref())?;
         let history = history_settings(args, &file)?;
+        let auth = crate::auth_config::resolve(args, &file)?;
         let d = WorkerSettings::default();
         let ms = |d: Duration| d.as_millis() as u64;
         let run_dir = args
@@ -260,6 +272,20 @@ impl Settings {
                     .map_err(|e| ConfigError::Invalid(format!("client_broadcast = {e}")))?,
                 (None, None) => d.client_broadcast,
             },
+            auth,
+            permissions: history.namespaces.permissions(),
+            max_connections_per_user: args
+                .max_connections_per_user
+                .or(file.max_connections_per_user)
+                .unwrap_or(d.max_connections_per_user),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            ip_connects_per_minute: args
+                .ip_connects_per_minute
+                .or(file.ip_connects_per_minute)
+                .unwrap_or(d.ip_connects_per_minute),
         };
         if worker.max_message_bytes < 16 || worker.max_message_bytes > MAX_MESSAGE_BYTES {
             return Err(ConfigError::Invalid(format!(
@@ -601,8 +627,9 @@ mod tests {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "admin" | "client_broadcast" => "\"off\"".to_owned(),
-                "allowed_origins" => "[\"https://a\"]".to_owned(),
+                "admin" | "client_broadcast" | "auth" => "\"off\"".to_owned(),
+                "auth_algorithm" | "auth_key_file" | "auth_secret_env" => "\"x\"".to_owned(),
+                "allowed_origins" | "auth_audience" | "auth_issuer" => "[\"https://a\"]".to_owned(),
                 _ => "1".to_owned(),
             };
             let text = format!("{key} = {value}\n");

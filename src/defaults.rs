@@ -11,6 +11,8 @@ use clap::ValueEnum;
 pub use wsfleet_worker::ipc::defaults::*;
 
 use crate::logging::LogFormat;
+use wsfleet_worker::auth::settings::Algorithm;
+use wsfleet_worker::auth::source::AuthMode;
 
 /// Where the workers serve.
 pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
@@ -98,6 +100,16 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("history_ttl", HISTORY_TTL.as_secs_f64().to_string()),
         ("history_budget_bytes", BUDGET_BYTES.to_string()),
         ("recovery_max", RECOVERY_MAX.to_string()),
+        ("auth", AuthMode::default().name().to_owned()),
+        ("auth_algorithm", Algorithm::default().name().to_owned()),
+        ("auth_leeway", AUTH_LEEWAY_SECS.to_string()),
+        ("auth_refresh_grace", AUTH_REFRESH_GRACE_SECS.to_string()),
+        (
+            "max_connections_per_user",
+            MAX_CONNECTIONS_PER_USER.to_string(),
+        ),
+        ("max_connections_per_ip", MAX_CONNECTIONS_PER_IP.to_string()),
+        ("ip_connects_per_minute", IP_CONNECTS_PER_MINUTE.to_string()),
     ]
 }
 

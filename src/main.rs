@@ -18,6 +18,7 @@
 //! - The worker itself lives in the `wsfleet-worker` crate (`workers/`).
 
 mod allocator;
+mod auth_config;
 mod bench;
 mod cli;
 mod client;

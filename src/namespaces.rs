@@ -14,13 +14,31 @@
 //! global default the caller supplies (flags, env, TOML top level). Rooms matching no
 //! namespace get the defaults.
 //!
-//! [`RoomOptions`] is the growing set of per-room options: presence (issue 11) and
-//! permissions (issue 12) join it as new fields of [`RoomOptions`] and new optional keys of
-//! [`NamespaceSpec`], resolved the same way.
+//! [`RoomOptions`] is the growing set of per-room options: presence (issue 11) joins it
+//! as a new field of [`RoomOptions`] and new optional keys of [`NamespaceSpec`], resolved
+//! the same way.
+//!
+//! **Permissions** (what clients may do, checked by the workers) come from the same
+//! tables, in the same first-match order, and go to the workers as
+//! [`PermissionRules`] ([`Namespaces::permissions`]):
+//!
+//! ```toml
+//! [[namespace]]
+//! pattern = "chat:*"
+//! anonymous = ["join", "history"]                          # everyone
+//! authenticated = ["join", "publish", "history", "presence"] # any valid token
+//! granted = []                                             # only with a grant in the token
+//! user_limited = false                                     # `dm:#42,57`: users 42 and 57 only
+//! ```
+//! A namespace that sets none of these four keys leaves its rooms open to everyone, as
+//! rooms matching no namespace are; one that sets any of them allows exactly what it
+//! lists (an unset list is empty).
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use wsfleet_worker::auth::capability::Capabilities;
+use wsfleet_worker::auth::permissions::{PermissionRules, RoomRule};
 use wsfleet_worker::protocol::{MAX_ROOM_BYTES, PatternError, RoomPattern};
 
 /// Largest `history_size` accepted: far above any sensible room history, low enough that
@@ -63,6 +81,14 @@ pub struct NamespaceSpec {
     pub history_size: Option<i64>,
     /// Seconds, or text with a unit.
     pub history_ttl: Option<TtlValue>,
+    /// What every client may do here (with or without a token).
+    pub anonymous: Option<Capabilities>,
+    /// What any valid token's holder may do besides.
+    pub authenticated: Option<Capabilities>,
+    /// What a token may grant here (a matching grant in the token is needed).
+    pub granted: Option<Capabilities>,
+    /// Whether `prefix#id,id` rooms admit only the users they name.
+    pub user_limited: Option<bool>,
 }
 
 /// A TTL as the file may spell it.
@@ -93,6 +119,8 @@ struct Namespace {
     history_size: Option<usize>,
     /// Overrides `defaults.history.ttl`.
     history_ttl: Option<Duration>,
+    /// Who may do what in these rooms.
+    rule: RoomRule,
 }
 
 /// Why the namespaces in a config are not usable.
@@ -105,7 +133,10 @@ pub enum NamespaceError {
         found: String,
     },
     /// A table has unknown keys or wrong types.
-    #[error("namespace[{index}]: {message}; keys are pattern, history_size, history_ttl")]
+    #[error(
+        "namespace[{index}]: {message}; keys are pattern, history_size, history_ttl, \
+         anonymous, authenticated, granted, user_limited"
+    )]
     Parse {
         /// Position in the file (0-based).
         index: usize,
@@ -202,6 +233,13 @@ impl Namespaces {
         Self::from_specs(defaults, &specs)
     }
 
+    /// The permission rules the workers check, one per namespace in file order.
+    pub fn permissions(&self) -> PermissionRules {
+        PermissionRules {
+            rules: self.list.iter().map(|ns| ns.rule.clone()).collect(),
+        }
+    }
+
     /// The options of `room`.
     pub fn lookup(&self, room: &str) -> RoomOptions {
         let mut options = self.defaults;
@@ -236,10 +274,25 @@ fn validate(index: usize, spec: &NamespaceSpec) -> Result<Namespace, NamespaceEr
         .as_ref()
         .map(|v| parse_ttl(v).map_err(|m| invalid("history_ttl", m)))
         .transpose()?;
+    let says_who = spec.anonymous.is_some()
+        || spec.authenticated.is_some()
+        || spec.granted.is_some()
+        || spec.user_limited.is_some();
+    let rule = RoomRule {
+        pattern: pattern.clone(),
+        anonymous: match says_who {
+            true => spec.anonymous.unwrap_or(Capabilities::NONE),
+            false => Capabilities::ALL,
+        },
+        authenticated: spec.authenticated.unwrap_or(Capabilities::NONE),
+        granted: spec.granted.unwrap_or(Capabilities::NONE),
+        user_limited: spec.user_limited.unwrap_or(false),
+    };
     Ok(Namespace {
         pattern,
         history_size,
         history_ttl,
+        rule,
     })
 }
 

@@ -114,9 +114,10 @@ pub async fn run(rooms: Rc<Rooms>, listener: TcpListener) {
             biased;
             _ = rooms.worker().stop_accepting.notified() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(crate::http::serve_connection(rooms.clone(), stream));
+                    let serve = crate::http::serve_connection(rooms.clone(), stream, peer.ip());
+                    tokio::task::spawn_local(serve);
                 }
                 Err(e) if out_of_fds(&e) && reserve.is_some() => {
                     drop(reserve.take());

@@ -6,8 +6,11 @@ use std::rc::Rc;
 use crate::conn::{Conn, Handler, frame};
 use crate::worker::Worker;
 
-/// The `/echo` endpoint (no state of its own).
-pub(crate) struct Echo;
+/// The `/echo` endpoint (no state of its own beyond its place in the connection limits).
+pub(crate) struct Echo {
+    /// Counted in the per-IP (and per-user) limits until the connection ends.
+    pub _admitted: Option<Box<crate::admission::Admitted>>,
+}
 
 impl Handler for Echo {
     type Host = Worker;

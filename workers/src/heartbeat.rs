@@ -4,7 +4,8 @@
 //! and a wake-up per ping; instead one task walks the connections a few times per ping
 //! period: it closes those silent for longer than `ping_timeout` (1001) and, once per
 //! `ping_interval`, queues a ping to the rest. Timeouts are detected within a quarter
-//! of the shorter of the two periods (at most 1 s late).
+//! of the shorter of the two periods (at most 1 s late). The same pass checks the
+//! token expiry clocks (`token_expiring` warnings and 4001 closes, at most 1 s late).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,6 +16,13 @@ use crate::worker::Worker;
 /// How often the sweep runs for the given periods (in ms).
 pub fn sweep_period(ping_interval_ms: u64, ping_timeout_ms: u64) -> Duration {
     Duration::from_millis((ping_interval_ms.min(ping_timeout_ms) / 4).clamp(10, 1000))
+}
+
+/// The wall clock in Unix seconds (token `exp` is wall-clock time).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Runs the sweep for as long as the worker lives.
@@ -32,6 +40,7 @@ pub async fn run(worker: Rc<Worker>) {
             last_round = now;
         }
         worker.sweep(now, timeout, ping);
+        worker.check_tokens(unix_now());
     }
 }
 

@@ -4,8 +4,15 @@
 //! Routes: `GET /` (the chat page), `GET /health`, `GET /stats`, and the WebSocket
 //! endpoints `/ws` and `/echo`. The upgrade hands the raw `TcpStream` back from hyper, so
 //! an open WebSocket keeps no HTTP state.
+//!
+//! An upgrade is checked in this order: WebSocket headers (400/405/426), Origin (403),
+//! the connection token (401 with `X-Wsfleet-Auth-Error: <reason>`, see `auth::source`),
+//! the per-IP connect rate and the per-user and per-IP connection limits (429 with
+//! `X-Wsfleet-Limit: rate|ip|user`, see `admission`), then the worker's own capacity
+//! (503).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -18,6 +25,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::admission::Admitted;
+use crate::auth::claims::Identity;
+use crate::auth::source::token_from_request;
 use crate::conn::{ConnTask, Driver};
 use crate::pubsub::{rooms::Rooms, session::Session};
 use crate::worker::{Refused, Worker};
@@ -26,14 +36,19 @@ use crate::{assets, echo};
 /// Every response body here is one in-memory chunk.
 pub type Body = Full<Bytes>;
 
-/// Serves HTTP on one accepted connection until it closes or upgrades (to `/ws`, whose
-/// sessions use `rooms`, or `/echo`).
-pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream) {
+/// The response header naming why a token was refused.
+const AUTH_ERROR_HEADER: &str = "x-wsfleet-auth-error";
+/// The response header naming which connection limit refused an upgrade.
+const LIMIT_HEADER: &str = "x-wsfleet-limit";
+
+/// Serves HTTP on one accepted connection from `peer` until it closes or upgrades (to
+/// `/ws`, whose sessions use `rooms`, or `/echo`).
+pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream, peer: IpAddr) {
     let _open = rooms.worker().http_guard();
     let timeout = Duration::from_millis(rooms.worker().settings.handshake_timeout_ms);
     let service = hyper::service::service_fn(move |req| {
         let rooms = rooms.clone();
-        async move { Ok::<_, Infallible>(route(&rooms, req)) }
+        async move { Ok::<_, Infallible>(route(&rooms, req, peer)) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -48,11 +63,11 @@ pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream) {
     }
 }
 
-fn route(rooms: &Rc<Rooms>, req: Request<Incoming>) -> Response<Body> {
+fn route(rooms: &Rc<Rooms>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let worker = rooms.worker();
     match req.uri().path() {
-        "/ws" => upgrade(rooms, req, true),
-        "/echo" => upgrade(rooms, req, false),
+        "/ws" => upgrade(rooms, req, peer, true),
+        "/echo" => upgrade(rooms, req, peer, false),
         "/health" => get_only(&req).unwrap_or_else(|| health(worker)),
         "/stats" => get_only(&req).unwrap_or_else(|| stats(worker)),
         "/" | "/index.html" => get_only(&req).unwrap_or_else(|| {
@@ -177,7 +192,12 @@ fn valid_key(key: &[u8]) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
 }
 
-fn upgrade(rooms: &Rc<Rooms>, mut req: Request<Incoming>, pubsub: bool) -> Response<Body> {
+fn upgrade(
+    rooms: &Rc<Rooms>,
+    mut req: Request<Incoming>,
+    peer: IpAddr,
+    pubsub: bool,
+) -> Response<Body> {
     let worker = rooms.worker();
     let h = req.headers();
     if !has_token(h, header::CONNECTION, "upgrade") || !has_token(h, header::UPGRADE, "websocket") {
@@ -238,6 +258,35 @@ fn upgrade(rooms: &Rc<Rooms>, mut req: Request<Incoming>, pubsub: bool) -> Respo
         }
     }
     let accept = derive_accept_key(key.as_bytes());
+    let identity = match token_from_request(&req).and_then(|t| worker.auth.identify(t.as_deref())) {
+        Ok(identity) => identity,
+        Err(e) => {
+            crate::counters::add(&worker.counters.rejected_auth, 1);
+            tracing::debug!(reason = e.reason(), error = %e, "upgrade refused: connection token");
+            let mut res = text(
+                StatusCode::UNAUTHORIZED,
+                "the connection token was refused; the X-Wsfleet-Auth-Error header says why\n",
+            );
+            res.headers_mut()
+                .insert(AUTH_ERROR_HEADER, HeaderValue::from_static(e.reason()));
+            return res;
+        }
+    };
+    let admitted = match worker
+        .admission
+        .admit(&worker.settings, peer, identity.user_id())
+    {
+        Ok(admitted) => admitted,
+        Err(limited) => {
+            crate::counters::add(&worker.counters.rejected_limit, 1);
+            let (name, body) = limited.describe();
+            let mut res = text(StatusCode::TOO_MANY_REQUESTS, body);
+            let h = res.headers_mut();
+            h.insert(LIMIT_HEADER, HeaderValue::from_static(name));
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        }
+    };
     if let Err(refused) = worker.reserve_connection() {
         let body = match refused {
             Refused::Draining => "this worker is shutting down; retry\n",
@@ -252,7 +301,10 @@ fn upgrade(rooms: &Rc<Rooms>, mut req: Request<Incoming>, pubsub: bool) -> Respo
     let rooms = rooms.clone();
     tokio::task::spawn_local(async move {
         match take_stream(on_upgrade.await) {
-            Some((stream, early)) => start_websocket(&rooms, stream, early, pubsub),
+            Some((stream, early)) => {
+                let client = Client { identity, admitted };
+                start_websocket(&rooms, stream, early, pubsub, client);
+            }
             None => rooms.worker().release_connection(),
         }
     });
@@ -284,9 +336,23 @@ fn take_stream(upgraded: hyper::Result<hyper::upgrade::Upgraded>) -> Option<(Tcp
     }
 }
 
+/// Who an upgraded connection is, decided at the upgrade.
+pub(crate) struct Client {
+    /// The token's bearer, or anonymous.
+    pub identity: Identity,
+    /// Its place in the per-user and per-IP counts (None when no limit is on).
+    pub admitted: Option<Box<Admitted>>,
+}
+
 /// Starts the connection's own task. It is spawned on its own (not awaited here) so the
 /// long-lived task is only the small [`ConnTask`], without the upgrade's state.
-fn start_websocket(rooms: &Rc<Rooms>, stream: TcpStream, early: Vec<u8>, pubsub: bool) {
+fn start_websocket(
+    rooms: &Rc<Rooms>,
+    stream: TcpStream,
+    early: Vec<u8>,
+    pubsub: bool,
+    client: Client,
+) {
     let worker = rooms.worker();
     let conn = worker.open(stream, pubsub);
     let driver = Driver::new(
@@ -296,10 +362,13 @@ fn start_websocket(rooms: &Rc<Rooms>, stream: TcpStream, early: Vec<u8>, pubsub:
         worker.settings.outbox_limit_bytes,
     );
     if pubsub {
-        let session = Session::start(rooms, driver.conn());
+        let session = Session::start(rooms, driver.conn(), client);
         tokio::task::spawn_local(ConnTask::new(rooms.clone(), driver, session));
     } else {
-        tokio::task::spawn_local(ConnTask::new(worker.clone(), driver, echo::Echo));
+        let echo = echo::Echo {
+            _admitted: client.admitted,
+        };
+        tokio::task::spawn_local(ConnTask::new(worker.clone(), driver, echo));
     }
 }
 

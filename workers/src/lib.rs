@@ -9,6 +9,8 @@
 //! - [`protocol`]: the `/ws` client protocol (parse requests, build frames, room rules,
 //!   and the client's side: build requests, read the server's frames).
 //! - [`http`]: only its JSON response helper is public, for the master's admin listener.
+//! - [`auth`]: connection tokens and room permissions; the master reads the key and the
+//!   `[[namespace]]` permissions into [`ipc::WorkerSettings`] with these types.
 //!
 //! # Layout (private)
 //! - `run`: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
@@ -24,17 +26,16 @@
 //! - `echo`: the `/echo` endpoint.
 //! - `heartbeat`: pings and the silence timeout, one sweep for all connections.
 //! - `counters`: live figures for `wsfleet stats`.
-//! - `auth`: connection tokens (JWT), claims, token source and auth mode, per-room
-//!   permissions, token expiry on open connections (not wired in yet).
+//! - `admission`: per-user and per-IP connection limits and the per-IP connect rate
+//!   (429 at the upgrade), counted per worker.
 //! - `assets`: the chat page and icon.
 //! - `fuzzing` (public but hidden): a real connection driver fed arbitrary client bytes,
 //!   for the property tests in `tests/fuzz/`.
 
 mod accept;
+mod admission;
 mod assets;
-// Not wired into the handshake or the session yet (issue 12, part 1).
-#[allow(dead_code)]
-mod auth;
+pub mod auth;
 mod conn;
 mod counters;
 mod echo;

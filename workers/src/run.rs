@@ -49,6 +49,10 @@ pub enum WorkerError {
     /// The master answered the Hello with something other than Start.
     #[error("the master answered Hello with {0} instead of Start (mismatched builds?); exiting")]
     Unexpected(String),
+    /// The token key in the settings is unusable (the master checks it first, so this
+    /// means the master and worker builds differ).
+    #[error("the connection-token key is unusable: {0}")]
+    AuthKey(#[from] crate::auth::token::KeyError),
 }
 
 /// Runs a worker until it drains or its master goes away.
@@ -87,7 +91,8 @@ async fn serve(
     };
     let settings = crate::accept::fit_open_file_limit(settings);
     let (tx, rx, level) = crate::ipc::queue::channel(crate::link::HOLD_READS_ABOVE_BYTES);
-    let worker = Rc::new(Worker::new(args.slot, args.generation, settings, tx));
+    let auth = settings.auth.build()?;
+    let worker = Rc::new(Worker::new(args.slot, args.generation, settings, tx).with_auth(auth));
     let w = worker.clone();
     tokio::task::spawn_local(async move {
         let sent = |n| counters::add(&w.counters.ipc_frames_out, n);

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::admission::Admission;
+use crate::auth::expiry::{self, Action, Clocks};
+use crate::auth::source::Auth;
 use crate::conn::{self, CloseCause, Conn, Pushed, frame};
 use crate::counters::{self, Counters};
 use crate::ipc::{LinkTx, ToMaster, WorkerSettings};
@@ -42,6 +45,12 @@ pub struct Worker {
     pub counters: Counters,
     /// The WebSocket layer's configuration, chosen for many small connections.
     pub ws_config: WebSocketConfig,
+    /// How upgrades are authenticated (built from `settings.auth` at start).
+    pub auth: Auth,
+    /// Per-user and per-IP connection counts and connect rates (429 past the limits).
+    pub admission: Rc<Admission>,
+    /// The token expiry of every authenticated connection, checked by the heartbeat.
+    pub token_clocks: RefCell<Clocks>,
     /// Messages to the master (written in batches by the link task), measured: past its
     /// hold mark, connections stop reading their clients until it drains.
     link: LinkTx<ToMaster>,
@@ -100,6 +109,9 @@ impl Worker {
             settings,
             counters: Counters::default(),
             ws_config,
+            auth: Auth::Off,
+            admission: Rc::default(),
+            token_clocks: RefCell::default(),
             link,
             conns: RefCell::new(HashMap::new()),
             dirty: RefCell::new(Vec::new()),
@@ -110,6 +122,12 @@ impl Worker {
             all_closed: Notify::new(),
             http_open: Cell::new(0),
         }
+    }
+
+    /// The worker with its token policy (built by the caller from `settings.auth`).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The connection id clients see: unique across the fleet and its restarts.
@@ -279,6 +297,29 @@ impl Worker {
                 && !conn.scheduled.replace(true)
             {
                 self.dirty.borrow_mut().push(conn.clone());
+            }
+        }
+        self.flush_dirty();
+    }
+
+    /// Warns the authenticated connections whose token has expired (`token_expiring`)
+    /// and closes those past the grace period with 4001; `now` is Unix seconds. Called by
+    /// the heartbeat task; cheap until the earliest deadline is due.
+    pub fn check_tokens(&self, now: u64) {
+        let due = self.token_clocks.borrow_mut().due(now);
+        if due.is_empty() {
+            return;
+        }
+        for (id, action) in due {
+            let Some(conn) = self.conns.borrow().get(&id).cloned() else {
+                continue;
+            };
+            match action {
+                Action::Warn { exp, close_at } => {
+                    self.deliver(&conn, frame::text(&expiry::warning_frame(exp, close_at)));
+                }
+                Action::Close => conn.close_with(CloseCause::TOKEN_EXPIRED),
+                Action::Wait => {}
             }
         }
         self.flush_dirty();

@@ -4,7 +4,7 @@
 //! (G) to send a fresh token for the same user; at T + G the connection is closed:
 //!
 //! ```text
-//! client ← {"type":"token_expired","exp":T,"close_at":T+G}        at T
+//! client ← {"type":"token_expiring","exp":T,"close_at":T+G}       at T
 //! client → {"type":"refresh","token":"<JWT>"}                      any time before T+G
 //! client ← {"type":"refreshed","exp":T2}                           accepted: new identity
 //! client ← {"type":"error","code":"refresh_refused","message":…}   refused: clock still runs
@@ -13,22 +13,21 @@
 //! A refresh is accepted before T too (a client may refresh early). The fresh token must
 //! name the same `sub`: a connection never changes user. A refused refresh does not close
 //! the connection; the deadline already running still applies.
+//!
+//! A worker keeps every authenticated connection's clock in one [`Clocks`] table, which
+//! the heartbeat task checks about once a second: no timer per connection, and a pass
+//! is skipped until the earliest deadline is due.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::claims::Claims;
 use super::token::TokenError;
 use crate::protocol::{Refusal, json_str};
 
-/// Close code when a token expired and no fresh one came within the grace period
-/// (4000–4999 is the application's range, RFC 6455 §7.4.2).
-pub const TOKEN_EXPIRED_CLOSE_CODE: u16 = 4001;
-
-/// Close reason sent with [`TOKEN_EXPIRED_CLOSE_CODE`].
-pub const TOKEN_EXPIRED_CLOSE_REASON: &str = "token expired";
-
 /// Time to send a fresh token after the warning unless configured otherwise.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_GRACE: Duration =
+    Duration::from_secs(crate::ipc::defaults::AUTH_REFRESH_GRACE_SECS);
 
 /// What the connection must do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +41,7 @@ pub enum Action {
         /// When the connection will be closed (Unix seconds).
         close_at: u64,
     },
-    /// Close with [`TOKEN_EXPIRED_CLOSE_CODE`].
+    /// Close with 4001 "token expired" (`CloseCause::TOKEN_EXPIRED`).
     Close,
 }
 
@@ -149,7 +148,7 @@ impl Expiry {
     /// Takes a verified fresh token's claims at `now`; on success the clock restarts at
     /// their `exp` and the caller replaces the connection's identity with them.
     /// [`RefreshError::TooLate`] means the deadline has passed: close the connection with
-    /// [`TOKEN_EXPIRED_CLOSE_CODE`] (this call took the place of the `tick` that says so).
+    /// 4001 (this call took the place of the `tick` that says so).
     pub fn refresh(&mut self, fresh: &Claims, now: u64) -> Result<u64, RefreshError> {
         if self.tick(now) == Action::Close || self.phase == Phase::Closed {
             return Err(RefreshError::TooLate);
@@ -163,9 +162,79 @@ impl Expiry {
     }
 }
 
-/// `{"type":"token_expired","exp":T,"close_at":T+G}`
+/// `{"type":"token_expiring","exp":T,"close_at":T+G}`
 pub fn warning_frame(exp: u64, close_at: u64) -> String {
-    format!(r#"{{"type":"token_expired","exp":{exp},"close_at":{close_at}}}"#)
+    format!(r#"{{"type":"token_expiring","exp":{exp},"close_at":{close_at}}}"#)
+}
+
+/// The clocks of a worker's authenticated connections, by connection number.
+#[derive(Debug)]
+pub struct Clocks {
+    /// One clock per open authenticated connection.
+    by_conn: HashMap<u64, Expiry>,
+    /// No clock has anything to do before this (Unix seconds): passes before it are
+    /// skipped. May be early (after a refresh), never late.
+    next_due: u64,
+}
+
+impl Default for Clocks {
+    fn default() -> Self {
+        Self {
+            by_conn: HashMap::new(),
+            next_due: u64::MAX,
+        }
+    }
+}
+
+impl Clocks {
+    /// Starts the clock of connection `conn`.
+    pub fn insert(&mut self, conn: u64, expiry: Expiry) {
+        if let Some(at) = expiry.next_check() {
+            self.next_due = self.next_due.min(at);
+        }
+        self.by_conn.insert(conn, expiry);
+    }
+
+    /// Forgets a closed connection's clock.
+    pub fn remove(&mut self, conn: u64) {
+        self.by_conn.remove(&conn);
+    }
+
+    /// A refresh on connection `conn` (see [`Expiry::refresh`]); an anonymous connection
+    /// has no clock.
+    pub fn refresh(&mut self, conn: u64, fresh: &Claims, now: u64) -> Result<u64, RefreshError> {
+        let clock = self.by_conn.get_mut(&conn).ok_or(RefreshError::Anonymous)?;
+        let result = clock.refresh(fresh, now);
+        if result == Err(RefreshError::TooLate) {
+            self.by_conn.remove(&conn);
+        }
+        result
+    }
+
+    /// Advances every clock to `now`: the connections to warn or close. Closed clocks are
+    /// dropped.
+    pub fn due(&mut self, now: u64) -> Vec<(u64, Action)> {
+        if now < self.next_due {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        let mut next_due = u64::MAX;
+        self.by_conn.retain(|conn, clock| {
+            let action = clock.tick(now);
+            if action != Action::Wait {
+                actions.push((*conn, action));
+            }
+            match clock.next_check() {
+                Some(at) => {
+                    next_due = next_due.min(at);
+                    true
+                }
+                None => false,
+            }
+        });
+        self.next_due = next_due;
+        actions
+    }
 }
 
 /// `{"type":"refreshed","exp":T}`

@@ -94,7 +94,7 @@ fn frames_and_refusals() {
     let warn: serde_json::Value = serde_json::from_str(&warning_frame(1000, 1030)).unwrap();
     assert_eq!(
         warn,
-        serde_json::json!({"type":"token_expired","exp":1000,"close_at":1030})
+        serde_json::json!({"type":"token_expiring","exp":1000,"close_at":1030})
     );
     let ok: serde_json::Value = serde_json::from_str(&refreshed_frame(7)).unwrap();
     assert_eq!(ok, serde_json::json!({"type":"refreshed","exp":7}));
@@ -115,8 +115,40 @@ fn frames_and_refusals() {
             .message
             .starts_with("anonymous: ")
     );
+    let cause = crate::conn::CloseCause::TOKEN_EXPIRED;
+    assert_eq!((cause.code, cause.reason), (4001, "token expired"));
+}
+
+#[test]
+fn clocks_warn_and_close_the_due_connections_only() {
+    let mut clocks = Clocks::default();
+    assert!(clocks.due(u64::MAX - 1).is_empty(), "no clock, nothing due");
+    clocks.insert(1, Expiry::new(&claims("42", 1000), GRACE));
+    clocks.insert(2, Expiry::new(&claims("57", 5000), GRACE));
+    assert!(clocks.due(999).is_empty());
     assert_eq!(
-        (TOKEN_EXPIRED_CLOSE_CODE, TOKEN_EXPIRED_CLOSE_REASON),
-        (4001, "token expired")
+        clocks.due(1000),
+        [(
+            1,
+            Action::Warn {
+                exp: 1000,
+                close_at: 1030
+            }
+        )]
+    );
+    assert_eq!(clocks.refresh(1, &claims("42", 2000), 1010), Ok(2000));
+    assert!(clocks.due(1030).is_empty(), "refreshed: no close");
+    assert!(matches!(clocks.due(2000)[..], [(1, Action::Warn { .. })]));
+    assert_eq!(clocks.due(2030), [(1, Action::Close)]);
+    assert_eq!(
+        clocks.refresh(1, &claims("42", 9000), 2031),
+        Err(RefreshError::Anonymous),
+        "a closed clock is gone"
+    );
+    clocks.remove(2);
+    assert!(clocks.due(6000).is_empty());
+    assert_eq!(
+        clocks.refresh(3, &claims("42", 9000), 1),
+        Err(RefreshError::Anonymous)
     );
 }

@@ -13,6 +13,7 @@
 //!   the upgrade request.
 //! - `permissions`: [`permissions::PermissionRules::allowed`].
 //! - `expiry`: the warn → grace → close state machine for an open connection.
+//! - `settings`: [`settings::AuthSettings`], what the master sends a worker.
 //! - `capability`, `pattern`: the capability set and the room-pattern syntax they share.
 
 pub mod capability;
@@ -20,5 +21,6 @@ pub mod claims;
 pub mod expiry;
 pub mod pattern;
 pub mod permissions;
+pub mod settings;
 pub mod source;
 pub mod token;

@@ -18,13 +18,13 @@
 
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::claims::Identity;
 use super::token::{TokenError, Verifier};
 
 /// `--auth off|optional|required` as the configuration spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// No tokens: every connection is anonymous (today's behaviour).
@@ -34,6 +34,17 @@ pub enum AuthMode {
     Optional,
     /// Every connection needs a valid token.
     Required,
+}
+
+impl AuthMode {
+    /// How the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
 }
 
 impl FromStr for AuthMode {

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use super::claims::{Claims, ClaimsError};
 
 /// Clock skew allowed on `exp` and `nbf` unless configured otherwise.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(crate::ipc::defaults::AUTH_LEEWAY_SECS);
 
 /// Longest token accepted, in bytes: refused as malformed before any decoding work.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

@@ -58,6 +58,9 @@ close_causes! {
     RESTART = 1012, "service restart";
     /// The peer went silent past the ping timeout (1001 "going away").
     PING_TIMEOUT = 1001, "ping timeout";
+    /// The connection's token expired and no fresh one came within the grace period
+    /// (4001; 4000–4999 is the application's range, RFC 6455 §7.4.2).
+    TOKEN_EXPIRED = 4001, "token expired";
 }
 
 impl CloseCause {
@@ -342,7 +345,7 @@ mod tests {
 
     #[test]
     fn every_cause_is_found_by_its_code() {
-        assert_eq!(CloseCause::ALL.len(), 7);
+        assert_eq!(CloseCause::ALL.len(), 8);
         for c in CloseCause::ALL {
             assert_eq!(CloseCause::from_code(c.code), *c);
         }

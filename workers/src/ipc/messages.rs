@@ -4,11 +4,13 @@ use serde::{Deserialize, Serialize};
 
 use super::defaults;
 use super::latency::LatencyHistogram;
+use crate::auth::permissions::PermissionRules;
+use crate::auth::settings::AuthSettings;
 use crate::protocol::Since;
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +53,18 @@ pub struct WorkerSettings {
     pub inbound_bytes_per_sec: u64,
     /// Whether `/ws` clients may send `broadcast` (refused with `forbidden` when not).
     pub client_broadcast: bool,
+    /// Connection tokens: mode, key, checks and refresh grace.
+    pub auth: AuthSettings,
+    /// Who may join, publish, read history and see presence, by room pattern (from the
+    /// config file's `[[namespace]]` tables).
+    pub permissions: PermissionRules,
+    /// Connections one user (token `sub`) may hold on this worker; 0 = no limit.
+    pub max_connections_per_user: u32,
+    /// Connections one client IP may hold on this worker; 0 = no limit.
+    pub max_connections_per_ip: u32,
+    /// Upgrades one client IP may make per minute on this worker (burst of the same
+    /// size); 0 = no limit.
+    pub ip_connects_per_minute: u32,
 }
 
 impl Default for WorkerSettings {
@@ -67,6 +81,11 @@ impl Default for WorkerSettings {
             rate_limit_per_sec: defaults::RATE_LIMIT_PER_SEC,
             inbound_bytes_per_sec: defaults::INBOUND_BYTES_PER_SEC,
             client_broadcast: defaults::CLIENT_BROADCAST,
+            auth: AuthSettings::default(),
+            permissions: PermissionRules::default(),
+            max_connections_per_user: defaults::MAX_CONNECTIONS_PER_USER,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
+            ip_connects_per_minute: defaults::IP_CONNECTS_PER_MINUTE,
         }
     }
 }
@@ -97,11 +116,15 @@ macro_rules! with_counters {
             connections_total counter "total" "wsfleet_connections_accepted" "" ""
                 "WebSocket connections accepted.";
             rejected_full counter "" "wsfleet_connections_rejected" "reason" "full"
-                "WebSocket upgrades refused: full (max_connections, 503), draining (503), origin (403).";
+                "WebSocket upgrades refused: full (max_connections, 503), draining (503), origin (403), auth (401), limit (429).";
             rejected_draining counter "" "wsfleet_connections_rejected" "reason" "draining"
                 "Upgrades refused because the worker was draining (503).";
             rejected_origin counter "" "wsfleet_connections_rejected" "reason" "origin"
                 "Upgrades refused for a bad Origin (403).";
+            rejected_auth counter "" "wsfleet_connections_rejected" "reason" "auth"
+                "Upgrades refused for a missing or bad connection token (401).";
+            rejected_limit counter "" "wsfleet_connections_rejected" "reason" "limit"
+                "Upgrades refused by a per-user or per-IP limit (429).";
             messages_in counter "msg_in" "wsfleet_received_messages" "" ""
                 "WebSocket data messages received from clients.";
             messages_out counter "msg_out" "wsfleet_sent_messages" "" ""
@@ -328,7 +351,19 @@ pub enum ToMaster {
 impl super::Weighed for ToWorker {
     fn weight(&self) -> usize {
         let owned = match self {
-            Self::Start(s) => s.allowed_origins.iter().map(String::len).sum(),
+            Self::Start(s) => {
+                let strings = s.allowed_origins.iter().chain(&s.auth.audience);
+                strings
+                    .chain(&s.auth.issuer)
+                    .map(String::len)
+                    .sum::<usize>()
+                    + s.auth.key.0.len()
+                    + s.permissions
+                        .rules
+                        .iter()
+                        .map(|r| std::mem::size_of_val(r) + r.pattern.to_string().len())
+                        .sum::<usize>()
+            }
             Self::Joined { room, answer, .. } => {
                 room.len()
                     + match answer {

@@ -318,7 +318,7 @@ mod tests {
     fn classifies_every_server_frame() {
         let r = Refusal::new("x", "y");
         for (frame, kind) in [
-            (frames::welcome(1, "1.2.3"), Kind::Welcome),
+            (frames::welcome(1, "1.2.3", None), Kind::Welcome),
             (frames::membership("joined", "r"), Kind::Joined),
             (frames::membership("left", "r"), Kind::Left),
             (frames::room_message("r", 1, "1"), Kind::Message),

@@ -3,10 +3,12 @@
 
 use super::{Refusal, json_str};
 
-/// `{"type":"welcome","worker":SLOT,"id":ID}`
-pub fn welcome(slot: u32, id: &str) -> String {
+/// `{"type":"welcome","worker":SLOT,"id":ID}`, with `"user":SUB` for a connection that
+/// presented a token.
+pub fn welcome(slot: u32, id: &str, user: Option<&str>) -> String {
+    let user = user.map_or_else(String::new, |u| format!(r#","user":{}"#, json_str(u)));
     format!(
-        r#"{{"type":"welcome","worker":{slot},"id":{}}}"#,
+        r#"{{"type":"welcome","worker":{slot},"id":{}{user}}}"#,
         json_str(id)
     )
 }
@@ -118,7 +120,8 @@ mod tests {
     #[test]
     fn frames_are_valid_json() {
         for frame in [
-            welcome(1, "1.2.3"),
+            welcome(1, "1.2.3", None),
+            welcome(1, "1.2.3", Some("4\"2")),
             membership("joined", "a\"b"),
             ack("\"x\"", Some(4), None),
             ack("\"x\"", Some(4), Some("e1")),

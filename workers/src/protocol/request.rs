@@ -50,6 +50,12 @@ pub enum Request<'a> {
         /// Newest first.
         reverse: bool,
     },
+    /// Replace the connection's token with a fresh one for the same user (see the worker's
+    /// token expiry: `token_expiring`, then close 4001 unless refreshed).
+    Refresh {
+        /// The fresh JWT.
+        token: &'a str,
+    },
 }
 
 /// Most messages one `history` request may ask for; page with `since` for more.
@@ -86,6 +92,8 @@ struct Envelope<'a> {
     limit: Option<&'a RawValue>,
     #[serde(borrow, default)]
     reverse: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
 }
 
 /// A key that is present holds a value, even `null` (serde's `Option` would read `null`
@@ -150,7 +158,7 @@ fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
     let kind = env.kind.ok_or_else(|| {
         Refusal::new(
             "missing_field",
-            "missing \"type\" (join, leave, publish, broadcast or history)",
+            "missing \"type\" (join, leave, publish, broadcast, history or refresh)",
         )
     })?;
     let kind: Cow<'_, str> = serde_json::from_str(kind.get())
@@ -172,15 +180,30 @@ fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
             data: data(env)?,
         }),
         "broadcast" => Ok(Request::Broadcast { data: data(env)? }),
+        "refresh" => Ok(Request::Refresh {
+            token: token(env)?,
+        }),
         other => Err(Refusal {
             code: "unknown_type",
             message: format!(
-                "unknown request type {:?}; use join, leave, publish, broadcast or history",
+                "unknown request type {:?}; use join, leave, publish, broadcast, history or refresh",
                 truncate(other, 64)
             )
             .into(),
         }),
     }
+}
+
+/// `token`: a JWT is base64url and dots, so a plain JSON string without escapes.
+fn token<'a>(env: &Envelope<'a>) -> Result<&'a str, Refusal> {
+    let raw = env
+        .token
+        .ok_or_else(|| Refusal::new("missing_field", "missing \"token\" (the fresh JWT)"))?
+        .get();
+    raw.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .filter(|t| !t.is_empty() && !t.contains('\\'))
+        .ok_or_else(|| Refusal::new("invalid_field", "\"token\" must be the JWT as a string"))
 }
 
 fn room(env: &Envelope<'_>) -> Result<String, Refusal> {

@@ -1,14 +1,28 @@
 //! One `/ws` client: welcome, then requests in, frames out, until it goes; on the way out
 //! it leaves every room it was in. Joining and leaving are [`Rooms`]' business; the
-//! session parses, rate-limits and dispatches. (The connection's task is `conn::ConnTask`.)
+//! session parses, rate-limits, checks permissions and dispatches. (The connection's task
+//! is `conn::ConnTask`.)
+//!
+//! Who the client is ([`Identity`]) was decided at the upgrade: it is shown in `welcome`,
+//! its token's `rooms` are joined at once, every join, publish and history request is
+//! checked against the room permissions (`forbidden` error, the connection stays open),
+//! and a `refresh` replaces it with a fresh token's claims for the same user.
 
 use std::rc::Rc;
 
 use super::rooms::{HistoryRequest, Membership, Rooms};
+use crate::admission::Admitted;
+use crate::auth::capability::Capability;
+use crate::auth::claims::Identity;
+use crate::auth::expiry::{self, Expiry, RefreshError};
+use crate::auth::permissions::Decision;
 use crate::conn::{CloseCause, Conn, Handler, now_ms};
 use crate::counters;
+use crate::heartbeat::unix_now;
+use crate::http::Client;
 use crate::ipc::{ToMaster, WorkerSettings};
-use crate::protocol::{self, Refusal, Request};
+use crate::protocol::{self, Refusal, Request, Since};
+use crate::worker::Worker;
 
 /// One `/ws` client's state beyond the socket.
 pub(crate) struct Session {
@@ -20,21 +34,61 @@ pub(crate) struct Session {
     bytes_left: u64,
     /// When the buckets were last refilled ([`now_ms`]).
     refilled: u32,
+    /// Who the client is: every permission check asks; a refresh replaces it.
+    identity: Identity,
+    /// Its place in the per-user and per-IP connection counts, given back at the end.
+    _admitted: Option<Box<Admitted>>,
 }
 
 impl Session {
-    /// Greets a new client and starts its session.
-    pub fn start(rooms: &Rooms, conn: &Conn) -> Self {
+    /// Greets a new client, starts its token's expiry clock and joins its token's rooms.
+    pub fn start(rooms: &Rooms, conn: &Rc<Conn>, client: Client) -> Self {
         let worker = rooms.worker();
-        worker.reply_text(
-            conn,
-            &protocol::welcome(worker.slot, &worker.fleet_id(conn.id)),
-        );
-        Self {
+        let Client { identity, admitted } = client;
+        let connect_rooms = match &identity {
+            Identity::User(claims) => {
+                let clock = Expiry::new(claims, worker.settings.auth.grace());
+                worker.token_clocks.borrow_mut().insert(conn.id, clock);
+                claims.rooms.clone()
+            }
+            Identity::Anonymous => Vec::new(),
+        };
+        let mut session = Self {
             rooms: Membership::default(),
             tokens: worker.settings.rate_limit_per_sec as f32,
             bytes_left: worker.settings.inbound_bytes_per_sec,
             refilled: now_ms(),
+            identity,
+            _admitted: admitted,
+        };
+        let user = session.user().map(|(user, _info)| user);
+        let welcome = protocol::welcome(worker.slot, &worker.fleet_id(conn.id), user);
+        worker.reply_text(conn, &welcome);
+        for room in connect_rooms {
+            session.join(rooms, conn, room, None, None);
+        }
+        session
+    }
+
+    /// The connection's user id and its token's `info` (raw JSON text); None when
+    /// anonymous. What presence and the server API show beside the connection id.
+    pub fn user(&self) -> Option<(&str, Option<&str>)> {
+        match &self.identity {
+            Identity::User(claims) => Some((&claims.sub, claims.info.as_deref().map(|i| i.get()))),
+            Identity::Anonymous => None,
+        }
+    }
+
+    /// Whether this connection may use `cap` in `room`; the `forbidden` refusal if not.
+    pub fn permit(
+        &self,
+        settings: &WorkerSettings,
+        room: &str,
+        cap: Capability,
+    ) -> Result<(), Refusal> {
+        match settings.permissions.allowed(&self.identity, room, cap) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(denial) => Err(denial.refusal()),
         }
     }
 }
@@ -59,6 +113,9 @@ impl Handler for Session {
 
     fn on_end(&mut self, rooms: &Rooms, conn: &Rc<Conn>) {
         rooms.leave_all(&mut self.rooms, conn.id);
+        if let Identity::User(_) = self.identity {
+            rooms.worker().token_clocks.borrow_mut().remove(conn.id);
+        }
     }
 }
 
@@ -84,10 +141,11 @@ impl Session {
             Err(refusal) => return refuse(rooms, conn, &refusal, id),
         };
         match request {
-            Request::Join { room, since } => {
-                if let Err(refusal) = rooms.join(&mut self.rooms, conn, room, since, id) {
-                    refuse(rooms, conn, &refusal, id);
-                }
+            Request::Join { room, since } => self.join(rooms, conn, room, since, id),
+            Request::History { room, .. }
+                if let Err(refusal) = self.permit(&worker.settings, &room, Capability::History) =>
+            {
+                refuse(rooms, conn, &refusal, id);
             }
             Request::History {
                 room,
@@ -103,6 +161,11 @@ impl Session {
                 rooms.history(conn, room, page, id);
             }
             Request::Leave { room } => rooms.leave(&mut self.rooms, conn, &room, id),
+            Request::Publish { room, .. }
+                if let Err(refusal) = self.permit(&worker.settings, &room, Capability::Publish) =>
+            {
+                refuse(rooms, conn, &refusal, id);
+            }
             Request::Publish { room, data } => {
                 counters::add(&worker.counters.publishes, 1);
                 worker.send(ToMaster::Publish {
@@ -125,6 +188,68 @@ impl Session {
                     conn: conn.id,
                     ack: id.map(str::to_owned),
                 });
+            }
+            Request::Refresh { token } => self.refresh(worker, conn, token, id),
+        }
+    }
+
+    /// A join (a request, or one of the token's `rooms` at connect): the room's `join`
+    /// permission, and `history` too when it recovers from `since`.
+    fn join(
+        &mut self,
+        rooms: &Rooms,
+        conn: &Rc<Conn>,
+        room: String,
+        since: Option<Since>,
+        id: Option<&str>,
+    ) {
+        let settings = &rooms.worker().settings;
+        let permitted = self
+            .permit(settings, &room, Capability::Join)
+            .and_then(|()| match since {
+                Some(_) => self.permit(settings, &room, Capability::History),
+                None => Ok(()),
+            });
+        if let Err(refusal) =
+            permitted.and_then(|()| rooms.join(&mut self.rooms, conn, room, since, id))
+        {
+            refuse(rooms, conn, &refusal, id);
+        }
+    }
+
+    /// `{"type":"refresh","token":…}`: a fresh token for the same user restarts the
+    /// expiry clock (`refreshed`); anything else is refused (`refresh_refused`) and the
+    /// clock runs on; after the grace period the connection is closed with 4001.
+    fn refresh(&mut self, worker: &Worker, conn: &Conn, token: &str, id: Option<&str>) {
+        let result = match self.identity {
+            Identity::Anonymous => Err(RefreshError::Anonymous),
+            Identity::User(_) => worker
+                .auth
+                .identify(Some(token))
+                .map_err(RefreshError::Token)
+                .and_then(|fresh| {
+                    let Identity::User(claims) = fresh else {
+                        return Err(RefreshError::Anonymous);
+                    };
+                    let clocks = &mut worker.token_clocks.borrow_mut();
+                    let exp = clocks.refresh(conn.id, &claims, unix_now())?;
+                    self.identity = Identity::User(claims);
+                    Ok(exp)
+                }),
+        };
+        match result {
+            Ok(exp) => {
+                worker.reply_text(conn, &expiry::refreshed_frame(exp));
+                if let Some(id) = id {
+                    worker.reply_text(conn, &protocol::ack(id, None, None));
+                }
+            }
+            Err(e) => {
+                counters::add(&worker.counters.request_errors, 1);
+                worker.reply_text(conn, &protocol::error(&e.refusal(), id));
+                if e == RefreshError::TooLate {
+                    conn.close_with(CloseCause::TOKEN_EXPIRED);
+                }
             }
         }
     }

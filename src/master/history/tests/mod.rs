@@ -24,6 +24,7 @@ pub(super) fn namespaces() -> Namespaces {
         pattern: pattern.into(),
         history_size: Some(size),
         history_ttl: Some(TtlValue::Seconds(60.0)),
+        ..NamespaceSpec::default()
     };
     Namespaces::from_specs(defaults, &[spec("off:*", 0), spec("big:*", 1000)]).unwrap()
 }

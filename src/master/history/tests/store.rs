@@ -245,6 +245,7 @@ fn reconfigure_applies_new_limits_and_drops_rooms_turned_off() {
             pattern: "x".into(),
             history_size: Some(0),
             history_ttl: None,
+            ..NamespaceSpec::default()
         }],
     )
     .unwrap();
