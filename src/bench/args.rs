@@ -145,6 +145,11 @@ pub struct ChurnArgs {
     /// The room every attempt joins; `{i}` is replaced by the attempt's index.
     #[arg(long, default_value = "churn")]
     pub room: String,
+    /// Present a connection token: each attempt mints an HS256 JWT (`sub` = `bench-<i>`,
+    /// valid for an hour) with the secret in this file and passes it as `?token=`, to
+    /// measure the handshake's cost with a token (serve with `--auth` and the same key).
+    #[arg(long, value_name = "FILE")]
+    pub token_secret_file: Option<std::path::PathBuf>,
 }
 
 /// `wsfleet bench storm`.

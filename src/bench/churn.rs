@@ -1,7 +1,9 @@
 //! `bench churn`: at R attempts per second for S seconds, each attempt connects, joins a room,
 //! waits for `joined` and closes; counts successes and failures by kind (refused, reset,
 //! handshake, timeout, other). Attempts in flight are bounded by the open-files budget; an
-//! attempt that would exceed it is counted as `other` instead of being made.
+//! attempt that would exceed it is counted as `other` instead of being made. With
+//! `--token-secret-file` each attempt mints its own HS256 token and presents it, so the
+//! figures compare with and without the server verifying one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -47,8 +49,39 @@ impl Shared {
     }
 }
 
+/// What an attempt needs to mint its token.
+struct Minter {
+    /// The HS256 key.
+    key: jsonwebtoken::EncodingKey,
+}
+
+impl Minter {
+    /// Reads the secret file (trailing whitespace trimmed, as the server reads it).
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!("cannot read the token secret file {}: {e}", path.display())
+        })?;
+        let secret = bytes.trim_ascii_end();
+        let key = jsonwebtoken::EncodingKey::from_secret(secret)
+            .map_err(|e| anyhow::anyhow!("the token secret is unusable: {e}"))?;
+        Ok(Self { key })
+    }
+
+    /// A token for user `bench-<i>`, valid for an hour.
+    fn mint(&self, i: u64) -> Result<String, String> {
+        let exp = jsonwebtoken::get_current_timestamp() + 3600;
+        let claims = serde_json::json!({ "sub": format!("bench-{i}"), "exp": exp });
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &self.key)
+            .map_err(|e| format!("cannot mint a token: {e}"))
+    }
+}
+
 /// Runs the churn benchmark.
 pub async fn run(a: ChurnArgs, ctx: Ctx) -> anyhow::Result<()> {
+    let minter = match &a.token_secret_file {
+        Some(path) => Some(Arc::new(Minter::load(path)?)),
+        None => None,
+    };
     let cfg = connect::ws_config(4 << 10, 64 << 10);
     let timeout = ctx.common.timeout();
     let sh = Arc::new(Shared::default());
@@ -84,11 +117,22 @@ pub async fn run(a: ChurnArgs, ctx: Ctx) -> anyhow::Result<()> {
             continue;
         }
         sh.in_flight.fetch_add(1, Relaxed);
-        let (target, sh) = (target.clone(), sh.clone());
+        let (target, sh, minter) = (target.clone(), sh.clone(), minter.clone());
         let room = a.room.replace("{i}", &i.to_string());
         let idx = i as usize;
         set.spawn(async move {
-            let r = target.connect_joined(idx, cfg, &room, timeout).await;
+            let token = match minter.map(|m| m.mint(idx as u64)).transpose() {
+                Ok(token) => token,
+                Err(e) => {
+                    sh.first_error.note(&e);
+                    sh.fail(FailKind::Other);
+                    sh.in_flight.fetch_sub(1, Relaxed);
+                    return;
+                }
+            };
+            let r = target
+                .connect_joined_as(idx, cfg, &room, timeout, token.as_deref())
+                .await;
             match r {
                 Ok(ws) => {
                     sh.succeeded.fetch_add(1, Relaxed);
@@ -119,6 +163,7 @@ pub async fn run(a: ChurnArgs, ctx: Ctx) -> anyhow::Result<()> {
     let rep = ChurnReport {
         mode: "churn",
         rate: a.rate,
+        with_token: minter.is_some(),
         duration_s: round3(elapsed),
         attempted,
         succeeded: sh.succeeded.load(Relaxed),
@@ -136,12 +181,17 @@ pub async fn run(a: ChurnArgs, ctx: Ctx) -> anyhow::Result<()> {
             .map(|c| round3(report::ratio(c * 1e6, attempted as f64))),
     };
     let human = format!(
-        "churn         {} attempts/s for {} s ({:.2} s until the last finished)\n\
+        "churn         {} attempts/s for {} s ({:.2} s until the last finished){}\n\
          attempted     {}, succeeded {}, failed {}\n\
          failures      refused {}, reset {}, handshake {}, timeout {}, other {}\n{}{}{}",
         a.rate,
         a.duration,
         elapsed,
+        if minter.is_some() {
+            ", each with a token"
+        } else {
+            ""
+        },
         attempted,
         rep.succeeded,
         rep.failed,

@@ -117,7 +117,19 @@ impl Target {
         cfg: WebSocketConfig,
         timeout: Duration,
     ) -> Result<Ws, ConnError> {
-        match tokio::time::timeout(timeout, self.connect_inner(idx, cfg)).await {
+        self.connect_to(&self.url, idx, cfg, timeout).await
+    }
+
+    /// [`connect`](Self::connect) to `url` (the target's URL with something added, such
+    /// as a token).
+    async fn connect_to(
+        &self,
+        url: &str,
+        idx: usize,
+        cfg: WebSocketConfig,
+        timeout: Duration,
+    ) -> Result<Ws, ConnError> {
+        match tokio::time::timeout(timeout, self.connect_inner(url, idx, cfg)).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout),
         }
@@ -132,12 +144,37 @@ impl Target {
         room: &str,
         timeout: Duration,
     ) -> Result<Ws, ConnError> {
-        let mut ws = self.connect(idx, cfg, timeout).await?;
+        self.connect_joined_as(idx, cfg, room, timeout, None).await
+    }
+
+    /// [`connect_joined`](Self::connect_joined), presenting `token` (a JWT) as the
+    /// URL's `token` query parameter when given.
+    pub async fn connect_joined_as(
+        &self,
+        idx: usize,
+        cfg: WebSocketConfig,
+        room: &str,
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> Result<Ws, ConnError> {
+        let mut ws = match token {
+            Some(token) => {
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                let url = format!("{}{sep}token={token}", self.url);
+                self.connect_to(&url, idx, cfg, timeout).await?
+            }
+            None => self.connect(idx, cfg, timeout).await?,
+        };
         join(&mut ws, room, timeout).await?;
         Ok(ws)
     }
 
-    async fn connect_inner(&self, idx: usize, cfg: WebSocketConfig) -> Result<Ws, ConnError> {
+    async fn connect_inner(
+        &self,
+        url: &str,
+        idx: usize,
+        cfg: WebSocketConfig,
+    ) -> Result<Ws, ConnError> {
         let sock = if self.addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -153,10 +190,9 @@ impl Target {
         let stream = sock.connect(self.addr).await.map_err(ConnError::io)?;
         // One small message in flight per connection: Nagle would add delayed-ACK stalls.
         stream.set_nodelay(true).map_err(ConnError::io)?;
-        let (ws, _resp) =
-            tokio_tungstenite::client_async_with_config(self.url.as_str(), stream, Some(cfg))
-                .await
-                .map_err(ConnError::ws)?;
+        let (ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg))
+            .await
+            .map_err(ConnError::ws)?;
         Ok(ws)
     }
 }

@@ -223,6 +223,8 @@ pub struct ChurnReport {
     pub mode: &'static str,
     /// Attempts per second asked for.
     pub rate: f64,
+    /// Whether every attempt presented a freshly minted token (`--token-secret-file`).
+    pub with_token: bool,
     /// Seconds from the first attempt until the last one finished.
     pub duration_s: f64,
     /// Attempts started.
@@ -372,6 +374,7 @@ mod tests {
         let c = ChurnReport {
             mode: "churn",
             rate: 1.0,
+            with_token: false,
             duration_s: 1.0,
             attempted: 1,
             succeeded: 1,
