@@ -27,7 +27,6 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::admission::Admitted;
 use crate::auth::claims::Identity;
-use crate::auth::source::token_from_request;
 use crate::conn::{ConnTask, Driver};
 use crate::pubsub::{rooms::Rooms, session::Session};
 use crate::worker::{Refused, Worker};
@@ -258,7 +257,7 @@ fn upgrade(
         }
     }
     let accept = derive_accept_key(key.as_bytes());
-    let identity = match token_from_request(&req).and_then(|t| worker.auth.identify(t.as_deref())) {
+    let identity = match worker.auth.identify_request(&req) {
         Ok(identity) => identity,
         Err(e) => {
             crate::counters::add(&worker.counters.rejected_auth, 1);

@@ -83,6 +83,15 @@ impl Auth {
         };
         Ok(Identity::User(Box::new(verifier.verify(token)?)))
     }
+
+    /// Who the client of an upgrade request is. With `off` the request is not even looked
+    /// at, so a stray or empty `?token=` cannot refuse anyone.
+    pub fn identify_request<B>(&self, request: &hyper::Request<B>) -> Result<Identity, TokenError> {
+        if let Self::Off = self {
+            return Ok(Identity::Anonymous);
+        }
+        self.identify(token_from_request(request)?.as_deref())
+    }
 }
 
 /// The token of an upgrade request: its `Authorization` header, else its query's `token`.
@@ -211,6 +220,24 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(token_from_request(&req), Ok(Some("q.q.q".into())));
+    }
+
+    #[test]
+    fn off_never_reads_the_request() {
+        let req = hyper::Request::builder()
+            .uri("/ws?token=&token=")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            Auth::Off.identify_request(&req),
+            Ok(Identity::Anonymous)
+        ));
+        assert_eq!(
+            Auth::Optional(verifier())
+                .identify_request(&req)
+                .unwrap_err(),
+            TokenError::Malformed
+        );
     }
 
     #[test]
