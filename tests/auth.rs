@@ -57,7 +57,7 @@ impl Setup {
 /// What the server answered an upgrade: 101's welcome, or the refusal's status and
 /// reason headers.
 enum Upgrade {
-    Welcome(Ws, Value),
+    Welcome(Box<Ws>, Value),
     Refused {
         status: u16,
         auth_error: Option<String>,
@@ -84,7 +84,7 @@ async fn open(fleet: &Fleet, token: Option<&str>, bearer: bool) -> Upgrade {
         Ok((mut ws, _)) => {
             let welcome = recv(&mut ws).await;
             assert_eq!(welcome["type"], "welcome", "{welcome}");
-            Upgrade::Welcome(ws, welcome)
+            Upgrade::Welcome(Box::new(ws), welcome)
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
             let header = |name: &str| {
@@ -107,7 +107,7 @@ async fn open(fleet: &Fleet, token: Option<&str>, bearer: bool) -> Upgrade {
 /// A client that must be welcomed; its welcome's `user` (Null when anonymous).
 async fn welcomed(fleet: &Fleet, token: Option<&str>) -> (Ws, Value) {
     match open(fleet, token, false).await {
-        Upgrade::Welcome(ws, welcome) => (ws, welcome["user"].clone()),
+        Upgrade::Welcome(ws, welcome) => (*ws, welcome["user"].clone()),
         Upgrade::Refused {
             status, auth_error, ..
         } => panic!("refused: {status} {auth_error:?}"),
@@ -428,7 +428,7 @@ async fn the_tokens_rooms_are_joined_on_connect_as_permissions_allow() {
 async fn limit_outcome(fleet: &Fleet, token: Option<&str>, keep: &mut Vec<Ws>) -> String {
     match open(fleet, token, false).await {
         Upgrade::Welcome(ws, _) => {
-            keep.push(ws);
+            keep.push(*ws);
             "101".to_owned()
         }
         Upgrade::Refused { status, limit, .. } => format!("{status} {}", limit.unwrap_or_default()),

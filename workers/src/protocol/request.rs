@@ -310,6 +310,21 @@ mod tests {
     }
 
     #[test]
+    fn refresh_takes_the_token_as_a_plain_string() {
+        assert_eq!(
+            parse(r#"{"type":"refresh","token":"a.b.c","id":3}"#),
+            (Some("3"), Ok(Request::Refresh { token: "a.b.c" }))
+        );
+        let code = |s: &str| parse(s).1.unwrap_err().code;
+        assert_eq!(code(r#"{"type":"refresh"}"#), "missing_field");
+        assert_eq!(code(r#"{"type":"refresh","token":null}"#), "missing_field");
+        for bad in [r#""""#, "42", r#""a\"b""#, r#""a\u002eb""#] {
+            let text = format!(r#"{{"type":"refresh","token":{bad}}}"#);
+            assert_eq!(code(&text), "invalid_field", "{text}");
+        }
+    }
+
+    #[test]
     fn refuses_bad_input_with_codes() {
         let code = |s: &str| parse(s).1.unwrap_err().code;
         assert_eq!(code("{nope"), "bad_json");

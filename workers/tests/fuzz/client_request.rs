@@ -64,13 +64,16 @@ proptest! {
             Ok(Request::Broadcast { data }) => {
                 prop_assert!(serde_json::from_str::<Value>(data).is_ok(), "data {data:?}");
             }
+            Ok(Request::Refresh { token }) => {
+                prop_assert!(!token.is_empty() && !token.contains(['"', '\\']), "token {token:?}");
+            }
             Err(refusal) => prop_assert!(!refusal.message.is_empty()),
         }
     }
 
     #[test]
     fn arbitrary_bytes_in_a_request_shape_never_panic(
-        kind in prop_oneof![Just("join"), Just("leave"), Just("publish"), Just("broadcast")],
+        kind in prop_oneof![Just("join"), Just("leave"), Just("publish"), Just("broadcast"), Just("refresh")],
         junk in "[\\[\\]{}\",:\\\\u0-9a-fA-FdD ]{0,80}",
     ) {
         let _ = parse(&format!(r#"{{"type":"{kind}","room":"r","data":{junk}}}"#));
