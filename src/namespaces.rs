@@ -348,6 +348,48 @@ mod tests {
     }
 
     #[test]
+    fn permissions_follow_the_namespaces_and_a_silent_one_stays_open() {
+        use wsfleet_worker::auth::capability::Capability;
+        let ns = parse(
+            r#"
+            [[namespace]]
+            pattern = "dm:*"
+            authenticated = ["join", "publish"]
+            user_limited = true
+            [[namespace]]
+            pattern = "live:*"
+            history_size = 1
+            [[namespace]]
+            pattern = "*"
+            anonymous = ["join"]
+            granted = ["publish"]
+            "#,
+        )
+        .unwrap();
+        let rules = ns.permissions().rules;
+        assert_eq!(rules.len(), 3, "one rule per namespace, in file order");
+        assert_eq!(rules[0].pattern.to_string(), "dm:*");
+        assert!(rules[0].user_limited && rules[0].anonymous == Capabilities::NONE);
+        assert!(rules[0].authenticated.contains(Capability::Publish));
+        assert_eq!(
+            rules[1].anonymous,
+            Capabilities::ALL,
+            "no permission keys: open"
+        );
+        assert!(!rules[1].user_limited);
+        assert!(rules[2].anonymous.contains(Capability::Join));
+        assert!(!rules[2].anonymous.contains(Capability::Publish));
+        assert!(rules[2].granted.contains(Capability::Publish));
+
+        let err = parse("[[namespace]]\npattern = \"a\"\nanonymous = [\"fly\"]\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("namespace[0]") && text.contains("fly"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn first_match_wins_and_unset_keys_inherit_defaults() {
         let ns = parse(
             r#"
