@@ -58,6 +58,9 @@ close_causes! {
     RESTART = 1012, "service restart";
     /// The peer went silent past the ping timeout (1001 "going away").
     PING_TIMEOUT = 1001, "ping timeout";
+    /// The application's backend closed it through the server API (its default code; the
+    /// API may pick another 4xxx code, sent without a reason).
+    DISCONNECTED = 4000, "disconnected by the server";
 }
 
 impl CloseCause {
@@ -259,6 +262,12 @@ impl Conn {
             0 => None,
             code => Some(CloseCause::from_code(code)),
         }
+    }
+
+    /// The user id of the connection's token, once connection tokens are wired in; a
+    /// connection without one (every connection today) is anonymous.
+    pub fn user(&self) -> Option<&str> {
+        None
     }
 
     /// Records that the client just sent something.
