@@ -53,6 +53,8 @@ pub struct Fleet {
     /// The admin listener's address (`--admin 127.0.0.1:0` unless a test chose otherwise),
     /// from the ready line; None with `--admin off`.
     pub admin: Option<String>,
+    /// The server API's address (`--api`), from the ready line; None when it is off.
+    pub api: Option<String>,
     pub control: PathBuf,
     pub stderr_log: PathBuf,
     pub stdout_rx: mpsc::Receiver<String>,
@@ -150,6 +152,7 @@ impl Fleet {
             dir,
             addr: String::new(),
             admin: None,
+            api: None,
             control: run_dir.join("control.sock"),
             stderr_log,
             stdout_rx: rx,
@@ -166,6 +169,11 @@ impl Fleet {
         fleet.admin = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("admin="))
+            .filter(|a| *a != "off")
+            .map(str::to_owned);
+        fleet.api = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("api="))
             .filter(|a| *a != "off")
             .map(str::to_owned);
         Ok(fleet)
