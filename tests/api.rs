@@ -397,3 +397,65 @@ async fn disconnect_closes_the_named_connection_on_its_worker_and_no_other() {
     assert_eq!(answer["disconnected"], 1);
     assert_eq!(close_code(&mut a).await, Some(4000), "the default code");
 }
+
+#[test]
+fn bench_api_publishes_through_the_api_and_every_subscriber_gets_everything() {
+    let (fleet, keys) = fleet(&[]);
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "api", "--url", &fleet.url("/ws")])
+        .args(["--api", fleet.api.as_deref().unwrap()])
+        .arg("--api-key-file")
+        .arg(keys.0.join("api.key"))
+        .args([
+            "--subs",
+            "6",
+            "--conns",
+            "2",
+            "--batch",
+            "3",
+            "--duration",
+            "0.5",
+            "--json",
+        ])
+        .output()
+        .expect("run bench api");
+    assert!(
+        out.status.success(),
+        "bench api failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(report["mode"], "api");
+    assert_eq!(report["errors"], 0, "{report}");
+    let publishes = report["publishes"].as_u64().unwrap();
+    assert!(publishes > 0 && publishes % 3 == 0, "{report}");
+    assert_eq!(report["requests"].as_u64().unwrap() * 3, publishes);
+    assert_eq!(
+        report["deliveries"].as_u64(),
+        Some(publishes * 6),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_api_answers_503_once_the_fleet_stops_serving() {
+    let (fleet, _keys) = fleet(&["--drain-timeout", "5"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // A client keeps the draining worker (and so the stopping master) alive.
+        let (_ws, _, _) = client(&fleet).await;
+        fleet.signal(nix::sys::signal::Signal::SIGTERM);
+        let limit = std::time::Instant::now() + T;
+        loop {
+            let body = json!({"room": "r", "data": 1}).to_string();
+            let (status, answer) = request(&fleet, "POST", "/api/publish", Some(KEY), &body).await;
+            if status == 503 {
+                assert_eq!(answer["error"]["code"], "not_serving");
+                break;
+            }
+            assert_eq!(status, 200, "{answer}");
+            assert!(std::time::Instant::now() < limit, "no 503 while stopping");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+}
