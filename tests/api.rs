@@ -52,15 +52,7 @@ async fn request(
     let out = tokio::time::timeout(T, exchange)
         .await
         .expect("API answer timed out");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
+    let (status, body) = http_answer(&out);
     let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
     (status, json)
 }

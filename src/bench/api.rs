@@ -19,7 +19,7 @@ use wsfleet_worker::protocol::client;
 
 use super::args_api::ApiArgs;
 use super::report::{self, Hist, Pcts, round3};
-use super::{Ctx, FirstError, close_ws, connect, cpu, wait_attempts, wait_for};
+use super::{Ctx, FirstError, close_ws, connect, cpu, open_subscriber, wait_attempts, wait_for};
 
 /// Counters shared by the subscribers, the HTTP connections and the coordinator.
 #[derive(Default)]
@@ -104,16 +104,19 @@ pub async fn run(a: ApiArgs, ctx: Ctx) -> anyhow::Result<()> {
             a.room.clone(),
         );
         subs.spawn(async move {
-            let permit = opener.slot(i).await;
-            let r = target.connect_joined(i + 1, cfg, &room, timeout).await;
-            drop(permit);
-            let mut ws = match r {
-                Ok(ws) => ws,
-                Err(e) => {
-                    sh.first_error.note(format_args!("subscriber: {e}"));
-                    sh.failed.fetch_add(1, Relaxed);
-                    return;
-                }
+            let Some(mut ws) = open_subscriber(
+                &target,
+                &opener,
+                i,
+                cfg,
+                &room,
+                timeout,
+                &sh.first_error,
+                &sh.failed,
+            )
+            .await
+            else {
+                return;
             };
             sh.joined.fetch_add(1, Relaxed);
             loop {

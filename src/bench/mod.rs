@@ -147,6 +147,32 @@ impl FirstError {
     }
 }
 
+/// Opens subscriber `i` (paced by `opener`) joined to `room`; a failure is noted in
+/// `first_error` and counted in `failed`.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_subscriber(
+    target: &connect::Target,
+    opener: &connect::Opener,
+    i: usize,
+    cfg: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+    room: &str,
+    timeout: Duration,
+    first_error: &FirstError,
+    failed: &AtomicU64,
+) -> Option<connect::Ws> {
+    let permit = opener.slot(i).await;
+    let r = target.connect_joined(i + 1, cfg, room, timeout).await;
+    drop(permit);
+    match r {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            first_error.note(format_args!("subscriber: {e}"));
+            failed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
 /// Closes a connection politely: close frame, then wait up to a second for the server's.
 pub async fn close_ws(mut ws: connect::Ws) {
     use futures_util::StreamExt;

@@ -411,6 +411,20 @@ pub async fn clients_on_two_workers(fleet: &Fleet) -> ((Ws, u64, String), (Ws, u
     panic!("200 connections all landed on worker {}", a.1);
 }
 
+/// The status and body of a raw HTTP/1.1 answer read to its end.
+pub fn http_answer(out: &str) -> (u16, &str) {
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// A valid `/ws` upgrade request, for tests that speak raw bytes after it.
 pub fn upgrade_request(host: &str) -> String {
     format!(
