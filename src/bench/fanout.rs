@@ -92,7 +92,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         );
         let mut batch = latency.batch();
         subs.spawn(async move {
-            let Some(mut ws) = open_subscriber(
+            let mut ws = open_subscriber(
                 &target,
                 &opener,
                 i,
@@ -102,10 +102,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
                 &sh.first_error,
                 &sh.failed,
             )
-            .await
-            else {
-                return None;
-            };
+            .await?;
             sh.joined.fetch_add(1, Relaxed);
             let mut seen = SeqTracker::default();
             let mut server_seq = ServerSeqTracker::default();
