@@ -351,11 +351,12 @@ mod tests {
 
     #[test]
     fn every_cause_is_found_by_its_code() {
-        assert_eq!(CloseCause::ALL.len(), 7);
+        assert_eq!(CloseCause::ALL.len(), 8);
         for c in CloseCause::ALL {
             assert_eq!(CloseCause::from_code(c.code), *c);
         }
-        assert_eq!(CloseCause::from_code(4000).reason, "");
+        assert_eq!(CloseCause::from_code(4999).reason, "");
+        assert_eq!(CloseCause::from_code(4000), CloseCause::DISCONNECTED);
     }
 
     #[test]
