@@ -160,6 +160,18 @@ pub struct ServeArgs {
     /// port 0 picks a free port, shown in the ready line.
     #[arg(long, env = "WSFLEET_ADMIN", value_name = "ADDR|off", value_parser = admin_addr)]
     pub admin: Option<AdminAddr>,
+    /// Address of the master's server API (HTTP, JSON; for the application's backend), or
+    /// `off`; port 0 picks a free port, shown in the ready line. Needs a key: the first line
+    /// of --api-key-file, or WSFLEET_API_KEY.
+    #[arg(long, env = "WSFLEET_API", value_name = "ADDR|off", value_parser = admin_addr)]
+    pub api: Option<AdminAddr>,
+    /// File whose first line is the server API's key (never a flag value, which `ps`
+    /// shows); the environment variable WSFLEET_API_KEY may hold the key itself instead.
+    #[arg(long, env = "WSFLEET_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Largest server API request body in bytes; larger ones get 413.
+    #[arg(long, env = "WSFLEET_API_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub api_max_body_bytes: Option<usize>,
     /// Messages each room keeps for reconnecting clients (0 = history off); `[[namespace]]`
     /// tables in the config file override it per room-name pattern.
     #[arg(long, env = "WSFLEET_HISTORY_SIZE", value_name = "N")]
@@ -237,10 +249,10 @@ pub fn algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()
 }
 
-/// Where the admin listener binds, or that there is none.
+/// Where the admin listener (or the server API) binds, or that there is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminAddr {
-    /// No admin listener.
+    /// No listener.
     Off,
     /// Listen on this address.
     At(SocketAddr),

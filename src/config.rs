@@ -57,11 +57,40 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The admin HTTP listener's address (None: off). Read at start only.
     pub admin: Option<SocketAddr>,
+    /// The server API (None: off). Read at start only.
+    pub api: Option<ApiSettings>,
     /// What the workers get in `Start`.
     pub worker: WorkerSettings,
     /// Room history: per-room options and the master-wide limits.
     pub history: HistorySettings,
 }
+
+/// The server API's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The key every request must carry.
+    pub key: ApiKey,
+    /// Largest request body (413 past it).
+    pub max_body_bytes: usize,
+}
+
+/// The server API's key; `Debug` does not show it, so settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
+}
+
+/// The environment variable that may hold the server API's key itself.
+pub const API_KEY_ENV: &str = "WSFLEET_API_KEY";
+
+/// Shortest API key accepted: anything shorter is guessable.
+pub const MIN_API_KEY_BYTES: usize = 16;
 
 /// The master's history settings (re-read on reload like the rest).
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +157,9 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub admin: Option<String>,
+    pub api: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub api_max_body_bytes: Option<usize>,
     pub history_size: Option<usize>,
     pub history_ttl: Option<f64>,
     pub history_budget_bytes: Option<usize>,
@@ -199,6 +231,7 @@ impl Settings {
         let file = FileConfig::load(args.config.as_deref())?;
         let history = history_settings(args, &file)?;
         let auth = crate::auth_config::resolve(args, &file)?;
+        let api = api_settings(args, &file, |name| std::env::var(name).ok())?;
         let d = WorkerSettings::default();
         let ms = |d: Duration| d.as_millis() as u64;
         let run_dir = args
@@ -334,6 +367,7 @@ impl Settings {
             )));
         }
         Ok(Self {
+            api,
             admin: match admin {
                 AdminAddr::Off => None,
                 AdminAddr::At(a) => Some(a),
@@ -376,6 +410,62 @@ impl Settings {
             history,
         })
     }
+}
+
+/// The server API's address (flag over environment over file; off by default) and, when
+/// it is on, its key: the first line of `api_key_file`, else `WSFLEET_API_KEY` (read
+/// through `env`).
+fn api_settings(
+    args: &ServeArgs,
+    file: &FileConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<ApiSettings>, ConfigError> {
+    let addr = match (args.api, &file.api) {
+        (Some(a), _) => a,
+        (None, Some(text)) => crate::cli::admin_addr(text)
+            .map_err(|e| ConfigError::Invalid(format!("api = {text:?}: {e}")))?,
+        (None, None) => defaults::API.map_or(AdminAddr::Off, AdminAddr::At),
+    };
+    let AdminAddr::At(addr) = addr else {
+        return Ok(None);
+    };
+    let key = match args.api_key_file.clone().or(file.api_key_file.clone()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "cannot read the server API key file {}: {e}; write the key on its first line",
+                    path.display()
+                ))
+            })?;
+            text.lines().next().unwrap_or("").trim().to_owned()
+        }
+        None => env(API_KEY_ENV).unwrap_or_default().trim().to_owned(),
+    };
+    if key.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "--api {addr} needs a key: write it on the first line of a file given with --api-key-file (WSFLEET_API_KEY_FILE, `api_key_file`), or put it in {API_KEY_ENV}; generate one with `openssl rand -hex 32`"
+        )));
+    }
+    if key.len() < MIN_API_KEY_BYTES {
+        return Err(ConfigError::Invalid(format!(
+            "the server API key is {} bytes; use at least {MIN_API_KEY_BYTES} (e.g. `openssl rand -hex 32`)",
+            key.len()
+        )));
+    }
+    let max_body_bytes = args
+        .api_max_body_bytes
+        .or(file.api_max_body_bytes)
+        .unwrap_or(defaults::API_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        return Err(ConfigError::Invalid(format!(
+            "api_max_body_bytes = {max_body_bytes}: use at least 1024"
+        )));
+    }
+    Ok(Some(ApiSettings {
+        addr,
+        key: ApiKey(key),
+        max_body_bytes,
+    }))
 }
 
 /// The global history defaults (flags over environment over file over [`defaults`]) and
@@ -541,6 +631,43 @@ mod tests {
     }
 
     #[test]
+    fn the_api_is_off_by_default_and_needs_a_long_enough_key_from_a_file_or_the_environment() {
+        let none = |_: &str| None;
+        let file = FileConfig::default();
+        assert_eq!(
+            api_settings(&ServeArgs::default(), &file, none).unwrap(),
+            None
+        );
+        let on = ServeArgs {
+            api: Some(AdminAddr::At("127.0.0.1:0".parse().unwrap())),
+            ..Default::default()
+        };
+        let err = api_settings(&on, &file, none).unwrap_err().to_string();
+        assert!(
+            err.contains("needs a key") && err.contains(API_KEY_ENV),
+            "{err}"
+        );
+        let short = |_: &str| Some("abc".to_owned());
+        let err = api_settings(&on, &file, short).unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        let env = |_: &str| Some(" 0123456789abcdef0123\n".to_owned());
+        let api = api_settings(&on, &file, env).unwrap().unwrap();
+        assert_eq!(api.key.0, "0123456789abcdef0123");
+        assert_eq!(api.max_body_bytes, defaults::API_MAX_BODY_BYTES);
+        assert!(!format!("{api:?}").contains("0123"), "Debug hides the key");
+        let (_d, key_file) = write("fedcba9876543210fedcba\nignored\n");
+        let from_file = ServeArgs {
+            api_key_file: Some(key_file),
+            ..on.clone()
+        };
+        let api = api_settings(&from_file, &file, env).unwrap().unwrap();
+        assert_eq!(
+            api.key.0, "fedcba9876543210fedcba",
+            "the file wins over the variable"
+        );
+    }
+
+    #[test]
     fn admin_defaults_to_loopback_9090_and_can_be_off() {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
@@ -625,9 +752,9 @@ mod tests {
             let key = long.replace('-', "_");
             let value = match key.as_str() {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
-                "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
+                "run_dir" | "control" | "log_level" | "api_key_file" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "admin" | "client_broadcast" | "auth" => "\"off\"".to_owned(),
+                "admin" | "api" | "client_broadcast" | "auth" => "\"off\"".to_owned(),
                 "auth_algorithm" | "auth_key_file" | "auth_secret_env" => "\"x\"".to_owned(),
                 "allowed_origins" | "auth_audience" | "auth_issuer" => "[\"https://a\"]".to_owned(),
                 _ => "1".to_owned(),

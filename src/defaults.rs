@@ -37,6 +37,16 @@ pub const LOG_LEVEL: &str = "info";
 pub const LOG_FORMAT: LogFormat = LogFormat::Text;
 /// The admin listener's address.
 pub const ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
+/// The server API's address: off (it needs a key, which has no default).
+pub const API: Option<SocketAddr> = None;
+/// Largest server API request body: 1 MiB holds a batch of a thousand 1 KiB publishes.
+pub const API_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long the server API remembers a publish's idempotency key (and its answer): long
+/// enough for a backend's retries with backoff, short enough to stay small.
+pub const API_IDEMPOTENCY_TTL: Duration = Duration::from_secs(5 * 60);
+/// Most idempotency keys remembered at once (past it the oldest is forgotten first): at
+/// ~150 B each, 100,000 keys are ~15 MiB at most.
+pub const API_IDEMPOTENCY_KEYS: usize = 100_000;
 
 // Room history. A chat user expects a reconnect to show what was missed, so history is
 // **on** by default:
@@ -96,6 +106,11 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("log_level", LOG_LEVEL.to_owned()),
         ("log_format", format),
         ("admin", ADMIN.to_string()),
+        (
+            "api",
+            API.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        ),
+        ("api_max_body_bytes", API_MAX_BODY_BYTES.to_string()),
         ("history_size", HISTORY_SIZE.to_string()),
         ("history_ttl", HISTORY_TTL.as_secs_f64().to_string()),
         ("history_budget_bytes", BUDGET_BYTES.to_string()),

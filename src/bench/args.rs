@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use super::args_api::ApiArgs;
 pub use super::args_rooms::{JoinArgs, RoomsArgs};
 
 /// Options of `wsfleet bench`.
@@ -31,6 +32,9 @@ pub enum Mode {
     Rooms(RoomsArgs),
     /// One big room: N clients join the same room; joins/s, then server memory per connection.
     Join(JoinArgs),
+    /// Server API publishes: HTTP requests to `--api` into one room with N WebSocket
+    /// subscribers; requests/s, publishes/s, request latency, deliveries/s.
+    Api(ApiArgs),
 }
 
 /// Options every mode shares.
@@ -352,6 +356,7 @@ impl Mode {
             Mode::Storm(a) => &a.common,
             Mode::Rooms(a) => &a.common,
             Mode::Join(a) => &a.common,
+            Mode::Api(a) => &a.common,
         }
     }
 
@@ -397,6 +402,7 @@ impl Mode {
             }
             Mode::Rooms(a) => a.validate()?,
             Mode::Join(a) => a.validate()?,
+            Mode::Api(a) => a.validate()?,
         }
         Ok(())
     }

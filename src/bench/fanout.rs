@@ -22,7 +22,9 @@ use super::delivery::{self, DeliveryReport, Measured, Tally};
 use super::report::{self, FanoutReport, Hist};
 use super::seq::{SeqTotals, SeqTracker, ServerSeqTracker};
 use super::window::Window;
-use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wait_for, wire};
+use super::{
+    Ctx, FirstError, close_ws, cpu, open_subscriber, progress, wait_attempts, wait_for, wire,
+};
 
 /// A window with no completion for this long is abandoned.
 const STALL: Duration = Duration::from_secs(1);
@@ -90,17 +92,17 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         );
         let mut batch = latency.batch();
         subs.spawn(async move {
-            let permit = opener.slot(i).await;
-            let r = target.connect_joined(i + 1, sub_cfg, &room, timeout).await;
-            drop(permit);
-            let mut ws = match r {
-                Ok(ws) => ws,
-                Err(e) => {
-                    sh.first_error.note(format_args!("subscriber: {e}"));
-                    sh.failed.fetch_add(1, Relaxed);
-                    return None;
-                }
-            };
+            let mut ws = open_subscriber(
+                &target,
+                &opener,
+                i,
+                sub_cfg,
+                &room,
+                timeout,
+                &sh.first_error,
+                &sh.failed,
+            )
+            .await?;
             sh.joined.fetch_add(1, Relaxed);
             let mut seen = SeqTracker::default();
             let mut server_seq = ServerSeqTracker::default();

@@ -6,11 +6,14 @@
 //! - `args`: flags and validation. `connect`: target URL, sockets, pacing, failure classes.
 //! - `wire`: the protocol frames it sends and parses. `seq`, `window`: fan-out accounting.
 //! - `echo`, `fanout`, `idle`, `churn`, `storm` (reconnect storm with history), `rooms`,
-//!   `join`: the modes (`args_rooms` and `rooms_report`: the flags and JSON of the last two).
+//!   `join`, `api` (HTTP publishes through the server API): the modes (`args_rooms`,
+//!   `rooms_report` and `args_api`: the flags and JSON of the last three).
 //!   `report`: histograms and output.
 //! - `cpu`: /proc and getrusage sampling. `progress`: the live line on stderr.
 
+mod api;
 mod args;
+mod args_api;
 mod args_rooms;
 mod churn;
 mod connect;
@@ -83,6 +86,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Mode::Storm(a) => storm::run(a, ctx).await,
             Mode::Rooms(a) => rooms::run(a, ctx).await,
             Mode::Join(a) => join::run(a, ctx).await,
+            Mode::Api(a) => api::run(a, ctx).await,
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -140,6 +144,32 @@ impl FirstError {
         self.get()
             .map(|e| format!("first error   {e}\n"))
             .unwrap_or_default()
+    }
+}
+
+/// Opens subscriber `i` (paced by `opener`) joined to `room`; a failure is noted in
+/// `first_error` and counted in `failed`.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_subscriber(
+    target: &connect::Target,
+    opener: &connect::Opener,
+    i: usize,
+    cfg: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+    room: &str,
+    timeout: Duration,
+    first_error: &FirstError,
+    failed: &AtomicU64,
+) -> Option<connect::Ws> {
+    let permit = opener.slot(i).await;
+    let r = target.connect_joined(i + 1, cfg, room, timeout).await;
+    drop(permit);
+    match r {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            first_error.note(format_args!("subscriber: {e}"));
+            failed.fetch_add(1, Relaxed);
+            None
+        }
     }
 }
 

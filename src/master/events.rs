@@ -4,6 +4,7 @@
 use tokio::sync::oneshot;
 use wsfleet_worker::ipc::{ToMaster, WorkerCounters};
 
+use super::api::calls::Call;
 use super::relay::WorkerKey;
 use super::view::{Answers, FleetView};
 use crate::control_api::ReloadReport;
@@ -35,6 +36,8 @@ pub enum Request {
     },
     /// A rolling restart, answered when it is over.
     Reload(oneshot::Sender<ReloadReport>),
+    /// A server API call.
+    Api(Call),
 }
 
 /// One thing that happened.

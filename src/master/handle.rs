@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::api::calls::{Call, NotServing, Reply};
 use super::events::{Event, MasterCmd, Request};
 use super::view::{Answers, FleetView};
 use crate::control_api::Counters;
@@ -37,6 +38,13 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.events.send(Event::Request(req(tx))).ok()?;
         rx.await.ok()
+    }
+
+    /// A server API call; a master that is exiting is not serving.
+    pub async fn api<T>(&self, call: impl FnOnce(Reply<T>) -> Call) -> Result<T, NotServing> {
+        self.ask(|reply| Request::Api(call(reply)))
+            .await
+            .unwrap_or(Err(NotServing))
     }
 
     /// A rolling restart, answered when it is over.

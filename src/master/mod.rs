@@ -4,7 +4,7 @@
 //! One event loop owns the fleet: [`supervisor::Supervisor`] holds the state by value
 //! and handles one [`events::Event`] at a time. Everything else only sends it events —
 //! the worker link tasks (`link`), the signal thread (`signals`), the control socket
-//! (`control`) and the admin listener (`admin`) through a [`handle::Handle`] — and the
+//! (`control`), the admin listener (`admin`) and the server API (`api`) through a [`handle::Handle`] — and the
 //! driver here feeds it those events and timer ticks until its phase is `Stopped`.
 //!
 //! Lifecycle: `Starting` (sockets bound, workers spawned, waiting for every slot to be
@@ -12,6 +12,7 @@
 //! kill, wait for every worker) → `Stopped` (remove the socket files, exit).
 
 mod admin;
+mod api;
 mod backoff;
 mod control;
 mod events;
@@ -64,6 +65,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let run_dir = rundir::RunDir::claim(&settings.run_dir, &settings.control)?;
     let sockets = listeners::bind(settings.listen, settings.workers, settings.backlog)?;
     let admin = settings.admin.map(admin::bind).transpose()?;
+    let api = settings
+        .api
+        .as_ref()
+        .map(|a| api::bind(a.addr))
+        .transpose()?;
     let listen = sockets[0]
         .local_addr()
         .ok()
@@ -77,7 +83,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The loop runs as a local task like the link and control tasks, so the LocalSet
     // schedules them all alike.
     let result = LocalSet::new().block_on(&runtime, async move {
-        tokio::task::spawn_local(serve(settings, args, exe, sockets, listen, admin))
+        tokio::task::spawn_local(serve(settings, args, exe, sockets, listen, admin, api))
             .await
             .context("the master's loop panicked")?
     });
@@ -92,6 +98,7 @@ async fn serve(
     sockets: Vec<socket2::Socket>,
     listen: std::net::SocketAddr,
     admin: Option<std::net::TcpListener>,
+    api: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
     let admin = admin
         .map(tokio::net::TcpListener::from_std)
@@ -104,6 +111,18 @@ async fn serve(
             .to_string(),
         None => "off".to_owned(),
     };
+    let api = api
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()
+        .context("cannot use the server API listener")?;
+    let api_addr = match &api {
+        Some(l) => l
+            .local_addr()
+            .context("server API listener has no address")?
+            .to_string(),
+        None => "off".to_owned(),
+    };
+    let api_settings = settings.api.clone();
     let control_path = settings.control.clone();
     let (control, _control_file) = control::bind(&control_path).with_context(|| {
         format!(
@@ -121,6 +140,10 @@ async fn serve(
     let mut sup = Supervisor::new(spawner, settings, resolve, listen, Instant::now());
     let handle = handle::Handle::new(events);
     tokio::task::spawn_local(control::serve(control, handle.clone()));
+    if let Some((api, settings)) = api.zip(api_settings) {
+        // Up before the workers are ready: it answers 503 meanwhile.
+        tokio::task::spawn_local(api::serve(api, handle.clone(), settings));
+    }
     if let Some(admin) = admin {
         // Up before the workers are ready: /health answers and /ready says 503 meanwhile.
         tokio::task::spawn_local(admin::serve(admin, handle));
@@ -165,12 +188,12 @@ async fn serve(
             // Fields are only ever appended: scripts parse `listen=` and `control=`.
             writeln!(
                 out,
-                "wsfleet ready listen={listen} workers={workers} control={} admin={admin_addr}",
+                "wsfleet ready listen={listen} workers={workers} control={} admin={admin_addr} api={api_addr}",
                 control_path.display()
             )?;
             out.flush()?;
             drop(out);
-            tracing::info!(%listen, workers, control = %control_path.display(), admin = %admin_addr, "fleet ready");
+            tracing::info!(%listen, workers, control = %control_path.display(), admin = %admin_addr, api = %api_addr, "fleet ready");
         }
     }
     match sup.failure() {

@@ -65,32 +65,7 @@ impl Rooms {
                 conn,
                 ack,
             } => {
-                let (seq, epoch, targets) = match self.recall.publish(&room, &data, now) {
-                    Some(p) => (
-                        Some(p.seq),
-                        Some(p.epoch.as_str().to_owned()),
-                        self.relay.targets(&room),
-                    ),
-                    None => match self.relay.publish(&room) {
-                        Some((seq, targets)) => (Some(seq), None, targets),
-                        None => (None, None, &[][..]),
-                    },
-                };
-                if let Some(seq) = seq {
-                    let frame = protocol::room_message(&room, seq, &data);
-                    let ordered_ns = monotonic_ns();
-                    for t in targets {
-                        out(
-                            To::Worker(*t),
-                            ToWorker::Room {
-                                room: room.clone(),
-                                frame: frame.clone(),
-                                skip: None,
-                                ordered_ns,
-                            },
-                        );
-                    }
-                }
+                let (seq, epoch) = self.publish(&room, &data, now, &mut out);
                 if let Some(ack) = ack {
                     out(To::Worker(from), ordered(conn, ack, seq, epoch));
                 }
@@ -145,8 +120,7 @@ impl Rooms {
                 out(To::Worker(from), ToWorker::Reply { conn, frame });
             }
             ToMaster::Broadcast { data, conn, ack } => {
-                let frame = protocol::broadcast_message(&data);
-                out(To::Serving, ToWorker::Broadcast { frame });
+                Self::broadcast(&data, &mut out);
                 if let Some(ack) = ack {
                     out(To::Worker(from), ordered(conn, ack, None, None));
                 }
@@ -154,6 +128,56 @@ impl Rooms {
             other => return Some(other),
         }
         None
+    }
+
+    /// Orders a publish of raw JSON `data` to `room` — a client's or the server API's, at
+    /// the same one point of order — and sends it to the workers with members: the room's
+    /// `seq` (None: a room without history and without members, nothing to order) and,
+    /// for a room with history, its epoch.
+    pub fn publish(
+        &mut self,
+        room: &str,
+        data: &str,
+        now: Instant,
+        mut out: impl FnMut(To, ToWorker),
+    ) -> (Option<u64>, Option<String>) {
+        let (seq, epoch, targets) = match self.recall.publish(room, data, now) {
+            Some(p) => (
+                Some(p.seq),
+                Some(p.epoch.as_str().to_owned()),
+                self.relay.targets(room),
+            ),
+            None => match self.relay.publish(room) {
+                Some((seq, targets)) => (Some(seq), None, targets),
+                None => (None, None, &[][..]),
+            },
+        };
+        if let Some(seq) = seq {
+            let frame = protocol::room_message(room, seq, data);
+            let ordered_ns = monotonic_ns();
+            for t in targets {
+                out(
+                    To::Worker(*t),
+                    ToWorker::Room {
+                        room: room.to_owned(),
+                        frame: frame.clone(),
+                        skip: None,
+                        ordered_ns,
+                    },
+                );
+            }
+        }
+        (seq, epoch)
+    }
+
+    /// Sends a fleet-wide broadcast of raw JSON `data` (a client's or the server API's).
+    pub fn broadcast(data: &str, mut out: impl FnMut(To, ToWorker)) {
+        out(
+            To::Serving,
+            ToWorker::Broadcast {
+                frame: protocol::broadcast_message(data),
+            },
+        );
     }
 
     /// Forgets a worker that exited.

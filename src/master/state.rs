@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use wsfleet_worker::ipc::{Level, LinkTx, ToWorker, WorkerCounters};
+use wsfleet_worker::ipc::{Level, LinkTx, QueryAnswer, ToWorker, WorkerCounters};
 
 use crate::control_api::Counters;
 
@@ -207,6 +207,8 @@ pub struct WorkerEntry {
     pub pings: u64,
     /// Counter requests waiting for an answer.
     pub pending: HashMap<u64, oneshot::Sender<WorkerCounters>>,
+    /// Server-API questions waiting for its answer.
+    pub asked: HashMap<u64, oneshot::Sender<QueryAnswer>>,
     /// CPU and memory from /proc.
     pub cpu: CpuMeter,
     /// Its counters as it last reported them; added to its slot's `retired` when it exits.

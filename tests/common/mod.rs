@@ -53,6 +53,8 @@ pub struct Fleet {
     /// The admin listener's address (`--admin 127.0.0.1:0` unless a test chose otherwise),
     /// from the ready line; None with `--admin off`.
     pub admin: Option<String>,
+    /// The server API's address (`--api`), from the ready line; None when it is off.
+    pub api: Option<String>,
     pub control: PathBuf,
     pub stderr_log: PathBuf,
     pub stdout_rx: mpsc::Receiver<String>,
@@ -150,6 +152,7 @@ impl Fleet {
             dir,
             addr: String::new(),
             admin: None,
+            api: None,
             control: run_dir.join("control.sock"),
             stderr_log,
             stdout_rx: rx,
@@ -166,6 +169,11 @@ impl Fleet {
         fleet.admin = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("admin="))
+            .filter(|a| *a != "off")
+            .map(str::to_owned);
+        fleet.api = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("api="))
             .filter(|a| *a != "off")
             .map(str::to_owned);
         Ok(fleet)
@@ -401,6 +409,20 @@ pub async fn clients_on_two_workers(fleet: &Fleet) -> ((Ws, u64, String), (Ws, u
         }
     }
     panic!("200 connections all landed on worker {}", a.1);
+}
+
+/// The status and body of a raw HTTP/1.1 answer read to its end.
+pub fn http_answer(out: &str) -> (u16, &str) {
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A valid `/ws` upgrade request, for tests that speak raw bytes after it.

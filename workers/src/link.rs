@@ -75,6 +75,10 @@ pub(crate) async fn read_loop(
                 };
                 worker.start_drain(Duration::from_millis(grace_ms), mode);
             }
+            ToWorker::Query { id, query } => {
+                let answer = rooms.answer(query);
+                worker.send(ToMaster::Answer { id, answer });
+            }
             ToWorker::Start(_) => tracing::warn!("ignoring a second Start from the master"),
         }
         // End of a batch: everything the master sent in one go has been queued; write it

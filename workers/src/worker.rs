@@ -19,7 +19,7 @@ use crate::auth::expiry::{self, Action, Clocks};
 use crate::auth::source::Auth;
 use crate::conn::{self, CloseCause, Conn, Pushed, frame};
 use crate::counters::{self, Counters};
-use crate::ipc::{LinkTx, ToMaster, WorkerSettings};
+use crate::ipc::{LinkTx, Target, ToMaster, WorkerSettings};
 
 /// Why a worker is draining; it decides what happens to new upgrades meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +283,45 @@ impl Worker {
         if let Some(target) = target {
             self.deliver(&target, frame::text(text));
         }
+    }
+
+    /// Closes the local connections `target` names with `code` (the server API's
+    /// disconnect); returns how many.
+    pub fn disconnect(&self, target: &Target, code: u16) -> u64 {
+        let cause = CloseCause {
+            code,
+            reason: CloseCause::DISCONNECTED.reason,
+        };
+        let matching: Vec<Rc<Conn>> = match target {
+            Target::Conn(id) => self.local_conn(id).into_iter().collect(),
+            Target::User(user) => self
+                .conns
+                .borrow()
+                .values()
+                .filter(|c| c.user() == Some(user.as_str()))
+                .cloned()
+                .collect(),
+        };
+        let mut closed = 0;
+        for conn in matching.iter().filter(|c| c.closing().is_none()) {
+            conn.close_with(cause);
+            closed += 1;
+        }
+        closed
+    }
+
+    /// The connection with fleet-wide id `id` (see [`fleet_id`](Self::fleet_id)), if it
+    /// is one of this worker's.
+    fn local_conn(&self, id: &str) -> Option<Rc<Conn>> {
+        let mut parts = id.split('.');
+        let (slot, generation, conn) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some()
+            || slot.parse::<u32>().ok()? != self.slot
+            || generation.parse::<u64>().ok()? != self.generation
+        {
+            return None;
+        }
+        self.conns.borrow().get(&conn.parse::<u64>().ok()?).cloned()
     }
 
     /// One heartbeat sweep: close connections silent for `timeout_ms`, ping the others if

@@ -4,13 +4,14 @@
 //! [`Spawner`] and a clock of their own. Start-up and stop live in `lifecycle`, the
 //! rolling reload in `reload`; room messages go to [`Rooms`].
 
+mod api;
 mod lifecycle;
 mod reload;
 mod requests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use wsfleet_worker::ipc::{ToMaster, ToWorker};
 
+use super::api::calls::Published;
+use super::api::idempotency::Idempotency;
 use super::backoff::{self, Backoff};
 use super::events::Event;
 use super::history::HistoryStore;
@@ -27,6 +30,7 @@ use super::rooms::{Rooms, To};
 use super::spawner::Spawner;
 use super::state::{FleetState, Phase, WorkerEntry, WorkerState};
 use crate::config::{HistorySettings, Settings};
+use crate::defaults;
 
 /// Re-reads the settings for a reload (the command line, environment and config file).
 pub type Resolve = Box<dyn FnMut() -> Result<Settings, String>>;
@@ -57,8 +61,11 @@ pub struct Supervisor<S: Spawner> {
     started: Instant,
     /// The address served.
     listen: SocketAddr,
-    /// Source of counter-request ids.
+    /// Source of counter-request and query ids.
     next_request: u64,
+    /// The server API's recent idempotency keys and the publishes they answered: kept
+    /// here, at the one point of order, so a retry is ordered once even if it races.
+    idempotency: Idempotency<Published>,
 }
 
 impl<S: Spawner> Supervisor<S> {
@@ -84,6 +91,10 @@ impl<S: Spawner> Supervisor<S> {
             started: now,
             listen,
             next_request: 0,
+            idempotency: Idempotency::new(
+                defaults::API_IDEMPOTENCY_TTL,
+                defaults::API_IDEMPOTENCY_KEYS,
+            ),
         }
     }
 
@@ -145,27 +156,19 @@ impl<S: Spawner> Supervisor<S> {
         let workers = &self.state.workers;
         let msg = self
             .rooms
-            .handle(key, msg, now.into_std(), |to, m| match to {
-                To::Worker(k) => {
-                    if let Some(w) = workers.get(&k) {
-                        w.tx.send(m);
-                    }
-                }
-                To::Serving => {
-                    for w in workers
-                        .values()
-                        .filter(|w| w.state != WorkerState::Starting)
-                    {
-                        w.tx.send(m.clone());
-                    }
-                }
-            });
+            .handle(key, msg, now.into_std(), |to, m| send(workers, to, m));
         match msg {
             Some(ToMaster::Ready) => self.on_ready(key, now),
             Some(ToMaster::Counters { id, counters }) => {
                 let w = self.state.workers.get_mut(&key);
                 if let Some(tx) = w.and_then(|w| w.pending.remove(&id)) {
                     let _ = tx.send(counters);
+                }
+            }
+            Some(ToMaster::Answer { id, answer }) => {
+                let w = self.state.workers.get_mut(&key);
+                if let Some(tx) = w.and_then(|w| w.asked.remove(&id)) {
+                    let _ = tx.send(answer);
                 }
             }
             Some(ToMaster::Pong { .. }) => {} // the heartbeat: `heard` above is its effect
@@ -295,6 +298,7 @@ impl<S: Spawner> Supervisor<S> {
                 unresponsive: false,
                 pings: 0,
                 pending: HashMap::new(),
+                asked: HashMap::new(),
                 cpu: Default::default(),
                 last_counters: None,
             },
@@ -445,6 +449,25 @@ impl<S: Spawner> Supervisor<S> {
         if let Some(w) = self.state.workers.get(&key) {
             w.tx.shut();
             self.spawner.kill(w.pid);
+        }
+    }
+}
+
+/// Sends `m` where `to` says, through the workers' link queues.
+fn send(workers: &BTreeMap<WorkerKey, WorkerEntry>, to: To, m: ToWorker) {
+    match to {
+        To::Worker(k) => {
+            if let Some(w) = workers.get(&k) {
+                w.tx.send(m);
+            }
+        }
+        To::Serving => {
+            for w in workers
+                .values()
+                .filter(|w| w.state != WorkerState::Starting)
+            {
+                w.tx.send(m.clone());
+            }
         }
     }
 }

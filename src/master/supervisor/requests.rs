@@ -29,6 +29,7 @@ impl<S: Spawner> Supervisor<S> {
                 let _ = reply.send(self.view(answers, now));
             }
             Request::Reload(reply) => self.reload_begin(Some(reply), now),
+            Request::Api(call) => self.on_api(call, now),
         }
     }
 

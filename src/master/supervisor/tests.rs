@@ -91,6 +91,7 @@ fn settings(workers: usize) -> Settings {
         log_level: "info".into(),
         log_format: LogFormat::Text,
         admin: None,
+        api: None,
         worker: WorkerSettings::default(),
         history: crate::config::HistorySettings {
             namespaces: crate::namespaces::Namespaces::new(crate::namespaces::RoomOptions {
@@ -687,4 +688,92 @@ fn a_worker_too_many_bytes_behind_is_killed_when_its_queue_overflows() {
         "a killed worker's queue takes nothing more"
     );
     assert_eq!(h.log.borrow().killed, [h.pid(1)], "killed once");
+}
+
+/// A server API call, answered at once by the loop.
+fn api<T>(
+    h: &mut Harness,
+    call: impl FnOnce(crate::master::api::calls::Reply<T>) -> crate::master::api::calls::Call,
+) -> Result<T, crate::master::api::calls::NotServing> {
+    let (tx, mut rx) = oneshot::channel();
+    h.send(Event::Request(Request::Api(call(tx))));
+    rx.try_recv().expect("the loop answers API calls at once")
+}
+
+#[test]
+fn api_publishes_are_ordered_like_a_clients_once_per_key_and_only_while_serving() {
+    use crate::master::api::calls::{Call, NotServing, Publish};
+    let publish = |key: Option<&str>| {
+        let items = vec![Publish {
+            room: "r".into(),
+            data: "1".into(),
+            key: key.map(str::to_owned),
+        }];
+        move |reply| Call::Publish { items, reply }
+    };
+    let mut h = Harness::new(settings(1));
+    assert_eq!(
+        api(&mut h, publish(None)),
+        Err(NotServing),
+        "still starting"
+    );
+    let key = h.last_key();
+    h.ready(key);
+    h.join(key, "r");
+    h.received(key);
+    let first = api(&mut h, publish(Some("k"))).unwrap();
+    assert_eq!((first[0].seq, first[0].duplicate), (Some(1), false));
+    let client = ToMaster::Publish {
+        room: "r".into(),
+        data: "2".into(),
+        conn: 1,
+        ack: None,
+    };
+    h.send(Event::Message(key, client));
+    let retry = api(&mut h, publish(Some("k"))).unwrap();
+    assert_eq!((retry[0].seq, retry[0].duplicate), (Some(1), true));
+    let seqs: Vec<String> = h
+        .received(key)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToWorker::Room { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs.len(), 2, "the retry was not delivered again: {seqs:?}");
+    assert!(seqs[0].contains(r#""seq":1"#) && seqs[1].contains(r#""seq":2"#));
+}
+
+#[test]
+fn api_questions_reach_every_serving_worker_and_their_answers_come_back() {
+    use crate::master::api::calls::Call;
+    use wsfleet_worker::ipc::{QueryAnswer, WorkerQuery};
+    let mut h = Harness::running(settings(2));
+    let query = WorkerQuery::Rooms { pattern: None };
+    let waits = api(&mut h, |reply| Call::Ask { query, reply }).unwrap();
+    assert_eq!(waits.len(), 2);
+    for key in h.keys() {
+        let id = h
+            .received(key)
+            .into_iter()
+            .find_map(|m| match m {
+                ToWorker::Query { id, .. } => Some(id),
+                _ => None,
+            })
+            .expect("the worker was asked");
+        let answer = QueryAnswer::Rooms(vec![("r".into(), key)]);
+        h.send(Event::Message(key, ToMaster::Answer { id, answer }));
+    }
+    let mut got: Vec<QueryAnswer> = waits
+        .into_iter()
+        .map(|(_, mut rx)| rx.try_recv().unwrap())
+        .collect();
+    got.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(
+        got,
+        h.keys()
+            .into_iter()
+            .map(|k| QueryAnswer::Rooms(vec![("r".into(), k)]))
+            .collect::<Vec<_>>()
+    );
 }

@@ -10,7 +10,7 @@
 //! its unsent frames are dropped (a frame already partly on the wire is kept, so the byte
 //! stream stays valid), and nothing else waits for it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::task::Waker;
@@ -58,6 +58,9 @@ close_causes! {
     RESTART = 1012, "service restart";
     /// The peer went silent past the ping timeout (1001 "going away").
     PING_TIMEOUT = 1001, "ping timeout";
+    /// The application's backend closed it through the server API (its default code; the
+    /// API may pick another 4xxx code, sent without a reason).
+    DISCONNECTED = 4000, "disconnected by the server";
     /// The connection's token expired and no fresh one came within the grace period
     /// (4001; 4000–4999 is the application's range, RFC 6455 §7.4.2).
     TOKEN_EXPIRED = 4001, "token expired";
@@ -124,6 +127,9 @@ pub struct Conn {
     last_seen: Cell<u32>,
     /// Whether the worker's fan-out will flush this connection at the end of its batch.
     pub(crate) scheduled: Cell<bool>,
+    /// The token's user id and `info` (raw JSON), set once when the session starts, for
+    /// the server API (presence, disconnect by user). Boxed: one pointer when anonymous.
+    identity: OnceCell<Box<(String, Option<String>)>>,
 }
 
 impl Conn {
@@ -138,6 +144,7 @@ impl Conn {
             close: Cell::new(0),
             last_seen: Cell::new(super::now_ms()),
             scheduled: Cell::new(false),
+            identity: OnceCell::new(),
         }
     }
 
@@ -264,6 +271,23 @@ impl Conn {
         }
     }
 
+    /// The user id of the connection's token; None for an anonymous connection.
+    pub fn user(&self) -> Option<&str> {
+        self.identity.get().map(|i| i.0.as_str())
+    }
+
+    /// The token's public `info` (raw JSON text), when it has one.
+    pub fn user_info(&self) -> Option<&str> {
+        self.identity.get().and_then(|i| i.1.as_deref())
+    }
+
+    /// Records the connection's user (once: a refresh must keep the same `sub`).
+    pub fn set_user(&self, user: &str, info: Option<&str>) {
+        let _ = self
+            .identity
+            .set(Box::new((user.to_owned(), info.map(str::to_owned))));
+    }
+
     /// Records that the client just sent something.
     pub fn seen(&self, now_ms: u32) {
         self.last_seen.set(now_ms);
@@ -349,7 +373,8 @@ mod tests {
         for c in CloseCause::ALL {
             assert_eq!(CloseCause::from_code(c.code), *c);
         }
-        assert_eq!(CloseCause::from_code(4000).reason, "");
+        assert_eq!(CloseCause::from_code(4999).reason, "");
+        assert_eq!(CloseCause::from_code(4000), CloseCause::DISCONNECTED);
     }
 
     #[test]

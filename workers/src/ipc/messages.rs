@@ -6,11 +6,11 @@ use super::defaults;
 use super::latency::LatencyHistogram;
 use crate::auth::permissions::PermissionRules;
 use crate::auth::settings::AuthSettings;
-use crate::protocol::Since;
+use crate::protocol::{RoomPattern, Since};
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -243,6 +243,67 @@ pub enum ToWorker {
         /// The room's epoch, for a room with history.
         epoch: Option<String>,
     },
+    /// A question from the master's server API (presence, room list, disconnect); answer
+    /// with [`ToMaster::Answer`] carrying the same id.
+    Query {
+        /// Matches the answer to the question.
+        id: u64,
+        /// What is asked.
+        query: WorkerQuery,
+    },
+}
+
+/// Which connections a server-API disconnect closes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Target {
+    /// One connection, by the fleet-wide id clients see (`slot.generation.conn`).
+    Conn(String),
+    /// Every connection of this user id (the token's `sub`).
+    User(String),
+}
+
+/// What the master's server API asks every worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum WorkerQuery {
+    /// The confirmed local members of a room.
+    Members {
+        /// The room.
+        room: String,
+    },
+    /// Rooms with local members and how many, optionally only those matching a pattern.
+    Rooms {
+        /// Only rooms this matches (None: every room).
+        pattern: Option<RoomPattern>,
+    },
+    /// Close the matching local connections with `code`.
+    Disconnect {
+        /// Which connections.
+        target: Target,
+        /// The WebSocket close code they get.
+        code: u16,
+    },
+}
+
+/// One local member of a room, as a worker reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberEntry {
+    /// The fleet-wide connection id.
+    pub id: String,
+    /// The connection's user id, when it has one.
+    pub user: Option<String>,
+    /// Its token's public `info` (raw JSON text), when it has one.
+    pub info: Option<String>,
+}
+
+/// A worker's answer to a [`WorkerQuery`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum QueryAnswer {
+    /// The room's local members.
+    Members(Vec<MemberEntry>),
+    /// `(room, local members)` pairs.
+    Rooms(Vec<(String, u64)>),
+    /// How many connections were closed.
+    Disconnected(u64),
 }
 
 /// The master's answer to a join.
@@ -344,6 +405,13 @@ pub enum ToMaster {
         /// The live figures.
         counters: WorkerCounters,
     },
+    /// Answer to [`ToWorker::Query`].
+    Answer {
+        /// The question's id.
+        id: u64,
+        /// What the worker found or did.
+        answer: QueryAnswer,
+    },
 }
 
 /// Bytes a queued message holds: the enum plus the strings it owns (what the link's byte
@@ -375,6 +443,16 @@ impl super::Weighed for ToWorker {
             Self::Room { room, frame, .. } => room.len() + frame.len(),
             Self::Broadcast { frame } => frame.len(),
             Self::Ordered { ack, epoch, .. } => ack.len() + epoch.as_ref().map_or(0, String::len),
+            Self::Query { query, .. } => match query {
+                WorkerQuery::Members { room } => room.len(),
+                WorkerQuery::Rooms { pattern } => {
+                    pattern.as_ref().map_or(0, |p| p.to_string().len())
+                }
+                WorkerQuery::Disconnect {
+                    target: Target::Conn(s) | Target::User(s),
+                    ..
+                } => s.len(),
+            },
             Self::Drain { .. } | Self::CountersRequest { .. } | Self::Ping { .. } => 0,
         };
         std::mem::size_of::<Self>() + owned
@@ -401,6 +479,14 @@ impl super::Weighed for ToMaster {
             } => room.len() + data.len() + ack.as_ref().map_or(0, String::len),
             Self::Broadcast { data, ack, .. } => data.len() + ack.as_ref().map_or(0, String::len),
             Self::Presence { room, id, .. } => room.len() + id.len(),
+            Self::Answer { answer, .. } => match answer {
+                QueryAnswer::Members(m) => m
+                    .iter()
+                    .map(|m| m.id.len() + m.user.as_ref().map_or(0, String::len))
+                    .sum(),
+                QueryAnswer::Rooms(r) => r.iter().map(|(room, _)| room.len() + 8).sum(),
+                QueryAnswer::Disconnected(_) => 0,
+            },
             Self::Hello(_) | Self::Ready | Self::Counters { .. } | Self::Pong { .. } => 0,
         };
         std::mem::size_of::<Self>() + owned

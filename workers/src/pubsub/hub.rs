@@ -181,6 +181,15 @@ impl Hub {
         Some(Answered { join, room_empty })
     }
 
+    /// Rooms with confirmed local members that `keep` accepts, and how many members each.
+    pub fn counts(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
+        self.rooms
+            .iter()
+            .filter(|(name, r)| !r.members.is_empty() && keep(name))
+            .map(|(name, r)| (name.to_string(), r.members.len() as u64))
+            .collect()
+    }
+
     /// The confirmed members of `room`.
     pub fn members(&self, room: &str) -> &[Rc<Conn>] {
         self.rooms
@@ -240,6 +249,20 @@ mod tests {
         assert!(hub.contains("r", 1));
         assert!(hub.answered("r", 1, t2, false).is_some());
         assert!(!hub.contains("r", 1), "a refused join is not a member");
+    }
+
+    #[tokio::test]
+    async fn counts_list_confirmed_members_only() {
+        let mut hub = Hub::default();
+        let (a, b) = (conn(1), conn(2));
+        let Join::Ask(t) = hub.join("r", &a, None) else {
+            panic!()
+        };
+        hub.answered("r", 1, t, true);
+        hub.join("s", &b, None);
+        hub.join("r", &b, None);
+        assert_eq!(hub.counts(|_| true), [("r".to_owned(), 1)]);
+        assert!(hub.counts(|room| room != "r").is_empty());
     }
 
     #[tokio::test]

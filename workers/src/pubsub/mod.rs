@@ -5,5 +5,6 @@
 //! Layers point one way: session → rooms → hub, and rooms → worker → conn.
 
 pub(crate) mod hub;
+mod query;
 pub(crate) mod rooms;
 pub(crate) mod session;

@@ -43,7 +43,7 @@ pub(crate) struct Rooms {
     /// The worker: settings, counters, the link to the master, frame delivery.
     worker: Rc<Worker>,
     /// Local membership.
-    hub: RefCell<Hub>,
+    pub(super) hub: RefCell<Hub>,
 }
 
 impl Rooms {

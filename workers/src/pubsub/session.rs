@@ -61,6 +61,9 @@ impl Session {
             identity,
             _admitted: admitted,
         };
+        if let Some((user, info)) = session.user() {
+            conn.set_user(user, info);
+        }
         let user = session.user().map(|(user, _info)| user);
         let welcome = protocol::welcome(worker.slot, &worker.fleet_id(conn.id), user);
         worker.reply_text(conn, &welcome);
