@@ -369,12 +369,13 @@ mod tests {
 
     #[test]
     fn every_cause_is_found_by_its_code() {
-        assert_eq!(CloseCause::ALL.len(), 8);
+        assert_eq!(CloseCause::ALL.len(), 9);
         for c in CloseCause::ALL {
             assert_eq!(CloseCause::from_code(c.code), *c);
         }
         assert_eq!(CloseCause::from_code(4999).reason, "");
         assert_eq!(CloseCause::from_code(4000), CloseCause::DISCONNECTED);
+        assert_eq!(CloseCause::from_code(4001), CloseCause::TOKEN_EXPIRED);
     }
 
     #[test]
