@@ -173,6 +173,14 @@ pub struct ServeArgs {
     /// `recovered:false`.
     #[arg(long, env = "WSFLEET_RECOVERY_MAX", value_name = "N")]
     pub recovery_max: Option<u64>,
+    /// Members up to which a room sends join/leave notices to its members; above it they get
+    /// a coalesced count instead; `[[namespace]]` tables override it (and the mode: `presence
+    /// = "auto"|"on"|"off"`) per room-name pattern.
+    #[arg(long, env = "WSFLEET_PRESENCE_THRESHOLD", value_name = "N")]
+    pub presence_threshold: Option<usize>,
+    /// Least seconds between two member counts sent for one room above its threshold.
+    #[arg(long, env = "WSFLEET_PRESENCE_INTERVAL", value_name = "SECS", value_parser = seconds)]
+    pub presence_interval: Option<Duration>,
 }
 
 /// Where the admin listener binds, or that there is none.

@@ -5,6 +5,8 @@
 //! pattern = "chat:*"     # trailing `*` = prefix match, otherwise exact; "*" = every room
 //! history_size = 100     # messages kept per room, 0 = history off
 //! history_ttl = "10m"    # "90s", "10m", "1h", or a number of seconds
+//! presence = "auto"      # "auto" (notices up to the threshold, then counts), "on", "off"
+//! presence_threshold = 64
 //! ```
 //!
 //! **First match wins, in file order**, like firewall rules: the file reads top to bottom
@@ -14,9 +16,9 @@
 //! global default the caller supplies (flags, env, TOML top level). Rooms matching no
 //! namespace get the defaults.
 //!
-//! [`RoomOptions`] is the growing set of per-room options: presence (issue 11) and
-//! permissions (issue 12) join it as new fields of [`RoomOptions`] and new optional keys of
-//! [`NamespaceSpec`], resolved the same way.
+//! [`RoomOptions`] is the growing set of per-room options: history (issue 10), presence
+//! (issue 11); permissions (issue 12) join it as new fields of [`RoomOptions`] and new
+//! optional keys of [`NamespaceSpec`], resolved the same way.
 
 use std::time::Duration;
 
@@ -46,11 +48,43 @@ impl HistoryOptions {
     }
 }
 
+/// What a room's other members hear of joins and leaves (`src/master/presence.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceMode {
+    /// Notices while the room has at most `threshold` members, a coalesced count above.
+    Auto,
+    /// Notices at any size.
+    On,
+    /// Nothing (a `presence` request still answers).
+    Off,
+}
+
+/// A room's presence settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceOptions {
+    /// Notices, counts or nothing.
+    pub mode: PresenceMode,
+    /// Most members a room in mode `auto` sends notices (and lists members) for.
+    pub threshold: usize,
+}
+
+impl Default for PresenceOptions {
+    fn default() -> Self {
+        Self {
+            mode: PresenceMode::Auto,
+            threshold: crate::defaults::PRESENCE_THRESHOLD,
+        }
+    }
+}
+
 /// Everything a namespace can set for a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomOptions {
     /// History and recovery.
     pub history: HistoryOptions,
+    /// Join/leave notices or counts.
+    pub presence: PresenceOptions,
 }
 
 /// One `[[namespace]]` table as written in the file (before validation).
@@ -63,6 +97,10 @@ pub struct NamespaceSpec {
     pub history_size: Option<i64>,
     /// Seconds, or text with a unit.
     pub history_ttl: Option<TtlValue>,
+    /// `"auto"`, `"on"` or `"off"`.
+    pub presence: Option<PresenceMode>,
+    /// Members up to which mode `auto` sends notices.
+    pub presence_threshold: Option<usize>,
 }
 
 /// A TTL as the file may spell it.
@@ -93,6 +131,10 @@ struct Namespace {
     history_size: Option<usize>,
     /// Overrides `defaults.history.ttl`.
     history_ttl: Option<Duration>,
+    /// Overrides `defaults.presence.mode`.
+    presence: Option<PresenceMode>,
+    /// Overrides `defaults.presence.threshold`.
+    presence_threshold: Option<usize>,
 }
 
 /// Why the namespaces in a config are not usable.
@@ -105,7 +147,9 @@ pub enum NamespaceError {
         found: String,
     },
     /// A table has unknown keys or wrong types.
-    #[error("namespace[{index}]: {message}; keys are pattern, history_size, history_ttl")]
+    #[error(
+        "namespace[{index}]: {message}; keys are pattern, history_size, history_ttl, presence, presence_threshold"
+    )]
     Parse {
         /// Position in the file (0-based).
         index: usize,
@@ -208,6 +252,9 @@ impl Namespaces {
         if let Some(ns) = self.list.iter().find(|ns| ns.pattern.matches(room)) {
             options.history.size = ns.history_size.unwrap_or(options.history.size);
             options.history.ttl = ns.history_ttl.unwrap_or(options.history.ttl);
+            options.presence.mode = ns.presence.unwrap_or(options.presence.mode);
+            options.presence.threshold =
+                ns.presence_threshold.unwrap_or(options.presence.threshold);
         }
         options
     }
@@ -240,6 +287,8 @@ fn validate(index: usize, spec: &NamespaceSpec) -> Result<Namespace, NamespaceEr
         pattern,
         history_size,
         history_ttl,
+        presence: spec.presence,
+        presence_threshold: spec.presence_threshold,
     })
 }
 
@@ -287,6 +336,10 @@ mod tests {
             size: 100,
             ttl: Duration::from_secs(600),
         },
+        presence: PresenceOptions {
+            mode: PresenceMode::Auto,
+            threshold: 64,
+        },
     };
 
     fn parse(text: &str) -> Result<Namespaces, NamespaceError> {
@@ -321,6 +374,36 @@ mod tests {
             Duration::from_secs(3600),
             "exact is exact"
         );
+    }
+
+    #[test]
+    fn presence_mode_and_threshold_by_pattern() {
+        let ns = parse(
+            r#"
+            [[namespace]]
+            pattern = "live:*"
+            presence_threshold = 0
+            [[namespace]]
+            pattern = "tick:*"
+            presence = "off"
+            history_size = 1
+            "#,
+        )
+        .unwrap();
+        let live = ns.lookup("live:x").presence;
+        assert_eq!((live.mode, live.threshold), (PresenceMode::Auto, 0));
+        let tick = ns.lookup("tick:x");
+        assert_eq!(tick.presence.mode, PresenceMode::Off);
+        assert_eq!(tick.presence.threshold, 64, "unset keys inherit");
+        assert_eq!(tick.history.size, 1);
+        assert_eq!(ns.lookup("chat").presence, DEFAULTS.presence);
+        let err = parse("[[namespace]]\npattern = \"a\"\npresence = \"loud\"").unwrap_err();
+        assert!(
+            matches!(err, NamespaceError::Parse { index: 0, .. })
+                && err.to_string().contains("presence"),
+            "{err}"
+        );
+        assert!(parse("[[namespace]]\npattern = \"a\"\npresence_threshold = -1").is_err());
     }
 
     #[test]

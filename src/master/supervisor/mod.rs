@@ -10,7 +10,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use wsfleet_worker::ipc::{ToMaster, ToWorker};
 use super::backoff::{self, Backoff};
 use super::events::Event;
 use super::history::HistoryStore;
+use super::presence::Registry;
 use super::recall::Recall;
 use super::relay::WorkerKey;
 use super::rooms::{Rooms, To};
@@ -74,7 +75,13 @@ impl<S: Spawner> Supervisor<S> {
             spawner,
             state: FleetState::new(settings.workers),
             startup_deadline: now + settings.ready_timeout * 3,
-            rooms: Rooms::new(recall(&settings.history)),
+            rooms: Rooms::new(
+                recall(&settings.history),
+                Registry::new(
+                    settings.history.namespaces.clone(),
+                    settings.presence_interval,
+                ),
+            ),
             settings,
             resolve,
             phase: watch::channel(Phase::Starting).0,
@@ -118,6 +125,7 @@ impl<S: Spawner> Supervisor<S> {
                     w.tx.send(ToWorker::Start(self.settings.worker.clone()));
                     w.linked = true;
                     w.heard = now;
+                    self.rooms.linked(key, w.slot, w.generation);
                 }
             }
             Event::Message(key, msg) => self.on_message(key, msg, now),
@@ -137,7 +145,13 @@ impl<S: Spawner> Supervisor<S> {
         let reload = self.reload.as_ref().and_then(|r| r.deadline());
         let stop = self.stop.as_ref().map(|s| s.deadline);
         let startup = (self.phase() == Phase::Starting).then_some(self.startup_deadline);
-        backoffs.chain(reload).chain(stop).chain(startup).min()
+        let presence = self.rooms.presence_due().map(Instant::from_std);
+        backoffs
+            .chain(reload)
+            .chain(stop)
+            .chain(startup)
+            .chain(presence)
+            .min()
     }
 
     fn on_message(&mut self, key: WorkerKey, msg: ToMaster, now: Instant) {
@@ -145,21 +159,7 @@ impl<S: Spawner> Supervisor<S> {
         let workers = &self.state.workers;
         let msg = self
             .rooms
-            .handle(key, msg, now.into_std(), |to, m| match to {
-                To::Worker(k) => {
-                    if let Some(w) = workers.get(&k) {
-                        w.tx.send(m);
-                    }
-                }
-                To::Serving => {
-                    for w in workers
-                        .values()
-                        .filter(|w| w.state != WorkerState::Starting)
-                    {
-                        w.tx.send(m.clone());
-                    }
-                }
-            });
+            .handle(key, msg, now.into_std(), |to, m| send_to(workers, to, m));
         match msg {
             Some(ToMaster::Ready) => self.on_ready(key, now),
             Some(ToMaster::Counters { id, counters }) => {
@@ -197,7 +197,7 @@ impl<S: Spawner> Supervisor<S> {
 
     /// Supervision: a worker process ended.
     fn on_exit(&mut self, key: WorkerKey, how: &str, now: Instant) {
-        self.rooms.remove_worker(key);
+        self.rooms.remove_worker(key, now.into_std());
         let Some(w) = self.state.workers.remove(&key) else {
             return;
         };
@@ -334,6 +334,9 @@ impl<S: Spawner> Supervisor<S> {
         self.kill_stalled(true);
         self.heartbeat(now);
         self.rooms.sweep(now.into_std());
+        let workers = &self.state.workers;
+        self.rooms
+            .flush_presence(now.into_std(), |to, m| send_to(workers, to, m));
         if matches!(self.phase(), Phase::Starting | Phase::Running) {
             let due: Vec<u32> = (0..self.state.slots.len() as u32)
                 .filter(|&i| {
@@ -450,6 +453,25 @@ impl<S: Spawner> Supervisor<S> {
 }
 
 /// An empty history store with `settings`' limits.
+/// Queues a room frame for one worker or every serving one.
+fn send_to(workers: &BTreeMap<WorkerKey, WorkerEntry>, to: To, m: ToWorker) {
+    match to {
+        To::Worker(k) => {
+            if let Some(w) = workers.get(&k) {
+                w.tx.send(m);
+            }
+        }
+        To::Serving => {
+            for w in workers
+                .values()
+                .filter(|w| w.state != WorkerState::Starting)
+            {
+                w.tx.send(m.clone());
+            }
+        }
+    }
+}
+
 fn recall(settings: &HistorySettings) -> Recall {
     let store = HistoryStore::new(settings.namespaces.clone(), settings.budget_bytes);
     Recall::new(store, settings.recovery_max)

@@ -98,10 +98,12 @@ fn settings(workers: usize) -> Settings {
                     size: 0,
                     ttl: Duration::from_secs(60),
                 },
+                presence: Default::default(),
             }),
             budget_bytes: 1 << 20,
             recovery_max: 300,
         },
+        presence_interval: Duration::from_secs(1),
     }
 }
 
@@ -216,6 +218,8 @@ impl Harness {
                 conn: 1,
                 token: 1,
                 since: None,
+                user: None,
+                info: None,
             },
         ));
     }

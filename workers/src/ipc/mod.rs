@@ -16,7 +16,6 @@ pub use codec::CodecError;
 pub use framing::{FrameReader, FrameWriter, MAX_FRAME_BYTES};
 pub use latency::{LatencyHistogram, monotonic_ns};
 pub use messages::{
-    Hello, JoinAnswer, PROTOCOL_VERSION, RoomEvent, ToMaster, ToWorker, WorkerCounters,
-    WorkerSettings,
+    Hello, JoinAnswer, PROTOCOL_VERSION, ToMaster, ToWorker, WorkerCounters, WorkerSettings,
 };
 pub use queue::{Level, LinkTx, Weighed};

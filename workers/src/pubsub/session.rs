@@ -103,6 +103,11 @@ impl Session {
                 rooms.history(conn, room, page, id);
             }
             Request::Leave { room } => rooms.leave(&mut self.rooms, conn, &room, id),
+            Request::Presence { room } => worker.send(ToMaster::PresenceQuery {
+                room,
+                conn: conn.id,
+                id: id.map(str::to_owned),
+            }),
             Request::Publish { room, data } => {
                 counters::add(&worker.counters.publishes, 1);
                 worker.send(ToMaster::Publish {

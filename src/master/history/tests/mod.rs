@@ -19,11 +19,13 @@ pub(super) const TTL: Duration = Duration::from_secs(60);
 pub(super) fn namespaces() -> Namespaces {
     let defaults = RoomOptions {
         history: HistoryOptions { size: 5, ttl: TTL },
+        presence: Default::default(),
     };
     let spec = |pattern: &str, size: i64| NamespaceSpec {
         pattern: pattern.into(),
         history_size: Some(size),
         history_ttl: Some(TtlValue::Seconds(60.0)),
+        ..Default::default()
     };
     Namespaces::from_specs(defaults, &[spec("off:*", 0), spec("big:*", 1000)]).unwrap()
 }

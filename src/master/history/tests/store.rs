@@ -240,11 +240,13 @@ fn reconfigure_applies_new_limits_and_drops_rooms_turned_off() {
     let ns = Namespaces::from_specs(
         RoomOptions {
             history: HistoryOptions { size: 10, ttl: TTL },
+            presence: Default::default(),
         },
         &[NamespaceSpec {
             pattern: "x".into(),
             history_size: Some(0),
             history_ttl: None,
+            ..Default::default()
         }],
     )
     .unwrap();
