@@ -97,22 +97,21 @@ impl Rooms {
         // Grow the list one slot at a time rather than by Vec's default of four.
         member.rooms.reserve_exact(1);
         member.rooms.push(room.as_str().into());
-        let asked = self
+        // Not in `member.rooms`, so neither a member nor waiting: no need to scan the room.
+        let token = self
             .hub
             .borrow_mut()
-            .join(&room, conn, id.map(str::to_owned));
+            .ask(&room, conn, id.map(str::to_owned));
         self.count_rooms();
-        if let Join::Ask(token) = asked {
-            w.send(ToMaster::Join {
-                room,
-                conn: conn.id,
-                token,
-                since,
-                // Filled from the client's token once tokens are wired (issue 12).
-                user: None,
-                info: None,
-            });
-        }
+        w.send(ToMaster::Join {
+            room,
+            conn: conn.id,
+            token,
+            since,
+            // Filled from the client's token once tokens are wired (issue 12).
+            user: None,
+            info: None,
+        });
         Ok(())
     }
 
