@@ -38,8 +38,8 @@ pub struct Entry {
 pub enum Set {
     /// Up to [`MANY`] members, scanned.
     Few(Vec<(MemberKey, Entry)>),
-    /// More, hashed.
-    Many(HashMap<MemberKey, Entry>),
+    /// More, hashed (boxed: the map's header would double every small room's size).
+    Many(Box<HashMap<MemberKey, Entry>>),
 }
 
 impl Default for Set {
@@ -75,7 +75,7 @@ impl Set {
                 None => {
                     let mut m: HashMap<_, _> = v.drain(..).collect();
                     m.insert(key, Entry::new(extra));
-                    *self = Self::Many(m);
+                    *self = Self::Many(Box::new(m));
                     return true;
                 }
             },
@@ -161,6 +161,17 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_room_costs_a_vector_header_and_one_entry() {
+        // The idle case (a room per connection) pays this per room in the master.
+        assert_eq!(
+            std::mem::size_of::<Set>(),
+            24,
+            "a vector header, the map boxed"
+        );
+        assert_eq!(std::mem::size_of::<(MemberKey, Entry)>(), 32);
+    }
 
     #[test]
     fn joins_are_counted_per_connection_and_the_last_leave_removes() {

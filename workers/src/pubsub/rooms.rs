@@ -78,12 +78,18 @@ impl Rooms {
             .retain(|r| self.hub.borrow().contains(r, conn.id));
         if member.position(&room).is_some() {
             let asked = self.hub.borrow_mut().join(&room, conn, None);
-            if matches!(asked, Join::Member) {
-                // Already a member: answer again, change nothing.
-                w.reply_text(conn, &protocol::membership("joined", &room));
-                if let Some(id) = id {
-                    w.reply_text(conn, &protocol::ack(id, None, None));
+            match asked {
+                Join::Member => {
+                    // Already a member: answer again, change nothing.
+                    w.reply_text(conn, &protocol::membership("joined", &room));
+                    if let Some(id) = id {
+                        w.reply_text(conn, &protocol::ack(id, None, None));
+                    }
                 }
+                Join::Waiting => {}
+                // Not while `member.rooms` agrees with the hub; if it ever did not, the
+                // master is asked as for any new join.
+                Join::Ask(token) => self.ask_master(room, conn.id, token, since),
             }
             return Ok(());
         }
@@ -103,16 +109,21 @@ impl Rooms {
             .borrow_mut()
             .ask(&room, conn, id.map(str::to_owned));
         self.count_rooms();
-        w.send(ToMaster::Join {
+        self.ask_master(room, conn.id, token, since);
+        Ok(())
+    }
+
+    /// Sends the master the `Join` of connection `conn` (its answer carries `token`).
+    fn ask_master(&self, room: String, conn: u64, token: u64, since: Option<Since>) {
+        self.worker.send(ToMaster::Join {
             room,
-            conn: conn.id,
+            conn,
             token,
             since,
             // Filled from the client's token once tokens are wired (issue 12).
             user: None,
             info: None,
         });
-        Ok(())
     }
 
     /// A client asks for a page of `room`'s history: the master answers it directly.
