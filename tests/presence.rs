@@ -50,10 +50,11 @@ async fn ask(ws: &mut Ws, room: &str) -> Value {
 async fn next_count(ws: &mut Ws, room: &str) -> u64 {
     loop {
         let (v, _) = recv_type(ws, "presence").await;
-        if v["room"] == room && v.get("id").is_none() {
-            if let Some(n) = v["count"].as_u64() {
-                return n;
-            }
+        if v["room"] == room
+            && v.get("id").is_none()
+            && let Some(n) = v["count"].as_u64()
+        {
+            return n;
         }
     }
 }

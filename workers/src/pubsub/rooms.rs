@@ -389,15 +389,22 @@ mod tests {
         assert!(rooms.hub.borrow().members("r").is_empty());
     }
 
+    /// Connection 1 asks to join "r": its membership, and the token the master answers.
+    fn asked(rooms: &Rooms, rx: &mut mpsc::UnboundedReceiver<ToMaster>) -> (Membership, u64) {
+        let mut member = Membership::default();
+        rooms
+            .join(&mut member, &test_conn(1), "r".into(), None, None)
+            .unwrap();
+        let Ok(ToMaster::Join { token, .. }) = rx.try_recv() else {
+            panic!("the join asks the master")
+        };
+        (member, token)
+    }
+
     #[tokio::test]
     async fn an_accepted_join_of_a_connection_gone_meanwhile_is_undone() {
         let (rooms, mut rx) = rooms(4);
-        let a = test_conn(1);
-        let mut member = Membership::default();
-        rooms.join(&mut member, &a, "r".into(), None, None).unwrap();
-        let Ok(ToMaster::Join { token, .. }) = rx.try_recv() else {
-            panic!()
-        };
+        let (mut member, token) = asked(&rooms, &mut rx);
         rooms.leave_all(&mut member, 1);
         assert!(matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })));
         rooms.on_joined("r", 1, token, accepted("{}"));
