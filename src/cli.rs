@@ -237,6 +237,14 @@ pub struct ServeArgs {
     /// size); past it upgrades get 429; 0 = unlimited.
     #[arg(long, env = "WSFLEET_IP_CONNECTS_PER_MINUTE", value_name = "N")]
     pub ip_connects_per_minute: Option<u32>,
+    /// Members up to which a room sends join/leave notices to its members; above it they get
+    /// a coalesced count instead; `[[namespace]]` tables override it (and the mode: `presence
+    /// = "auto"|"on"|"off"`) per room-name pattern.
+    #[arg(long, env = "WSFLEET_PRESENCE_THRESHOLD", value_name = "N")]
+    pub presence_threshold: Option<usize>,
+    /// Least seconds between two member counts sent for one room above its threshold.
+    #[arg(long, env = "WSFLEET_PRESENCE_INTERVAL", value_name = "SECS", value_parser = seconds)]
+    pub presence_interval: Option<Duration>,
 }
 
 /// Parses `--auth`.

@@ -14,7 +14,8 @@ use wsfleet_worker::ipc::WorkerSettings;
 use crate::cli::{AdminAddr, ControlArgs, LogFormat, ServeArgs};
 use crate::defaults;
 use crate::namespaces::{
-    HistoryOptions, MAX_HISTORY_SIZE, MAX_HISTORY_TTL, NamespaceSpec, Namespaces, RoomOptions,
+    HistoryOptions, MAX_HISTORY_SIZE, MAX_HISTORY_TTL, NamespaceSpec, Namespaces, PresenceMode,
+    PresenceOptions, RoomOptions,
 };
 
 /// Largest `max_message_bytes` allowed: a publish of that size must still fit in one
@@ -61,8 +62,10 @@ pub struct Settings {
     pub api: Option<ApiSettings>,
     /// What the workers get in `Start`.
     pub worker: WorkerSettings,
-    /// Room history: per-room options and the master-wide limits.
+    /// Room history: per-room options (history and presence) and the master-wide limits.
     pub history: HistorySettings,
+    /// Least time between two coalesced member counts of one room.
+    pub presence_interval: Duration,
 }
 
 /// The server API's settings.
@@ -175,6 +178,8 @@ pub struct FileConfig {
     pub max_connections_per_user: Option<u32>,
     pub max_connections_per_ip: Option<u32>,
     pub ip_connects_per_minute: Option<u32>,
+    pub presence_threshold: Option<usize>,
+    pub presence_interval: Option<f64>,
     /// `[[namespace]]` tables, validated by [`Namespaces::from_specs`].
     #[serde(default)]
     pub namespace: Vec<NamespaceSpec>,
@@ -232,6 +237,17 @@ impl Settings {
         let history = history_settings(args, &file)?;
         let auth = crate::auth_config::resolve(args, &file)?;
         let api = api_settings(args, &file, |name| std::env::var(name).ok())?;
+        let presence_interval = args
+            .presence_interval
+            .or(secs(file.presence_interval, "presence_interval")?)
+            .unwrap_or(defaults::PRESENCE_INTERVAL);
+        if presence_interval.is_zero() || presence_interval > MAX_PRESENCE_INTERVAL {
+            return Err(ConfigError::Invalid(format!(
+                "presence_interval = {}s: use more than 0 and at most {} s",
+                presence_interval.as_secs_f64(),
+                MAX_PRESENCE_INTERVAL.as_secs()
+            )));
+        }
         let d = WorkerSettings::default();
         let ms = |d: Duration| d.as_millis() as u64;
         let run_dir = args
@@ -408,6 +424,7 @@ impl Settings {
                 .unwrap_or(defaults::LOG_FORMAT),
             worker,
             history,
+            presence_interval,
         })
     }
 }
@@ -467,6 +484,8 @@ fn api_settings(
         max_body_bytes,
     }))
 }
+/// Longest `presence_interval`: a count older than a minute is no longer presence.
+const MAX_PRESENCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The global history defaults (flags over environment over file over [`defaults`]) and
 /// the file's namespaces over them.
@@ -493,6 +512,13 @@ fn history_settings(args: &ServeArgs, file: &FileConfig) -> Result<HistorySettin
     }
     let defaults = RoomOptions {
         history: HistoryOptions { size, ttl },
+        presence: PresenceOptions {
+            mode: PresenceMode::Auto,
+            threshold: args
+                .presence_threshold
+                .or(file.presence_threshold)
+                .unwrap_or(defaults::PRESENCE_THRESHOLD),
+        },
     };
     let namespaces = Namespaces::from_specs(defaults, &file.namespace)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -73,6 +73,19 @@ pub const BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Longest gap (in messages) a join with `since` replays.
 pub const RECOVERY_MAX: u64 = 300;
 
+// Presence (issue 11). PRESENCE_THRESHOLD 64: a room of up to 64 members gets a notice per
+// join and leave (the chat page shows who comes and goes; 64 joins cost 2,016 notice
+// frames); above it the notices' N²/2 frames (200 million for 20,000 members) give way to
+// one count per PRESENCE_INTERVAL. Measured with `bench join` (README, Performance): the
+// joins/s of a 19,900-member room no longer depend on the threshold once it is far below
+// the room's size. PRESENCE_INTERVAL 1 s: a viewer count that moves once a second reads as
+// live, and costs each member one small frame a second at most.
+
+/// Members up to which a room (presence `auto`) sends join/leave notices; above it, counts.
+pub const PRESENCE_THRESHOLD: usize = 64;
+/// Least time between two coalesced counts of one room.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The defaults `serve --help` shows, by clap argument id, as the help text writes them
 /// (durations in seconds). Options whose default is not a fixed value (`workers`,
 /// `run_dir`, `control`, `allowed_origins`) describe it in their own help text.
@@ -125,6 +138,11 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ),
         ("max_connections_per_ip", MAX_CONNECTIONS_PER_IP.to_string()),
         ("ip_connects_per_minute", IP_CONNECTS_PER_MINUTE.to_string()),
+        ("presence_threshold", PRESENCE_THRESHOLD.to_string()),
+        (
+            "presence_interval",
+            PRESENCE_INTERVAL.as_secs_f64().to_string(),
+        ),
     ]
 }
 

@@ -5,6 +5,8 @@
 //! pattern = "chat:*"     # trailing `*` = prefix match, otherwise exact; "*" = every room
 //! history_size = 100     # messages kept per room, 0 = history off
 //! history_ttl = "10m"    # "90s", "10m", "1h", or a number of seconds
+//! presence = "auto"      # "auto" (notices up to the threshold, then counts), "on", "off"
+//! presence_threshold = 64
 //! ```
 //!
 //! **First match wins, in file order**, like firewall rules: the file reads top to bottom
@@ -14,9 +16,8 @@
 //! global default the caller supplies (flags, env, TOML top level). Rooms matching no
 //! namespace get the defaults.
 //!
-//! [`RoomOptions`] is the growing set of per-room options: presence (issue 11) joins it
-//! as a new field of [`RoomOptions`] and new optional keys of [`NamespaceSpec`], resolved
-//! the same way.
+//! [`RoomOptions`] is the growing set of per-room options: history (issue 10) and
+//! presence (issue 11), new optional keys of [`NamespaceSpec`] resolved the same way.
 //!
 //! **Permissions** (what clients may do, checked by the workers) come from the same
 //! tables, in the same first-match order, and go to the workers as
@@ -64,11 +65,43 @@ impl HistoryOptions {
     }
 }
 
+/// What a room's other members hear of joins and leaves (`src/master/presence.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceMode {
+    /// Notices while the room has at most `threshold` members, a coalesced count above.
+    Auto,
+    /// Notices at any size.
+    On,
+    /// Nothing (a `presence` request still answers).
+    Off,
+}
+
+/// A room's presence settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceOptions {
+    /// Notices, counts or nothing.
+    pub mode: PresenceMode,
+    /// Most members a room in mode `auto` sends notices (and lists members) for.
+    pub threshold: usize,
+}
+
+impl Default for PresenceOptions {
+    fn default() -> Self {
+        Self {
+            mode: PresenceMode::Auto,
+            threshold: crate::defaults::PRESENCE_THRESHOLD,
+        }
+    }
+}
+
 /// Everything a namespace can set for a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomOptions {
     /// History and recovery.
     pub history: HistoryOptions,
+    /// Join/leave notices or counts.
+    pub presence: PresenceOptions,
 }
 
 /// One `[[namespace]]` table as written in the file (before validation).
@@ -89,6 +122,10 @@ pub struct NamespaceSpec {
     pub granted: Option<Capabilities>,
     /// Whether `prefix#id,id` rooms admit only the users they name.
     pub user_limited: Option<bool>,
+    /// `"auto"`, `"on"` or `"off"`.
+    pub presence: Option<PresenceMode>,
+    /// Members up to which mode `auto` sends notices.
+    pub presence_threshold: Option<usize>,
 }
 
 /// A TTL as the file may spell it.
@@ -121,6 +158,10 @@ struct Namespace {
     history_ttl: Option<Duration>,
     /// Who may do what in these rooms.
     rule: RoomRule,
+    /// Overrides `defaults.presence.mode`.
+    presence: Option<PresenceMode>,
+    /// Overrides `defaults.presence.threshold`.
+    presence_threshold: Option<usize>,
 }
 
 /// Why the namespaces in a config are not usable.
@@ -135,7 +176,7 @@ pub enum NamespaceError {
     /// A table has unknown keys or wrong types.
     #[error(
         "namespace[{index}]: {message}; keys are pattern, history_size, history_ttl, \
-         anonymous, authenticated, granted, user_limited"
+         presence, presence_threshold, anonymous, authenticated, granted, user_limited"
     )]
     Parse {
         /// Position in the file (0-based).
@@ -246,6 +287,9 @@ impl Namespaces {
         if let Some(ns) = self.list.iter().find(|ns| ns.pattern.matches(room)) {
             options.history.size = ns.history_size.unwrap_or(options.history.size);
             options.history.ttl = ns.history_ttl.unwrap_or(options.history.ttl);
+            options.presence.mode = ns.presence.unwrap_or(options.presence.mode);
+            options.presence.threshold =
+                ns.presence_threshold.unwrap_or(options.presence.threshold);
         }
         options
     }
@@ -293,6 +337,8 @@ fn validate(index: usize, spec: &NamespaceSpec) -> Result<Namespace, NamespaceEr
         history_size,
         history_ttl,
         rule,
+        presence: spec.presence,
+        presence_threshold: spec.presence_threshold,
     })
 }
 
@@ -339,6 +385,10 @@ mod tests {
         history: HistoryOptions {
             size: 100,
             ttl: Duration::from_secs(600),
+        },
+        presence: PresenceOptions {
+            mode: PresenceMode::Auto,
+            threshold: 64,
         },
     };
 
@@ -416,6 +466,36 @@ mod tests {
             Duration::from_secs(3600),
             "exact is exact"
         );
+    }
+
+    #[test]
+    fn presence_mode_and_threshold_by_pattern() {
+        let ns = parse(
+            r#"
+            [[namespace]]
+            pattern = "live:*"
+            presence_threshold = 0
+            [[namespace]]
+            pattern = "tick:*"
+            presence = "off"
+            history_size = 1
+            "#,
+        )
+        .unwrap();
+        let live = ns.lookup("live:x").presence;
+        assert_eq!((live.mode, live.threshold), (PresenceMode::Auto, 0));
+        let tick = ns.lookup("tick:x");
+        assert_eq!(tick.presence.mode, PresenceMode::Off);
+        assert_eq!(tick.presence.threshold, 64, "unset keys inherit");
+        assert_eq!(tick.history.size, 1);
+        assert_eq!(ns.lookup("chat").presence, DEFAULTS.presence);
+        let err = parse("[[namespace]]\npattern = \"a\"\npresence = \"loud\"").unwrap_err();
+        assert!(
+            matches!(err, NamespaceError::Parse { index: 0, .. })
+                && err.to_string().contains("presence"),
+            "{err}"
+        );
+        assert!(parse("[[namespace]]\npattern = \"a\"\npresence_threshold = -1").is_err());
     }
 
     #[test]

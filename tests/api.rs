@@ -470,6 +470,8 @@ async fn presence_shows_token_users_and_disconnect_by_user_closes_all_of_theirs(
     let (fleet, _keys) = fleet(&["--auth", "optional", "--auth-key-file", &secret_path]);
     let ann = user_token("ann", json!({"name": "Ann"}), SECRET);
     let bob = user_token("bob", json!(null), SECRET);
+    let (mut anon, _, anon_id) = client(&fleet).await;
+    join(&mut anon, "lobby").await;
     let mut socks = Vec::new();
     for token in [&ann, &ann, &bob] {
         let mut ws = connect(&format!("{}?token={token}", fleet.url("/ws"))).await;
@@ -478,8 +480,21 @@ async fn presence_shows_token_users_and_disconnect_by_user_closes_all_of_theirs(
         join(&mut ws, "lobby").await;
         socks.push(ws);
     }
-    let (mut anon, _, anon_id) = client(&fleet).await;
-    join(&mut anon, "lobby").await;
+    // The first member sees each join notice with the joiner's user and info.
+    let mut joined = Vec::new();
+    while joined.len() < 3 {
+        let (notice, _) = recv_type(&mut anon, "presence").await;
+        joined.push((notice["user"].clone(), notice["info"].clone()));
+    }
+    let ann_info = json!({"name": "Ann"});
+    assert_eq!(
+        joined,
+        [
+            (json!("ann"), ann_info.clone()),
+            (json!("ann"), ann_info),
+            (json!("bob"), Value::Null)
+        ]
+    );
 
     let answer = call(&fleet, "presence", json!({"room": "lobby"})).await;
     let members = answer["members"].as_array().expect("members");

@@ -166,7 +166,10 @@ mod tests {
             size,
             ttl: Duration::from_secs(60),
         };
-        let ns = Namespaces::new(RoomOptions { history });
+        let ns = Namespaces::new(RoomOptions {
+            history,
+            presence: Default::default(),
+        });
         Recall::new(HistoryStore::new(ns, 1 << 20), recovery_max)
     }
 

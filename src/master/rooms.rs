@@ -1,6 +1,6 @@
-//! The room concern of the loop: turns workers' room messages (publish, presence, join,
-//! withdraw, history, broadcast) into the frames to send, through the pure [`Relay`]
-//! table and, for rooms with history, [`Recall`]. It knows nothing of processes or slots:
+//! The room concern of the loop: turns workers' room messages (publish, join, leave,
+//! presence query, withdraw, history, broadcast) into the frames to send, through the pure
+//! [`Relay`] table, the presence [`Registry`] and, for rooms with history, [`Recall`]. It knows nothing of processes or slots:
 //! the supervisor hands it a message and a way to send, and tells it when a worker is gone.
 //!
 //! One point of order per room: a publish to a room with history takes its `seq` from the
@@ -10,10 +10,12 @@
 
 use std::time::Instant;
 
-use wsfleet_worker::ipc::{RoomEvent, ToMaster, ToWorker, monotonic_ns};
+use wsfleet_worker::ipc::{JoinAnswer, ToMaster, ToWorker, monotonic_ns};
 // The one path to the client protocol's frame builders (moving to `wsfleet_worker::protocol`).
 use wsfleet_worker::protocol;
 
+use super::members::Extra;
+use super::presence::{Notice, Registry};
 use super::recall::Recall;
 use super::relay::{Relay, WorkerKey};
 
@@ -33,14 +35,40 @@ pub struct Rooms {
     relay: Relay,
     /// Positions and stored messages of rooms with history.
     recall: Recall,
+    /// Who is in which room; notices and coalesced counts.
+    presence: Registry,
 }
 
 impl Rooms {
-    /// No routes yet; history in `recall`.
-    pub fn new(recall: Recall) -> Self {
+    /// No routes yet; history in `recall`, members in `presence`.
+    pub fn new(recall: Recall, presence: Registry) -> Self {
         Self {
             relay: Relay::default(),
             recall,
+            presence,
+        }
+    }
+
+    /// The member registry (to reconfigure it, and for the queries of the server API).
+    pub fn presence(&mut self) -> &mut Registry {
+        &mut self.presence
+    }
+
+    /// A worker linked: its members' fleet ids are made of its `slot` and `generation`.
+    pub fn linked(&mut self, key: WorkerKey, slot: u32, generation: u64) {
+        self.presence.linked(key, slot, generation);
+    }
+
+    /// When the next coalesced member counts are due.
+    pub fn presence_due(&self) -> Option<Instant> {
+        self.presence.due()
+    }
+
+    /// Sends the coalesced member counts due at `now` to each room's workers.
+    pub fn flush_presence(&mut self, now: Instant, mut out: impl FnMut(To, ToWorker)) {
+        for (room, frame) in self.presence.flush(now) {
+            let notice = Notice { frame, skip: None };
+            self.notify(&room, notice, &mut out);
         }
     }
 
@@ -70,33 +98,27 @@ impl Rooms {
                     out(To::Worker(from), ordered(conn, ack, seq, epoch));
                 }
             }
-            ToMaster::Presence {
-                room,
-                event,
-                conn,
-                id,
-            } => {
-                let frame = protocol::presence(&room, event == RoomEvent::Join, &id);
-                for t in self.relay.targets(&room) {
-                    out(
-                        To::Worker(*t),
-                        ToWorker::Room {
-                            room: room.clone(),
-                            frame: frame.clone(),
-                            skip: (*t == from).then_some(conn),
-                            ordered_ns: 0,
-                        },
-                    );
-                }
-            }
             ToMaster::Join {
                 room,
                 conn,
                 token,
                 since,
+                user,
+                info,
             } => {
                 self.relay.interest(from, &room, true);
                 let answer = self.recall.join(&room, since, now);
+                let notice = match answer {
+                    JoinAnswer::Accepted { .. } => {
+                        let extra = (user.is_some() || info.is_some()).then(|| Extra {
+                            user: user.map(Into::into),
+                            info: info.map(Into::into),
+                        });
+                        self.presence.join(&room, (from, conn), extra, now)
+                    }
+                    JoinAnswer::Refused { .. } => None,
+                };
+                let name = notice.is_some().then(|| room.clone());
                 let joined = ToWorker::Joined {
                     room,
                     conn,
@@ -104,6 +126,18 @@ impl Rooms {
                     answer,
                 };
                 out(To::Worker(from), joined);
+                if let (Some(notice), Some(room)) = (notice, name) {
+                    self.notify(&room, notice, &mut out);
+                }
+            }
+            ToMaster::Leave { room, conn } => {
+                if let Some(notice) = self.presence.leave(&room, (from, conn), now) {
+                    self.notify(&room, notice, &mut out);
+                }
+            }
+            ToMaster::PresenceQuery { room, conn, id } => {
+                let frame = self.presence.answer(&room, id.as_deref());
+                out(To::Worker(from), ToWorker::Reply { conn, frame });
             }
             ToMaster::Withdraw { room } => self.relay.interest(from, &room, false),
             ToMaster::History {
@@ -180,9 +214,26 @@ impl Rooms {
         );
     }
 
-    /// Forgets a worker that exited.
-    pub fn remove_worker(&mut self, key: WorkerKey) {
+    /// Forgets a worker that exited, and its members.
+    pub fn remove_worker(&mut self, key: WorkerKey, now: Instant) {
         self.relay.remove_worker(key);
+        self.presence.remove_worker(key, now);
+    }
+
+    /// Sends a presence frame to every worker with members of `room` (not to each member:
+    /// the worker writes it to its own).
+    fn notify(&self, room: &str, notice: Notice, out: &mut impl FnMut(To, ToWorker)) {
+        for t in self.relay.targets(room) {
+            out(
+                To::Worker(*t),
+                ToWorker::Room {
+                    room: room.to_owned(),
+                    frame: notice.frame.clone(),
+                    skip: notice.skip.filter(|(w, _)| w == t).map(|(_, c)| c),
+                    ordered_ns: 0,
+                },
+            );
+        }
     }
 
     /// Rooms with members somewhere in the fleet.
@@ -223,8 +274,22 @@ mod tests {
             size: history_size,
             ttl: Duration::from_secs(60),
         };
-        let store = HistoryStore::new(Namespaces::new(RoomOptions { history }), 1 << 20);
-        Rooms::new(Recall::new(store, 300))
+        let store = HistoryStore::new(
+            Namespaces::new(RoomOptions {
+                history,
+                presence: Default::default(),
+            }),
+            1 << 20,
+        );
+        let options = RoomOptions {
+            history: HistoryOptions {
+                size: 0,
+                ttl: Duration::from_secs(60),
+            },
+            presence: Default::default(),
+        };
+        let presence = Registry::new(Namespaces::new(options), Duration::from_millis(10));
+        Rooms::new(Recall::new(store, 300), presence)
     }
 
     fn send(rooms: &mut Rooms, from: WorkerKey, msg: ToMaster) -> Vec<(To, ToWorker)> {
@@ -240,6 +305,8 @@ mod tests {
             conn: 9,
             token: 7,
             since: None,
+            user: None,
+            info: None,
         };
         send(rooms, from, msg)
     }
@@ -283,7 +350,7 @@ mod tests {
         ));
         assert_eq!(rooms.count(), 1);
         send(&mut rooms, 1, ToMaster::Withdraw { room: "a".into() });
-        rooms.remove_worker(2);
+        rooms.remove_worker(2, Instant::now());
         assert_eq!(rooms.count(), 0);
     }
 
@@ -304,6 +371,8 @@ mod tests {
                 conn: 9,
                 token: 1,
                 since: Some(protocol::Since { epoch, seq: 0 }),
+                user: None,
+                info: None,
             },
         );
         let [(_, ToWorker::Joined { answer, .. })] = &answer[..] else {

@@ -132,7 +132,7 @@ impl Worker {
 
     /// The connection id clients see: unique across the fleet and its restarts.
     pub fn fleet_id(&self, conn: u64) -> String {
-        format!("{}.{}.{}", self.slot, self.generation, conn)
+        crate::protocol::fleet_id(self.slot, self.generation, conn)
     }
 
     /// Queues a message for the master.

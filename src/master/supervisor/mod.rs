@@ -24,6 +24,7 @@ use super::api::idempotency::Idempotency;
 use super::backoff::{self, Backoff};
 use super::events::Event;
 use super::history::HistoryStore;
+use super::presence::Registry;
 use super::recall::Recall;
 use super::relay::WorkerKey;
 use super::rooms::{Rooms, To};
@@ -81,7 +82,13 @@ impl<S: Spawner> Supervisor<S> {
             spawner,
             state: FleetState::new(settings.workers),
             startup_deadline: now + settings.ready_timeout * 3,
-            rooms: Rooms::new(recall(&settings.history)),
+            rooms: Rooms::new(
+                recall(&settings.history),
+                Registry::new(
+                    settings.history.namespaces.clone(),
+                    settings.presence_interval,
+                ),
+            ),
             settings,
             resolve,
             phase: watch::channel(Phase::Starting).0,
@@ -129,6 +136,7 @@ impl<S: Spawner> Supervisor<S> {
                     w.tx.send(ToWorker::Start(self.settings.worker.clone()));
                     w.linked = true;
                     w.heard = now;
+                    self.rooms.linked(key, w.slot, w.generation);
                 }
             }
             Event::Message(key, msg) => self.on_message(key, msg, now),
@@ -148,7 +156,13 @@ impl<S: Spawner> Supervisor<S> {
         let reload = self.reload.as_ref().and_then(|r| r.deadline());
         let stop = self.stop.as_ref().map(|s| s.deadline);
         let startup = (self.phase() == Phase::Starting).then_some(self.startup_deadline);
-        backoffs.chain(reload).chain(stop).chain(startup).min()
+        let presence = self.rooms.presence_due().map(Instant::from_std);
+        backoffs
+            .chain(reload)
+            .chain(stop)
+            .chain(startup)
+            .chain(presence)
+            .min()
     }
 
     fn on_message(&mut self, key: WorkerKey, msg: ToMaster, now: Instant) {
@@ -200,7 +214,7 @@ impl<S: Spawner> Supervisor<S> {
 
     /// Supervision: a worker process ended.
     fn on_exit(&mut self, key: WorkerKey, how: &str, now: Instant) {
-        self.rooms.remove_worker(key);
+        self.rooms.remove_worker(key, now.into_std());
         let Some(w) = self.state.workers.remove(&key) else {
             return;
         };
@@ -338,6 +352,9 @@ impl<S: Spawner> Supervisor<S> {
         self.kill_stalled(true);
         self.heartbeat(now);
         self.rooms.sweep(now.into_std());
+        let workers = &self.state.workers;
+        self.rooms
+            .flush_presence(now.into_std(), |to, m| send(workers, to, m));
         if matches!(self.phase(), Phase::Starting | Phase::Running) {
             let due: Vec<u32> = (0..self.state.slots.len() as u32)
                 .filter(|&i| {

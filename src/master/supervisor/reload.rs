@@ -96,6 +96,9 @@ impl<S: Spawner> Supervisor<S> {
                     history.budget_bytes,
                     now.into_std(),
                 );
+                let (namespaces, interval) =
+                    (history.namespaces.clone(), self.settings.presence_interval);
+                self.rooms.presence().reconfigure(namespaces, interval);
                 self.reload_step(now);
             }
             Err(e) => self.reload_finish(Some(format!("settings not reloaded: {e}")), now),

@@ -99,10 +99,12 @@ fn settings(workers: usize) -> Settings {
                     size: 0,
                     ttl: Duration::from_secs(60),
                 },
+                presence: Default::default(),
             }),
             budget_bytes: 1 << 20,
             recovery_max: 300,
         },
+        presence_interval: Duration::from_secs(1),
     }
 }
 
@@ -217,6 +219,8 @@ impl Harness {
                 conn: 1,
                 token: 1,
                 since: None,
+                user: None,
+                info: None,
             },
         ));
     }

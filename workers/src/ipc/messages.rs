@@ -10,7 +10,7 @@ use crate::protocol::{RoomPattern, Since};
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,15 +88,6 @@ impl Default for WorkerSettings {
             ip_connects_per_minute: defaults::IP_CONNECTS_PER_MINUTE,
         }
     }
-}
-
-/// A join or leave notice sent to the other members of a room.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum RoomEvent {
-    /// A connection became a member.
-    Join,
-    /// A connection stopped being a member (left or disconnected).
-    Leave,
 }
 
 /// Every counter a worker keeps, listed once. Each entry is
@@ -215,7 +206,7 @@ pub enum ToWorker {
         room: String,
         /// The ready-to-send JSON text.
         frame: String,
-        /// A local connection that must not receive it (the subject of a presence event).
+        /// A local connection that must not receive it (the subject of a presence notice).
         skip: Option<u64>,
         /// When the master ordered it (`CLOCK_MONOTONIC` ns, see `ipc::latency`); 0 for
         /// messages that are not publishes (presence), which are not timed.
@@ -341,6 +332,29 @@ pub enum ToMaster {
         token: u64,
         /// The client's last seen position, to recover from.
         since: Option<Since>,
+        /// The authenticated user (from the client's token), for the master's presence
+        /// registry; None without a token.
+        user: Option<String>,
+        /// The token's `info` (raw JSON text), for the registry; None without one.
+        info: Option<String>,
+    },
+    /// Undoes one join the master accepted: the member left or disconnected, or the
+    /// accepted join did not end as a member (left or gone while it waited). The master
+    /// counts accepted joins per connection, so it drops the member at the last one.
+    Leave {
+        /// The room.
+        room: String,
+        /// The local connection.
+        conn: u64,
+    },
+    /// A client's `presence` request; the master answers with [`ToWorker::Reply`].
+    PresenceQuery {
+        /// The room.
+        room: String,
+        /// The asking local connection.
+        conn: u64,
+        /// The client's `id` as raw JSON, echoed in the answer.
+        id: Option<String>,
     },
     /// The worker lost its last local member (or pending join) of `room`.
     Withdraw {
@@ -381,17 +395,6 @@ pub enum ToMaster {
         conn: u64,
         /// The client's `id` as raw JSON, if it asked for an acknowledgement.
         ack: Option<String>,
-    },
-    /// A member joined or left: tell the room's other members.
-    Presence {
-        /// The room concerned.
-        room: String,
-        /// Join or leave.
-        event: RoomEvent,
-        /// The local connection that joined or left.
-        conn: u64,
-        /// Its fleet-wide id as shown to clients.
-        id: String,
     },
     /// Answer to [`ToWorker::Ping`].
     Pong {
@@ -463,9 +466,20 @@ impl super::Weighed for ToWorker {
 impl super::Weighed for ToMaster {
     fn weight(&self) -> usize {
         let owned = match self {
-            Self::Join { room, since, .. } => {
-                room.len() + since.as_ref().map_or(0, |s| s.epoch.len())
+            Self::Join {
+                room,
+                since,
+                user,
+                info,
+                ..
+            } => {
+                room.len()
+                    + since.as_ref().map_or(0, |s| s.epoch.len())
+                    + user.as_ref().map_or(0, String::len)
+                    + info.as_ref().map_or(0, String::len)
             }
+            Self::Leave { room, .. } => room.len(),
+            Self::PresenceQuery { room, id, .. } => room.len() + id.as_ref().map_or(0, String::len),
             Self::Withdraw { room } => room.len(),
             Self::History {
                 room, since, id, ..
@@ -478,7 +492,6 @@ impl super::Weighed for ToMaster {
                 room, data, ack, ..
             } => room.len() + data.len() + ack.as_ref().map_or(0, String::len),
             Self::Broadcast { data, ack, .. } => data.len() + ack.as_ref().map_or(0, String::len),
-            Self::Presence { room, id, .. } => room.len() + id.len(),
             Self::Answer { answer, .. } => match answer {
                 QueryAnswer::Members(m) => m
                     .iter()

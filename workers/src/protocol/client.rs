@@ -322,7 +322,7 @@ mod tests {
             (frames::membership("joined", "r"), Kind::Joined),
             (frames::membership("left", "r"), Kind::Left),
             (frames::room_message("r", 1, "1"), Kind::Message),
-            (frames::presence("r", true, "1.1.1"), Kind::Presence),
+            (frames::presence("r", true, "1.1.1", None), Kind::Presence),
             (frames::ack("1", None, None), Kind::Ack),
             (frames::error(&r, None), Kind::Error),
             (r#"{"type":"dance"}"#.to_owned(), Kind::Other),

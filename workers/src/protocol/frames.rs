@@ -103,14 +103,69 @@ pub fn broadcast_message(data: &str) -> String {
     format!(r#"{{"type":"message","data":{data}}}"#)
 }
 
-/// `{"type":"presence","room":R,"event":"join"|"leave","id":ID}`
-pub fn presence(room: &str, join: bool, id: &str) -> String {
+/// `{"type":"presence","room":R,"event":"join"|"leave","id":ID}`, with `"user"` (and the
+/// token's raw `"info"`) when the member presented a token.
+pub fn presence(room: &str, join: bool, id: &str, user: Option<(&str, Option<&str>)>) -> String {
     let event = if join { "join" } else { "leave" };
-    format!(
-        r#"{{"type":"presence","room":{},"event":"{event}","id":{}}}"#,
+    let mut out = format!(
+        r#"{{"type":"presence","room":{},"event":"{event}","id":{}"#,
         json_str(room),
         json_str(id)
+    );
+    if let Some((user, info)) = user {
+        out.push_str(r#","user":"#);
+        out.push_str(&json_str(user));
+        if let Some(info) = info {
+            // Raw JSON text the worker took from a verified token.
+            out.push_str(r#","info":"#);
+            out.push_str(info);
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// `{"type":"presence","room":R,"count":N}`: a big room's coalesced member count.
+pub fn presence_count(room: &str, count: usize) -> String {
+    format!(
+        r#"{{"type":"presence","room":{},"count":{count}}}"#,
+        json_str(room)
     )
+}
+
+/// The answer to a `presence` request: `{"type":"presence","room":R,"count":N}` with
+/// `"members":[ID,…]` when the room lists them, and the request's `"id"`.
+pub fn presence_answer(
+    room: &str,
+    count: usize,
+    members: Option<&[String]>,
+    id: Option<&str>,
+) -> String {
+    let mut out = format!(
+        r#"{{"type":"presence","room":{},"count":{count}"#,
+        json_str(room)
+    );
+    if let Some(members) = members {
+        out.push_str(r#","members":["#);
+        for (i, m) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&json_str(m));
+        }
+        out.push(']');
+    }
+    if let Some(id) = id {
+        out.push_str(&format!(r#","id":{id}"#));
+    }
+    out.push('}');
+    out
+}
+
+/// A connection's fleet-wide id as clients see it: `slot.generation.conn`, unique across
+/// the fleet and its restarts.
+pub fn fleet_id(slot: u32, generation: u64, conn: u64) -> String {
+    format!("{slot}.{generation}.{conn}")
 }
 
 #[cfg(test)]
@@ -133,7 +188,11 @@ mod tests {
             error(&Refusal::new("bad_room", "no \"quotes\""), Some("1")),
             room_message("r", 9, r#"{"k":1}"#),
             broadcast_message("[1]"),
-            presence("r", true, "0.1.2"),
+            presence("r", true, "0.1.2", None),
+            presence("r", true, "0.1.3", Some(("ann", Some(r#"{"n":1}"#)))),
+            presence_count("r", 3),
+            presence_answer("r", 2, Some(&["0.1.2".into(), "1.1.3".into()]), Some("[1]")),
+            presence_answer("r", 900, None, None),
         ] {
             let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
             assert!(v["type"].is_string(), "{frame}");

@@ -14,7 +14,8 @@ pub mod strict;
 use std::borrow::Cow;
 
 pub use frames::{
-    ack, broadcast_message, error, history, joined_at, membership, presence, room_message, welcome,
+    ack, broadcast_message, error, fleet_id, history, joined_at, membership, presence,
+    presence_answer, presence_count, room_message, welcome,
 };
 pub use request::{Request, Since, parse};
 

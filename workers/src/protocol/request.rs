@@ -56,6 +56,11 @@ pub enum Request<'a> {
         /// The fresh JWT.
         token: &'a str,
     },
+    /// `room`'s member count, and its member ids while the room lists them.
+    Presence {
+        /// The room.
+        room: String,
+    },
 }
 
 /// Most messages one `history` request may ask for; page with `since` for more.
@@ -158,7 +163,7 @@ fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
     let kind = env.kind.ok_or_else(|| {
         Refusal::new(
             "missing_field",
-            "missing \"type\" (join, leave, publish, broadcast, history or refresh)",
+            "missing \"type\" (join, leave, publish, broadcast, history, presence or refresh)",
         )
     })?;
     let kind: Cow<'_, str> = serde_json::from_str(kind.get())
@@ -175,6 +180,7 @@ fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
             reverse: reverse(env)?,
         }),
         "leave" => Ok(Request::Leave { room: room(env)? }),
+        "presence" => Ok(Request::Presence { room: room(env)? }),
         "publish" => Ok(Request::Publish {
             room: room(env)?,
             data: data(env)?,
@@ -186,7 +192,7 @@ fn request<'a>(env: &Envelope<'a>) -> Result<Request<'a>, Refusal> {
         other => Err(Refusal {
             code: "unknown_type",
             message: format!(
-                "unknown request type {:?}; use join, leave, publish, broadcast, history or refresh",
+                "unknown request type {:?}; use join, leave, publish, broadcast, history, presence or refresh",
                 truncate(other, 64)
             )
             .into(),
@@ -287,6 +293,10 @@ mod tests {
                 room: "general".into(),
                 since: None
             })
+        );
+        assert_eq!(
+            parse(r#"{"type":"presence","room":"r","id":1}"#),
+            (Some("1"), Ok(Request::Presence { room: "r".into() }))
         );
         assert_eq!(
             parse(r#"{"type":"leave","room":"g\u00e9n"}"#).1,

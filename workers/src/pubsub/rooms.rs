@@ -1,6 +1,7 @@
-//! The worker's rooms, in one place: a client's join and leave (limits, replies, presence
-//! and interest messages to the master), the master's interest acknowledgement that
-//! confirms waiting joins, and the delivery of a room's messages to its local members.
+//! The worker's rooms, in one place: a client's join and leave (limits, replies, and the
+//! join, leave and interest messages to the master, which keeps presence), the master's
+//! answer that confirms waiting joins, and the delivery of a room's messages to its local
+//! members.
 //! The bookkeeping itself is [`Hub`]; sessions call in here, and nothing here calls a
 //! session.
 
@@ -10,7 +11,7 @@ use std::rc::Rc;
 use super::hub::{Answered, Hub, Join};
 use crate::conn::{self, Conn, frame};
 use crate::counters;
-use crate::ipc::{JoinAnswer, RoomEvent, ToMaster};
+use crate::ipc::{JoinAnswer, ToMaster};
 use crate::protocol::{self, Refusal, Since};
 use crate::worker::Worker;
 
@@ -77,12 +78,18 @@ impl Rooms {
             .retain(|r| self.hub.borrow().contains(r, conn.id));
         if member.position(&room).is_some() {
             let asked = self.hub.borrow_mut().join(&room, conn, None);
-            if matches!(asked, Join::Member) {
-                // Already a member: answer again, change nothing.
-                w.reply_text(conn, &protocol::membership("joined", &room));
-                if let Some(id) = id {
-                    w.reply_text(conn, &protocol::ack(id, None, None));
+            match asked {
+                Join::Member => {
+                    // Already a member: answer again, change nothing.
+                    w.reply_text(conn, &protocol::membership("joined", &room));
+                    if let Some(id) = id {
+                        w.reply_text(conn, &protocol::ack(id, None, None));
+                    }
                 }
+                Join::Waiting => {}
+                // Not while `member.rooms` agrees with the hub; if it ever did not, the
+                // master is asked as for any new join.
+                Join::Ask(token) => self.ask_master(room, conn, token, since),
             }
             return Ok(());
         }
@@ -96,20 +103,27 @@ impl Rooms {
         // Grow the list one slot at a time rather than by Vec's default of four.
         member.rooms.reserve_exact(1);
         member.rooms.push(room.as_str().into());
-        let asked = self
+        // Not in `member.rooms`, so neither a member nor waiting: no need to scan the room.
+        let token = self
             .hub
             .borrow_mut()
-            .join(&room, conn, id.map(str::to_owned));
+            .ask(&room, conn, id.map(str::to_owned));
         self.count_rooms();
-        if let Join::Ask(token) = asked {
-            w.send(ToMaster::Join {
-                room,
-                conn: conn.id,
-                token,
-                since,
-            });
-        }
+        self.ask_master(room, conn, token, since);
         Ok(())
+    }
+
+    /// Sends the master the `Join` of connection `conn` (its answer carries `token`), with
+    /// its token's user and info for presence.
+    fn ask_master(&self, room: String, conn: &Conn, token: u64, since: Option<Since>) {
+        self.worker.send(ToMaster::Join {
+            room,
+            conn: conn.id,
+            token,
+            since,
+            user: conn.user().map(str::to_owned),
+            info: conn.user_info().map(str::to_owned),
+        });
     }
 
     /// A client asks for a page of `room`'s history: the master answers it directly.
@@ -156,6 +170,10 @@ impl Rooms {
         let Some(Answered { join, room_empty }) =
             self.hub.borrow_mut().answered(room, conn, token, accept)
         else {
+            if accept {
+                // The connection went away while its join waited: the master counted it.
+                self.send_leave(room, conn);
+            }
             return;
         };
         let w = &self.worker;
@@ -172,12 +190,9 @@ impl Rooms {
                     for replayed in frames {
                         w.deliver(&join.conn, frame::text(&replayed));
                     }
-                    w.send(ToMaster::Presence {
-                        room: room.to_owned(),
-                        event: RoomEvent::Join,
-                        conn,
-                        id: w.fleet_id(conn),
-                    });
+                } else {
+                    // Left while the join waited: undo the join the master counted.
+                    self.send_leave(room, conn);
                 }
             }
             JoinAnswer::Refused { message } => {
@@ -219,12 +234,7 @@ impl Rooms {
     fn remove(&self, room: &str, conn: u64, defer: Option<Option<String>>) -> bool {
         let left = self.hub.borrow_mut().leave(room, conn, defer);
         if left.was_member {
-            self.worker.send(ToMaster::Presence {
-                room: room.to_owned(),
-                event: RoomEvent::Leave,
-                conn,
-                id: self.worker.fleet_id(conn),
-            });
+            self.send_leave(room, conn);
         }
         if left.room_empty {
             self.worker.send(ToMaster::Withdraw {
@@ -233,6 +243,14 @@ impl Rooms {
         }
         self.count_rooms();
         left.deferred
+    }
+
+    /// Tells the master that one join it accepted for `conn` no longer stands.
+    fn send_leave(&self, room: &str, conn: u64) {
+        self.worker.send(ToMaster::Leave {
+            room: room.to_owned(),
+            conn,
+        });
     }
 
     fn count_rooms(&self) {
@@ -297,6 +315,8 @@ mod tests {
             conn: 1,
             token,
             since: None,
+            user: None,
+            info: None,
         }) = rx.try_recv()
         else {
             panic!("the join asks the master")
@@ -312,26 +332,19 @@ mod tests {
 
         rooms.on_joined("r", 1, token + 1, accepted("{}"));
         assert_eq!(a.queued_bytes(), 0, "a stale answer is dropped");
+        assert!(
+            matches!(rx.try_recv(), Ok(ToMaster::Leave { conn: 1, .. })),
+            "and the join the master counted for it undone"
+        );
         rooms.on_joined("r", 1, token, accepted("{}"));
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(ToMaster::Presence {
-                event: RoomEvent::Join,
-                conn: 1,
-                ..
-            })
-        ));
+        assert!(
+            rx.try_recv().is_err(),
+            "a confirmed join sends the master nothing"
+        );
         assert!(a.queued_bytes() > 0, "`joined` and the ack are queued");
 
         rooms.leave_all(&mut member, 1);
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(ToMaster::Presence {
-                event: RoomEvent::Leave,
-                conn: 1,
-                ..
-            })
-        ));
+        assert!(matches!(rx.try_recv(), Ok(ToMaster::Leave { conn: 1, .. })));
         assert!(matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })));
         assert_eq!(rooms.worker().counters.rooms.get(), 0);
     }
@@ -366,10 +379,44 @@ mod tests {
         .sum();
         assert_eq!(a.queued_bytes(), expected, "joined, ack 7, left, ack 8");
         assert!(
+            matches!(rx.try_recv(), Ok(ToMaster::Leave { conn: 1, .. })),
+            "the join the master accepted is undone"
+        );
+        assert!(
             matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })),
-            "no presence for a member that never was; the room is withdrawn"
+            "then the room is withdrawn"
         );
         assert!(rooms.hub.borrow().members("r").is_empty());
+    }
+
+    /// Connection 1 asks to join "r": its membership, and the token the master answers.
+    fn asked(rooms: &Rooms, rx: &mut mpsc::UnboundedReceiver<ToMaster>) -> (Membership, u64) {
+        let mut member = Membership::default();
+        rooms
+            .join(&mut member, &test_conn(1), "r".into(), None, None)
+            .unwrap();
+        let Ok(ToMaster::Join { token, .. }) = rx.try_recv() else {
+            panic!("the join asks the master")
+        };
+        (member, token)
+    }
+
+    #[tokio::test]
+    async fn an_accepted_join_of_a_connection_gone_meanwhile_is_undone() {
+        let (rooms, mut rx) = rooms(4);
+        let (mut member, token) = asked(&rooms, &mut rx);
+        rooms.leave_all(&mut member, 1);
+        assert!(matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })));
+        rooms.on_joined("r", 1, token, accepted("{}"));
+        assert!(
+            matches!(rx.try_recv(), Ok(ToMaster::Leave { conn: 1, .. })),
+            "the master counted the accepted join: undo it"
+        );
+        let refused = JoinAnswer::Refused {
+            message: "no".into(),
+        };
+        rooms.on_joined("r", 1, token, refused);
+        assert!(rx.try_recv().is_err(), "a refused join was never counted");
     }
 
     #[tokio::test]
@@ -406,7 +453,6 @@ mod tests {
             "a second join while waiting sends the master nothing"
         );
         rooms.on_joined("r", 1, token, accepted("{}"));
-        let _presence = rx.try_recv();
         let before = a.queued_bytes();
         rooms.join(&mut member, &a, "r".into(), None, None).unwrap();
         assert!(rx.try_recv().is_err(), "a member's join sends nothing");

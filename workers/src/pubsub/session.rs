@@ -169,6 +169,17 @@ impl Session {
             {
                 refuse(rooms, conn, &refusal, id);
             }
+            Request::Presence { room, .. }
+                if let Err(refusal) =
+                    self.permit(&worker.settings, &room, Capability::Presence) =>
+            {
+                refuse(rooms, conn, &refusal, id);
+            }
+            Request::Presence { room } => worker.send(ToMaster::PresenceQuery {
+                room,
+                conn: conn.id,
+                id: id.map(str::to_owned),
+            }),
             Request::Publish { room, data } => {
                 counters::add(&worker.counters.publishes, 1);
                 worker.send(ToMaster::Publish {

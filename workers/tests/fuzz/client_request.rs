@@ -54,7 +54,7 @@ proptest! {
             prop_assert!(serde_json::from_str::<Value>(id).is_ok(), "id {id:?}");
         }
         match request {
-            Ok(Request::Join { room, .. } | Request::Leave { room } | Request::History { room, .. }) => {
+            Ok(Request::Join { room, .. } | Request::Leave { room } | Request::History { room, .. } | Request::Presence { room }) => {
                 prop_assert!(validate_room(&room).is_ok());
             }
             Ok(Request::Publish { room, data }) => {

@@ -3,8 +3,7 @@
 
 use proptest::prelude::*;
 use wsfleet_worker::ipc::{
-    Hello, JoinAnswer, LatencyHistogram, RoomEvent, ToMaster, ToWorker, WorkerCounters,
-    WorkerSettings,
+    Hello, JoinAnswer, LatencyHistogram, ToMaster, ToWorker, WorkerCounters, WorkerSettings,
 };
 use wsfleet_worker::protocol::Since;
 
@@ -114,14 +113,25 @@ pub fn to_master() -> impl Strategy<Value = ToMaster> {
             })
         }),
         Just(ToMaster::Ready),
-        (text(), any::<u64>(), any::<u64>(), since()).prop_map(|(room, conn, token, since)| {
-            ToMaster::Join {
+        (
+            text(),
+            any::<u64>(),
+            any::<u64>(),
+            since(),
+            proptest::option::of(text()),
+            proptest::option::of(text())
+        )
+            .prop_map(|(room, conn, token, since, user, info)| ToMaster::Join {
                 room,
                 conn,
                 token,
                 since,
-            }
-        }),
+                user,
+                info,
+            }),
+        (text(), any::<u64>()).prop_map(|(room, conn)| ToMaster::Leave { room, conn }),
+        (text(), any::<u64>(), proptest::option::of(text()))
+            .prop_map(|(room, conn, id)| ToMaster::PresenceQuery { room, conn, id }),
         text().prop_map(|room| ToMaster::Withdraw { room }),
         (
             text(),
@@ -152,18 +162,6 @@ pub fn to_master() -> impl Strategy<Value = ToMaster> {
         ),
         (text(), any::<u64>(), proptest::option::of(text()))
             .prop_map(|(data, conn, ack)| ToMaster::Broadcast { data, conn, ack }),
-        (text(), any::<bool>(), any::<u64>(), text()).prop_map(|(room, join, conn, id)| {
-            ToMaster::Presence {
-                room,
-                event: if join {
-                    RoomEvent::Join
-                } else {
-                    RoomEvent::Leave
-                },
-                conn,
-                id,
-            }
-        }),
         (any::<u64>(), counters()).prop_map(|(id, counters)| ToMaster::Counters { id, counters }),
     ]
 }

@@ -23,6 +23,7 @@ fn history_memory_cost() {
             size: 100,
             ttl: TTL,
         },
+        presence: Default::default(),
     };
 
     // Per room: positions only (rooms joined, nothing stored yet).

@@ -19,6 +19,7 @@ pub(super) const TTL: Duration = Duration::from_secs(60);
 pub(super) fn namespaces() -> Namespaces {
     let defaults = RoomOptions {
         history: HistoryOptions { size: 5, ttl: TTL },
+        presence: Default::default(),
     };
     let spec = |pattern: &str, size: i64| NamespaceSpec {
         pattern: pattern.into(),

@@ -240,6 +240,7 @@ fn reconfigure_applies_new_limits_and_drops_rooms_turned_off() {
     let ns = Namespaces::from_specs(
         RoomOptions {
             history: HistoryOptions { size: 10, ttl: TTL },
+            presence: Default::default(),
         },
         &[NamespaceSpec {
             pattern: "x".into(),
