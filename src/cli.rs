@@ -173,6 +173,11 @@ pub struct ServeArgs {
     /// `recovered:false`.
     #[arg(long, env = "WSFLEET_RECOVERY_MAX", value_name = "N")]
     pub recovery_max: Option<u64>,
+    /// Redis URL for rooms across hosts (repeat it, or separate URLs with commas in the
+    /// environment, to spread rooms over several instances by a hash of the room name);
+    /// off by default: one host needs no broker.
+    #[arg(long, env = "WSFLEET_REDIS", value_name = "URL", value_delimiter = ',')]
+    pub redis: Vec<String>,
 }
 
 /// Where the admin listener binds, or that there is none.

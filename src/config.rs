@@ -61,6 +61,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Room history: per-room options and the master-wide limits.
     pub history: HistorySettings,
+    /// Redis instances for rooms across hosts (empty: off). Read at start only.
+    pub redis: Vec<String>,
 }
 
 /// The master's history settings (re-read on reload like the rest).
@@ -132,6 +134,7 @@ pub struct FileConfig {
     pub history_ttl: Option<f64>,
     pub history_budget_bytes: Option<usize>,
     pub recovery_max: Option<u64>,
+    pub redis: Option<Vec<String>>,
     /// `[[namespace]]` tables, validated by [`Namespaces::from_specs`].
     #[serde(default)]
     pub namespace: Vec<NamespaceSpec>,
@@ -348,6 +351,7 @@ impl Settings {
                 .unwrap_or(defaults::LOG_FORMAT),
             worker,
             history,
+            redis: redis_urls(args, file.redis)?,
         })
     }
 }
@@ -391,6 +395,24 @@ fn history_settings(args: &ServeArgs, file: &FileConfig) -> Result<HistorySettin
             .or(file.recovery_max)
             .unwrap_or(defaults::RECOVERY_MAX),
     })
+}
+
+/// The `--redis` URLs (flags over environment over file); each must look like a Redis URL.
+fn redis_urls(args: &ServeArgs, file: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let urls = if args.redis.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        args.redis.clone()
+    };
+    let urls: Vec<String> = urls.into_iter().map(|u| u.trim().to_owned()).collect();
+    for url in &urls {
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err(ConfigError::Invalid(format!(
+                "redis = {url:?}: use redis://HOST:PORT[/DB] (or unix:///path/to/redis.sock)"
+            )));
+        }
+    }
+    Ok(urls)
 }
 
 /// The control socket path the client commands use.

@@ -15,7 +15,9 @@ use wsfleet_worker::ipc::{RoomEvent, ToMaster, ToWorker, monotonic_ns};
 use wsfleet_worker::protocol;
 
 use super::recall::Recall;
+use super::redis::{Engine, Report, Ticket, WaitingJoinArgs};
 use super::relay::{Relay, WorkerKey};
+use crate::control_api::RedisRow;
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub struct Rooms {
     relay: Relay,
     /// Positions and stored messages of rooms with history.
     recall: Recall,
+    /// With `--redis`: orders, stores and fans out room messages across hosts instead of
+    /// `recall` and the relay's sequences (the relay still routes to local workers).
+    redis: Option<Engine>,
 }
 
 impl Rooms {
@@ -41,7 +46,80 @@ impl Rooms {
         Self {
             relay: Relay::default(),
             recall,
+            redis: None,
         }
+    }
+
+    /// Turns the Redis engine on (before any worker is linked).
+    pub fn attach_redis(&mut self, engine: Engine) {
+        self.redis = Some(engine);
+    }
+
+    /// The Redis engine, when it is on (to reconfigure it on reload).
+    pub fn redis(&mut self) -> Option<&mut Engine> {
+        self.redis.as_mut()
+    }
+
+    /// The Redis engine's links and counts, when it is on.
+    pub fn redis_row(&self) -> Option<RedisRow> {
+        self.redis.as_ref().map(Engine::row)
+    }
+
+    /// A report from a Redis link task.
+    pub fn on_redis(&mut self, report: Report, mut out: impl FnMut(To, ToWorker)) {
+        if let Some(engine) = &mut self.redis {
+            engine.on_report(report, &self.relay, &mut out);
+        }
+    }
+
+    /// A room message with `--redis` on; gives back what the engine does not take.
+    fn handle_redis(
+        engine: &mut Engine,
+        relay: &mut Relay,
+        from: WorkerKey,
+        msg: ToMaster,
+        out: &mut impl FnMut(To, ToWorker),
+    ) -> Option<ToMaster> {
+        match msg {
+            ToMaster::Publish {
+                room,
+                data,
+                conn,
+                ack,
+            } => engine.publish(room, data, Ticket { from, conn, ack }, out),
+            ToMaster::Join {
+                room,
+                conn,
+                token,
+                since,
+            } => {
+                relay.interest(from, &room, true);
+                let join = WaitingJoinArgs {
+                    from,
+                    conn,
+                    token,
+                    since,
+                };
+                engine.join(&room, join);
+            }
+            ToMaster::Withdraw { room } => {
+                relay.interest(from, &room, false);
+                engine.forget_unrouted(relay);
+            }
+            ToMaster::History { conn, id, .. } => {
+                let refusal = protocol::Refusal::new(
+                    "history_off",
+                    "history requests are not served with --redis; recover with join and since",
+                );
+                let frame = protocol::error(&refusal, id.as_deref());
+                out(To::Worker(from), ToWorker::Reply { conn, frame });
+            }
+            ToMaster::Broadcast { data, conn, ack } => {
+                engine.broadcast(data, Ticket { from, conn, ack }, out)
+            }
+            other => return Some(other),
+        }
+        None
     }
 
     /// Room history (to sweep, save, reconfigure and count it).
@@ -58,6 +136,10 @@ impl Rooms {
         now: Instant,
         mut out: impl FnMut(To, ToWorker),
     ) -> Option<ToMaster> {
+        let msg = match &mut self.redis {
+            Some(engine) => Self::handle_redis(engine, &mut self.relay, from, msg, &mut out)?,
+            None => msg,
+        };
         match msg {
             ToMaster::Publish {
                 room,
@@ -159,6 +241,9 @@ impl Rooms {
     /// Forgets a worker that exited.
     pub fn remove_worker(&mut self, key: WorkerKey) {
         self.relay.remove_worker(key);
+        if let Some(engine) = &mut self.redis {
+            engine.forget_unrouted(&self.relay);
+        }
     }
 
     /// Rooms with members somewhere in the fleet.

@@ -10,7 +10,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -87,6 +87,11 @@ impl<S: Spawner> Supervisor<S> {
         }
     }
 
+    /// Turns the Redis engine on (`--redis`), before [`start`](Self::start).
+    pub fn attach_redis(&mut self, engine: super::redis::Engine) {
+        self.rooms.attach_redis(engine);
+    }
+
     /// The phase now.
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
@@ -126,6 +131,10 @@ impl<S: Spawner> Supervisor<S> {
             Event::Command(cmd) => self.on_command(cmd, now),
             Event::Request(req) => self.on_request(req, now),
             Event::Tick => self.on_tick(now),
+            Event::Redis(report) => {
+                let workers = &self.state.workers;
+                self.rooms.on_redis(report, |to, m| send(workers, to, m));
+            }
         }
         self.kill_stalled(false);
         self.progress(now);
@@ -145,21 +154,7 @@ impl<S: Spawner> Supervisor<S> {
         let workers = &self.state.workers;
         let msg = self
             .rooms
-            .handle(key, msg, now.into_std(), |to, m| match to {
-                To::Worker(k) => {
-                    if let Some(w) = workers.get(&k) {
-                        w.tx.send(m);
-                    }
-                }
-                To::Serving => {
-                    for w in workers
-                        .values()
-                        .filter(|w| w.state != WorkerState::Starting)
-                    {
-                        w.tx.send(m.clone());
-                    }
-                }
-            });
+            .handle(key, msg, now.into_std(), |to, m| send(workers, to, m));
         match msg {
             Some(ToMaster::Ready) => self.on_ready(key, now),
             Some(ToMaster::Counters { id, counters }) => {
@@ -445,6 +440,25 @@ impl<S: Spawner> Supervisor<S> {
         if let Some(w) = self.state.workers.get(&key) {
             w.tx.shut();
             self.spawner.kill(w.pid);
+        }
+    }
+}
+
+/// Queues `m` for the worker(s) `to` names.
+fn send(workers: &BTreeMap<WorkerKey, WorkerEntry>, to: To, m: ToWorker) {
+    match to {
+        To::Worker(k) => {
+            if let Some(w) = workers.get(&k) {
+                w.tx.send(m);
+            }
+        }
+        To::Serving => {
+            for w in workers
+                .values()
+                .filter(|w| w.state != WorkerState::Starting)
+            {
+                w.tx.send(m.clone());
+            }
         }
     }
 }

@@ -102,6 +102,7 @@ fn settings(workers: usize) -> Settings {
             budget_bytes: 1 << 20,
             recovery_max: 300,
         },
+        redis: Vec::new(),
     }
 }
 

@@ -1,0 +1,90 @@
+//! What the loop's engine and a Redis link task say to each other: commands go to the task
+//! of the room's instance in order, reports come back to the loop as events.
+
+use super::order::Snapshot;
+use crate::master::relay::WorkerKey;
+
+/// Who waits for a publish's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The publisher's worker.
+    pub from: WorkerKey,
+    /// The publisher's connection on that worker.
+    pub conn: u64,
+    /// The publish's request id (raw JSON), when it asked for an ack.
+    pub ack: Option<String>,
+}
+
+/// A command for a link task; each instance's task carries them out in order.
+#[derive(Debug)]
+pub enum Command {
+    /// Order, store and fan out a message (the publish script).
+    Publish {
+        /// The room.
+        room: String,
+        /// The raw JSON data.
+        data: String,
+        /// Messages the room's stored log keeps.
+        cap: usize,
+        /// Seconds the room's keys live after its last publish.
+        ttl_s: u64,
+        /// Whom to answer.
+        ticket: Ticket,
+    },
+    /// Read the room's position and stored messages (the read script).
+    Read {
+        /// The room.
+        room: String,
+        /// Stored messages after this `seq` (`None`: none).
+        after: Option<u64>,
+        /// The epoch this host knows for the room, if any.
+        known: Option<String>,
+        /// Seconds a room started by the read lives.
+        ttl_s: u64,
+    },
+    /// This host has members of the room: listen on its channel.
+    Subscribe(String),
+    /// This host has no member of the room left.
+    Unsubscribe(String),
+    /// A broadcast for every host.
+    Broadcast(String),
+}
+
+/// What a link task reports to the loop.
+#[derive(Debug)]
+pub enum Report {
+    /// A publish was ordered (`seq`, `epoch`) or refused (why).
+    Published {
+        /// Whom to answer.
+        ticket: Ticket,
+        /// The room.
+        room: String,
+        /// The position, or why Redis could not be used.
+        result: Result<(u64, String), String>,
+    },
+    /// A read's answer.
+    Read {
+        /// The room.
+        room: String,
+        /// The position and messages, or why Redis could not be used.
+        result: Result<Snapshot, String>,
+    },
+    /// A message on a room's channel.
+    Message {
+        /// The room.
+        room: String,
+        /// The payload the publish script sent.
+        delivery: super::script::Delivery,
+    },
+    /// A broadcast from some host.
+    Broadcast(String),
+    /// The instance's pub/sub link came up (subscriptions restored) or went down.
+    Link {
+        /// Index into the `--redis` list.
+        instance: usize,
+        /// Whether it is up now.
+        up: bool,
+        /// Why it went down.
+        why: Option<String>,
+    },
+}
