@@ -610,6 +610,28 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_come_from_flags_over_the_file_and_must_be_redis_urls() {
+        let (_d, path) = write("redis = [\"redis://a:1\", \"redis://b:2\"]\n");
+        let mut args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.redis, ["redis://a:1", "redis://b:2"]);
+        args.redis = vec!["redis://c:3".into()];
+        assert_eq!(Settings::resolve(&args).unwrap().redis, ["redis://c:3"]);
+        args.redis = vec!["http://c:3".into()];
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("use redis://HOST:PORT"), "{e}");
+        assert!(
+            Settings::resolve(&ServeArgs::default())
+                .unwrap()
+                .redis
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn every_serve_option_is_a_config_file_key() {
         let cli = crate::cli::command();
         let serve = cli.find_subcommand("serve").unwrap();
@@ -624,7 +646,7 @@ mod tests {
                 "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
                 "admin" | "client_broadcast" => "\"off\"".to_owned(),
-                "allowed_origins" => "[\"https://a\"]".to_owned(),
+                "allowed_origins" | "redis" => "[\"https://a\"]".to_owned(),
                 _ => "1".to_owned(),
             };
             let text = format!("{key} = {value}\n");

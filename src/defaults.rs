@@ -98,6 +98,7 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("history_ttl", HISTORY_TTL.as_secs_f64().to_string()),
         ("history_budget_bytes", BUDGET_BYTES.to_string()),
         ("recovery_max", RECOVERY_MAX.to_string()),
+        ("redis", "off".to_owned()),
     ]
 }
 
