@@ -132,8 +132,8 @@ pub fn render(s: &FleetStats) -> String {
             out.push_str(&format!("redis {i} {}  {state}\n", inst.url));
         }
         out.push_str(&format!(
-            "redis rooms {}  published {}  refused {}  received {}  delivered {}  backfilled {}  lost {}  reads {}  resyncs {}\n",
-            r.rooms, r.published, r.refused, r.received, r.delivered, r.backfilled, r.lost, r.reads, r.resyncs
+            "redis host {}  rooms {}  members (all hosts) {}  published {}  refused {}  received {}  delivered {}  backfilled {}  lost {}  reads {}  resyncs {}\n",
+            r.host, r.rooms, r.members, r.published, r.refused, r.received, r.delivered, r.backfilled, r.lost, r.reads, r.resyncs
         ));
     }
     let columns = || COUNTERS.iter().filter(|c| !c.column.is_empty());

@@ -102,8 +102,12 @@ pub struct MasterRow {
 pub struct RedisRow {
     /// One per `--redis` URL, in order.
     pub instances: Vec<RedisInstanceRow>,
+    /// This host's id in Redis (presence fields, heartbeat key `wsf:h:ID`).
+    pub host: String,
     /// Rooms this host is subscribed to (has members of).
     pub rooms: u64,
+    /// Members of those rooms on every live host, as of the last presence beat.
+    pub members: u64,
     /// Publishes Redis ordered.
     pub published: u64,
     /// Publishes refused with `unavailable` (Redis unreachable).

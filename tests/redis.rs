@@ -344,3 +344,30 @@ async fn two_instances_share_the_rooms_and_keep_each_rooms_order() {
     assert_eq!(n1 + n2, ROOMS, "each room on exactly one instance");
     assert!(n1 > 0 && n2 > 0, "rooms land on both: {n1} + {n2}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_hosts_and_a_dead_hosts_members_are_forgotten() {
+    let Some(redis) = server::start() else { return };
+    let urls = [redis.url()];
+    let mut a = fleet(&urls);
+    let b = fleet(&urls);
+    let (mut x, _, _) = client(&b).await;
+    join(&mut x, "pres", None).await;
+    let (mut y, _, y_id) = client(&a).await;
+    join(&mut y, "pres", None).await;
+    let (notice, _) = recv_type(&mut x, "presence").await;
+    assert_eq!(notice["id"], y_id.as_str(), "{notice}");
+    let members = |s: &Value| s["master"]["redis"]["members"].as_u64();
+    b.wait_stats("both hosts' members counted", T, |s| members(s) == Some(2));
+    a.kill_tree();
+    // The heartbeat expires after 9 s and the next beat (every 3 s) forgets the host.
+    b.wait_stats("the dead host forgotten", Duration::from_secs(20), |s| {
+        members(s) == Some(1)
+    });
+    let host_b = b.stats()["master"]["redis"]["host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(redis.cmd(&["HLEN", "wsf:{pres}:p"]), ":1");
+    assert_eq!(redis.cmd(&["HEXISTS", "wsf:{pres}:p", &host_b]), ":1");
+}

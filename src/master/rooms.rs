@@ -117,6 +117,16 @@ impl Rooms {
             ToMaster::Broadcast { data, conn, ack } => {
                 engine.broadcast(data, Ticket { from, conn, ack }, out)
             }
+            // Counted and sent to the other hosts; this host's members get it below.
+            ToMaster::Presence {
+                ref room,
+                event,
+                ref id,
+                ..
+            } => {
+                engine.presence(room, from, event == RoomEvent::Join, id);
+                return Some(msg);
+            }
             other => return Some(other),
         }
         None
@@ -242,7 +252,7 @@ impl Rooms {
     pub fn remove_worker(&mut self, key: WorkerKey) {
         self.relay.remove_worker(key);
         if let Some(engine) = &mut self.redis {
-            engine.forget_unrouted(&self.relay);
+            engine.remove_worker(key, &self.relay);
         }
     }
 
@@ -253,6 +263,9 @@ impl Rooms {
 
     /// Expires history and forgets rooms left with neither messages nor members.
     pub fn sweep(&mut self, now: Instant) {
+        if let Some(engine) = &mut self.redis {
+            engine.tick(now);
+        }
         let relay = &self.relay;
         self.recall
             .store()

@@ -48,6 +48,31 @@ pub enum Command {
     Unsubscribe(String),
     /// A broadcast for every host.
     Broadcast(String),
+    /// A presence notice for the room's members on other hosts.
+    Notice {
+        /// The room.
+        room: String,
+        /// The channel payload (`script::notice_payload`).
+        payload: String,
+    },
+    /// This host is alive (its heartbeat key, on every instance).
+    Beat {
+        /// The host id.
+        host: String,
+        /// Seconds the key lives.
+        ttl_s: u64,
+    },
+    /// Write this host's member count of a room and read the live total.
+    Members {
+        /// The room.
+        room: String,
+        /// The host id.
+        host: String,
+        /// This host's members of the room.
+        count: u64,
+        /// Seconds the room's hash lives without a beat.
+        ttl_s: u64,
+    },
 }
 
 /// What a link task reports to the loop.
@@ -78,6 +103,20 @@ pub enum Report {
     },
     /// A broadcast from some host.
     Broadcast(String),
+    /// A presence notice from some host.
+    Notice {
+        /// The room.
+        room: String,
+        /// Who joined or left, on which host.
+        notice: super::script::Notice,
+    },
+    /// Members of a room on every live host.
+    Members {
+        /// The room.
+        room: String,
+        /// Their number.
+        total: u64,
+    },
     /// The instance's pub/sub link came up (subscriptions restored) or went down.
     Link {
         /// Index into the `--redis` list.

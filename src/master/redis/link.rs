@@ -17,7 +17,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::commands::{Command, Report};
 use super::order::Snapshot;
-use super::script;
+use super::{presence, script};
 use crate::master::events::Event;
 use crate::master::history::Epoch;
 
@@ -47,6 +47,8 @@ struct Link {
     publish: redis::Script,
     /// See `publish`.
     read: redis::Script,
+    /// See `publish`.
+    members: redis::Script,
 }
 
 /// Starts the link task of instance `instance`, with the broadcast channel when it is the
@@ -70,6 +72,7 @@ pub fn spawn(
         events,
         publish: redis::Script::new(script::PUBLISH),
         read: redis::Script::new(script::READ),
+        members: redis::Script::new(presence::SYNC),
     };
     tokio::task::spawn_local(link.run(commands));
 }
@@ -171,13 +174,13 @@ impl Link {
         };
         if channel == script::BROADCAST_CHANNEL {
             self.report(Report::Broadcast(payload));
-        } else if let Some(room) = script::room_of(channel)
-            && let Some(delivery) = script::parse_delivery(&payload)
-        {
-            self.report(Report::Message {
-                room: room.to_owned(),
-                delivery,
-            });
+        } else if let Some(room) = script::room_of(channel) {
+            let room = room.to_owned();
+            if let Some(delivery) = script::parse_delivery(&payload) {
+                self.report(Report::Message { room, delivery });
+            } else if let Some(notice) = script::parse_notice(&payload) {
+                self.report(Report::Notice { room, notice });
+            }
         }
     }
 
@@ -273,6 +276,7 @@ impl Link {
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(script::PUBLISH);
         pipe.cmd("SCRIPT").arg("LOAD").arg(script::READ);
+        pipe.cmd("SCRIPT").arg("LOAD").arg(presence::SYNC);
         let conn = self.connection().await?;
         pipe.query_async::<Vec<String>>(conn).await.map(|_| ())
     }
@@ -318,6 +322,31 @@ impl Link {
                 Command::Broadcast(data) => {
                     pipe.cmd("PUBLISH").arg(script::BROADCAST_CHANNEL).arg(data);
                 }
+                Command::Notice { room, payload } => {
+                    pipe.cmd("PUBLISH").arg(script::channel(room)).arg(payload);
+                }
+                Command::Beat { host, ttl_s } => {
+                    pipe.cmd("SET")
+                        .arg(presence::host_key(host))
+                        .arg(1)
+                        .arg("EX")
+                        .arg(*ttl_s);
+                }
+                Command::Members {
+                    room,
+                    host,
+                    count,
+                    ttl_s,
+                } => {
+                    pipe.cmd("EVALSHA")
+                        .arg(self.members.get_hash())
+                        .arg(1)
+                        .arg(presence::hash_key(room))
+                        .arg(host)
+                        .arg(*count)
+                        .arg(*ttl_s)
+                        .arg(presence::HOST_KEY_PREFIX);
+                }
                 Command::Subscribe(_) | Command::Unsubscribe(_) => {
                     unreachable!("subscriptions are applied before the pipeline")
                 }
@@ -347,6 +376,11 @@ impl Link {
             Command::Read { room, .. } => {
                 let result = snapshot(value);
                 self.report(Report::Read { room, result });
+            }
+            Command::Members { room, .. } => {
+                if let Ok(total) = redis::from_redis_value::<u64>(value) {
+                    self.report(Report::Members { room, total });
+                }
             }
             _ => {}
         }

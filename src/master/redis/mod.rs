@@ -14,14 +14,20 @@
 //!   the replay for `since` from Redis.
 //! - Several instances: a room lives on the instance its name hashes to (`shard`).
 //! - While a room's instance is unreachable its publishes are refused (`unavailable`).
+//! - Presence across hosts (`presence`): join/leave notices travel on the room's channel
+//!   to the other hosts' members; each host's member count per room lives in a Redis hash
+//!   next to a host heartbeat, and a dead host's members are forgotten within
+//!   [`presence::HOST_TTL`] + [`presence::BEAT`].
 //!
 //! # Layout
 //! `commands` (loop ⇄ link task) · `link` (one task per instance) · `order` (one room's
-//! order, pure) · `script` (keys, Lua, payload) · `shard` (room → instance).
+//! order, pure) · `script` (keys, Lua, payload) · `shard` (room → instance) ·
+//! `presence` (host member counts, heartbeat).
 
 mod commands;
 mod link;
 mod order;
+mod presence;
 mod script;
 mod shard;
 
@@ -34,8 +40,10 @@ use wsfleet_worker::protocol::{self, Refusal, Since};
 use commands::Command;
 pub use commands::{Report, Ticket};
 use order::{Outcome, RoomOrder, WaitingJoin};
+use presence::HostPresence;
 
 use super::events::Event;
+use super::history::Epoch;
 use super::relay::{Relay, WorkerKey};
 use super::rooms::To;
 use crate::control_api::{RedisInstanceRow, RedisRow};
@@ -84,6 +92,8 @@ pub struct Engine {
     recovery_max: u64,
     /// Counters for `stats` and `/metrics`.
     counts: RedisRow,
+    /// This host's members per room and every live host's totals.
+    presence: HostPresence,
 }
 
 impl Engine {
@@ -117,6 +127,7 @@ impl Engine {
             namespaces,
             recovery_max,
             counts: RedisRow::default(),
+            presence: HostPresence::new(Epoch::generate().as_str().to_owned()),
         })
     }
 
@@ -209,6 +220,51 @@ impl Engine {
         }
     }
 
+    /// A member of `room` on worker `from` joined or left: counted for presence across
+    /// hosts, and the notice sent to the room's members on other hosts (this host's get it
+    /// from the relay as without Redis).
+    pub fn presence(&mut self, room: &str, from: WorkerKey, joined: bool, id: &str) {
+        self.presence.member(room, from, joined);
+        let payload = script::notice_payload(self.presence.host(), joined, id);
+        self.send(
+            room,
+            Command::Notice {
+                room: room.to_owned(),
+                payload,
+            },
+        );
+    }
+
+    /// A worker exited: its members leave the host's counts.
+    pub fn remove_worker(&mut self, key: WorkerKey, relay: &Relay) {
+        self.presence.remove_worker(key);
+        self.forget_unrouted(relay);
+    }
+
+    /// Once a tick: the host heartbeat and the rooms' member counts, when due.
+    pub fn tick(&mut self, now: std::time::Instant) {
+        let Some(beat) = self.presence.beat(now) else {
+            return;
+        };
+        let host = self.presence.host().to_owned();
+        let ttl_s = presence::HOST_TTL.as_secs();
+        for i in &self.instances {
+            let _ = i.tx.send(Command::Beat {
+                host: host.clone(),
+                ttl_s,
+            });
+        }
+        for (room, count) in beat.rooms {
+            let cmd = Command::Members {
+                room: room.clone(),
+                host: host.clone(),
+                count,
+                ttl_s,
+            };
+            self.send(&room, cmd);
+        }
+    }
+
     /// Rooms the relay no longer routes anywhere on this host: unsubscribe them.
     pub fn forget_unrouted(&mut self, relay: &Relay) {
         let gone: Vec<String> = self
@@ -293,6 +349,24 @@ impl Engine {
                 };
                 self.apply(&room, outcome, relay, out);
             }
+            Report::Notice { room, notice } => {
+                if notice.host == self.presence.host() {
+                    return;
+                }
+                let frame = protocol::presence(&room, notice.joined, &notice.id);
+                for t in relay.targets(&room) {
+                    out(
+                        To::Worker(*t),
+                        ToWorker::Room {
+                            room: room.clone(),
+                            frame: frame.clone(),
+                            skip: None,
+                            ordered_ns: 0,
+                        },
+                    );
+                }
+            }
+            Report::Members { room, total } => self.presence.read(&room, total),
             Report::Broadcast(data) => {
                 let frame = protocol::broadcast_message(&data);
                 out(To::Serving, ToWorker::Broadcast { frame });
@@ -379,6 +453,8 @@ impl Engine {
                 })
                 .collect(),
             rooms: self.rooms.len() as u64,
+            members: self.presence.served_total(),
+            host: self.presence.host().to_owned(),
             ..self.counts.clone()
         }
     }

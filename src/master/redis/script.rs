@@ -94,6 +94,35 @@ pub fn parse_delivery(payload: &str) -> Option<Delivery> {
     Some(Delivery { seq, epoch, data })
 }
 
+/// A presence notice as hosts send it on a room's channel: `p HOST 1|0 ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The host of the member (it delivered the notice to its own members already).
+    pub host: String,
+    /// Joined (true) or left.
+    pub joined: bool,
+    /// The member's fleet-wide id.
+    pub id: String,
+}
+
+/// The channel payload of a presence notice.
+pub fn notice_payload(host: &str, joined: bool, id: &str) -> String {
+    format!("p {host} {} {id}", u8::from(joined))
+}
+
+/// Reads a presence notice payload.
+pub fn parse_notice(payload: &str) -> Option<Notice> {
+    let mut parts = payload.strip_prefix("p ")?.splitn(3, ' ');
+    let host = parts.next()?.to_owned();
+    let joined = match parts.next()? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let id = parts.next()?.to_owned();
+    Some(Notice { host, joined, id })
+}
+
 /// The `seq` of a stream entry id `SEQ-1`.
 pub fn seq_of_entry(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
@@ -115,6 +144,12 @@ mod tests {
         assert_eq!(parse_delivery("x ab 1"), None);
         assert_eq!(parse_delivery("1 ab"), None);
         assert_eq!(seq_of_entry("42-1"), Some(42));
+        let n = parse_notice(&notice_payload("h1", true, "s0 7")).unwrap();
+        assert_eq!(
+            (n.host.as_str(), n.joined, n.id.as_str()),
+            ("h1", true, "s0 7")
+        );
+        assert_eq!(parse_delivery(&notice_payload("h1", false, "x")), None);
         assert_eq!(meta_key("r"), "wsf:{r}:m");
     }
 }
