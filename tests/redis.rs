@@ -3,9 +3,12 @@
 //! sharing one Redis keep one order per room, recover across hosts with `since`, refuse
 //! publishes while Redis is down, see new epochs after Redis lost its data, back-fill
 //! after a pub/sub connection is killed, only receive rooms they have members of, and
-//! spread rooms over two instances.
+//! spread rooms over two instances, and keep one order between two hosts in network
+//! namespaces (skipped without the privilege to create them).
 
 mod common;
+#[path = "redis_support/netns.rs"]
+mod netns;
 #[path = "redis_support/server.rs"]
 mod server;
 
@@ -370,4 +373,64 @@ async fn presence_spans_hosts_and_a_dead_hosts_members_are_forgotten() {
         .to_owned();
     assert_eq!(redis.cmd(&["HLEN", "wsf:{pres}:p"]), ":1");
     assert_eq!(redis.cmd(&["HEXISTS", "wsf:{pres}:p", &host_b]), ":1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_in_network_namespaces_share_one_order() {
+    let Some(ns0) = netns::NetNs::create(0) else {
+        return;
+    };
+    let Some(ns1) = netns::NetNs::create(1) else {
+        return;
+    };
+    let Some(redis) = server::start_on("0.0.0.0") else {
+        return;
+    };
+    let start = |ns: &netns::NetNs| {
+        let dir = common::TempDir::new();
+        let bin = ns.wrapper(&dir.0, common::BIN);
+        let url = format!("redis://{}:{}", ns.gateway, redis.port);
+        let listen = format!("{}:0", ns.addr);
+        let args = [
+            "--listen",
+            &listen,
+            "--redis",
+            &url,
+            "--history-size",
+            "1000",
+        ];
+        let f =
+            Fleet::start_in(bin.to_str().unwrap(), dir, &args).unwrap_or_else(|e| panic!("{e}"));
+        f.wait_stats("the Redis link up", T, |s| {
+            s["master"]["redis"]["instances"][0]["up"] == true
+        });
+        f
+    };
+    let hosts = [start(&ns0), start(&ns1)];
+    assert!(hosts[0].addr.starts_with(&ns0.addr) && hosts[1].addr.starts_with(&ns1.addr));
+    let mut members = Vec::new();
+    for f in &hosts {
+        let (mut ws, _, _) = client(f).await;
+        join(&mut ws, "ns", None).await;
+        members.push(ws);
+    }
+    const N: u64 = 30;
+    let mut publishers = Vec::new();
+    for (i, f) in hosts.iter().enumerate() {
+        let (mut ws, _, _) = client(f).await;
+        publishers.push(tokio::spawn(async move {
+            for k in 0..N {
+                let ack = publish(&mut ws, "ns", json!(format!("{i}-{k}"))).await;
+                assert_eq!(ack["type"], "ack", "{ack}");
+            }
+        }));
+    }
+    for p in publishers {
+        tokio::time::timeout(T, p).await.unwrap().unwrap();
+    }
+    let a = messages(&mut members[0], "ns", (2 * N) as usize).await;
+    let b = messages(&mut members[1], "ns", (2 * N) as usize).await;
+    let seqs: Vec<u64> = a.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=2 * N).collect::<Vec<_>>());
+    assert_eq!(a, b, "both hosts' members see one order");
 }

@@ -110,7 +110,7 @@ impl Fleet {
         let run_dir = dir.0.join("run");
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(default_unless(extra, "--listen", "127.0.0.1:0"))
             .args(default_unless(extra, "--drain-timeout", "0.5"))
             .args(default_unless(extra, "--workers", "2"))
             // Never the default 9090: tests run in parallel.
