@@ -126,6 +126,24 @@ async fn three_fleets_share_one_order_and_only_members_hosts_receive() {
         }
     }
 
+    // A broadcast from one host reaches clients on every host.
+    let (mut caster, _, _) = client(&fleets[2]).await;
+    send(
+        &mut caster,
+        json!({"type":"broadcast","data":"all","id":"b"}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut caster, "ack").await.0["id"], "b");
+    for ws in &mut members {
+        loop {
+            let v = recv(ws).await;
+            if v["type"] == "message" && v["data"] == "all" {
+                assert!(v.get("room").is_none(), "{v}");
+                break;
+            }
+        }
+    }
+
     // Interest: a room with members only on fleet 0 reaches no other host.
     let (mut only, _, _) = client(&fleets[0]).await;
     join(&mut only, "only-0", None).await;
@@ -289,6 +307,14 @@ async fn publishes_are_refused_while_redis_is_down_and_a_restart_changes_epochs(
     assert!(s["master"]["redis"]["refused"].as_u64() > Some(0));
     let out = a.cli(&["stats"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("down"));
+    let (status, body) = a.admin_get("/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Redis instance 0"), "{body}");
+    let (_, metrics) = a.admin_get("/metrics");
+    assert!(
+        metrics.contains("wsfleet_redis_up{instance=\"0\"} 0"),
+        "{metrics}"
+    );
 
     // Back, empty: a new epoch, old positions are not recovered.
     redis.restart();

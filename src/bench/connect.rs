@@ -35,6 +35,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Local addresses to bind before connecting, round-robin; empty = let the kernel choose.
     pub sources: Vec<Ipv4Addr>,
+    /// Further servers (`--also-url`): connection `idx` goes to entry `idx mod (1 + len)`,
+    /// 0 being `url`/`addr`.
+    pub others: Vec<(String, SocketAddr)>,
 }
 
 /// Splits `ws://HOST:PORT/PATH` into host, port and path.
@@ -106,6 +109,7 @@ impl Target {
             url: url.to_owned(),
             addr,
             sources: source_addrs(addr.ip(), sources),
+            others: Vec::new(),
         })
     }
 
@@ -138,7 +142,11 @@ impl Target {
     }
 
     async fn connect_inner(&self, idx: usize, cfg: WebSocketConfig) -> Result<Ws, ConnError> {
-        let sock = if self.addr.is_ipv4() {
+        let (url, addr) = match idx % (1 + self.others.len()) {
+            0 => (self.url.as_str(), self.addr),
+            i => (self.others[i - 1].0.as_str(), self.others[i - 1].1),
+        };
+        let sock = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -150,13 +158,12 @@ impl Target {
             sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
                 .map_err(ConnError::io)?;
         }
-        let stream = sock.connect(self.addr).await.map_err(ConnError::io)?;
+        let stream = sock.connect(addr).await.map_err(ConnError::io)?;
         // One small message in flight per connection: Nagle would add delayed-ACK stalls.
         stream.set_nodelay(true).map_err(ConnError::io)?;
-        let (ws, _resp) =
-            tokio_tungstenite::client_async_with_config(self.url.as_str(), stream, Some(cfg))
-                .await
-                .map_err(ConnError::ws)?;
+        let (ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg))
+            .await
+            .map_err(ConnError::ws)?;
         Ok(ws)
     }
 }

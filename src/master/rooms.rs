@@ -170,18 +170,7 @@ impl Rooms {
                 };
                 if let Some(seq) = seq {
                     let frame = protocol::room_message(&room, seq, &data);
-                    let ordered_ns = monotonic_ns();
-                    for t in targets {
-                        out(
-                            To::Worker(*t),
-                            ToWorker::Room {
-                                room: room.clone(),
-                                frame: frame.clone(),
-                                skip: None,
-                                ordered_ns,
-                            },
-                        );
-                    }
+                    to_targets(targets, &room, &frame, monotonic_ns(), &mut out);
                 }
                 if let Some(ack) = ack {
                     out(To::Worker(from), ordered(conn, ack, seq, epoch));
@@ -270,6 +259,28 @@ impl Rooms {
         self.recall
             .store()
             .sweep(now, |room| !relay.targets(room).is_empty());
+    }
+}
+
+/// Queues a room frame for every worker of `targets` (`ordered_ns`: when the publish was
+/// ordered, 0 for frames that are not timed).
+pub fn to_targets(
+    targets: &[WorkerKey],
+    room: &str,
+    frame: &str,
+    ordered_ns: u64,
+    out: &mut impl FnMut(To, ToWorker),
+) {
+    for t in targets {
+        out(
+            To::Worker(*t),
+            ToWorker::Room {
+                room: room.to_owned(),
+                frame: frame.to_owned(),
+                skip: None,
+                ordered_ns,
+            },
+        );
     }
 }
 

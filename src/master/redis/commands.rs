@@ -47,7 +47,12 @@ pub enum Command {
     /// This host has no member of the room left.
     Unsubscribe(String),
     /// A broadcast for every host.
-    Broadcast(String),
+    Broadcast {
+        /// The raw JSON data.
+        data: String,
+        /// Whom to answer.
+        ticket: Ticket,
+    },
     /// A presence notice for the room's members on other hosts.
     Notice {
         /// The room.
@@ -100,6 +105,13 @@ pub enum Report {
         room: String,
         /// The payload the publish script sent.
         delivery: super::script::Delivery,
+    },
+    /// A broadcast was handed to Redis (`Ok`) or could not be (why).
+    Broadcasted {
+        /// Whom to answer.
+        ticket: Ticket,
+        /// Whether Redis took it.
+        result: Result<(), String>,
     },
     /// A broadcast from some host.
     Broadcast(String),

@@ -108,6 +108,9 @@ impl Link {
                 }
             };
             let (mut sink, mut stream) = sink_stream;
+            // The command connection most likely broke with the pub/sub one (a restart, a
+            // network cut): start afresh rather than fail the next publish on it.
+            self.conn = None;
             tracing::info!(
                 instance = self.instance,
                 channels = self.channels.len(),
@@ -319,7 +322,7 @@ impl Link {
                         .arg(*ttl_s)
                         .arg(known.as_deref().unwrap_or(""));
                 }
-                Command::Broadcast(data) => {
+                Command::Broadcast { data, .. } => {
                     pipe.cmd("PUBLISH").arg(script::BROADCAST_CHANNEL).arg(data);
                 }
                 Command::Notice { room, payload } => {
@@ -382,6 +385,10 @@ impl Link {
                     self.report(Report::Members { room, total });
                 }
             }
+            Command::Broadcast { ticket, .. } => self.report(Report::Broadcasted {
+                ticket,
+                result: Ok(()),
+            }),
             _ => {}
         }
     }
@@ -397,6 +404,10 @@ impl Link {
                 }),
                 Command::Read { room, .. } => self.report(Report::Read {
                     room,
+                    result: Err(why.clone()),
+                }),
+                Command::Broadcast { ticket, .. } => self.report(Report::Broadcasted {
+                    ticket,
                     result: Err(why.clone()),
                 }),
                 _ => {}

@@ -45,7 +45,7 @@ use presence::HostPresence;
 use super::events::Event;
 use super::history::Epoch;
 use super::relay::{Relay, WorkerKey};
-use super::rooms::To;
+use super::rooms::{To, to_targets};
 use crate::control_api::{RedisInstanceRow, RedisRow};
 use crate::namespaces::Namespaces;
 
@@ -179,22 +179,14 @@ impl Engine {
     }
 
     /// A broadcast for every host (through the first instance, this host's members
-    /// included), acked once handed to the link; refused while that instance is down.
+    /// included), acked once Redis took it; refused while that instance is down.
     pub fn broadcast(&mut self, data: String, ticket: Ticket, out: &mut impl FnMut(To, ToWorker)) {
         let first = &self.instances[0];
-        if !first.up || first.tx.send(Command::Broadcast(data)).is_err() {
+        if !first.up {
             self.counts.refused += 1;
             return refuse(&ticket, out);
         }
-        if let Some(ack) = ticket.ack {
-            let ordered = ToWorker::Ordered {
-                conn: ticket.conn,
-                ack,
-                seq: None,
-                epoch: None,
-            };
-            out(To::Worker(ticket.from), ordered);
-        }
+        let _ = first.tx.send(Command::Broadcast { data, ticket });
     }
 
     /// A join on worker `from` (already routed by the relay): subscribes the host on its
@@ -310,15 +302,7 @@ impl Engine {
             } => match result {
                 Ok((seq, epoch)) => {
                     self.counts.published += 1;
-                    if let Some(ack) = ticket.ack {
-                        let ordered = ToWorker::Ordered {
-                            conn: ticket.conn,
-                            ack,
-                            seq: Some(seq),
-                            epoch: Some(epoch),
-                        };
-                        out(To::Worker(ticket.from), ordered);
-                    }
+                    acknowledge(ticket, Some(seq), Some(epoch), out);
                 }
                 Err(why) => {
                     tracing::debug!(room, %why, "publish refused: Redis unavailable");
@@ -354,19 +338,16 @@ impl Engine {
                     return;
                 }
                 let frame = protocol::presence(&room, notice.joined, &notice.id);
-                for t in relay.targets(&room) {
-                    out(
-                        To::Worker(*t),
-                        ToWorker::Room {
-                            room: room.clone(),
-                            frame: frame.clone(),
-                            skip: None,
-                            ordered_ns: 0,
-                        },
-                    );
-                }
+                to_targets(relay.targets(&room), &room, &frame, 0, out);
             }
             Report::Members { room, total } => self.presence.read(&room, total),
+            Report::Broadcasted { ticket, result } => match result {
+                Ok(()) => acknowledge(ticket, None, None, out),
+                Err(_) => {
+                    self.counts.refused += 1;
+                    refuse(&ticket, out);
+                }
+            },
             Report::Broadcast(data) => {
                 let frame = protocol::broadcast_message(&data);
                 out(To::Serving, ToWorker::Broadcast { frame });
@@ -414,17 +395,7 @@ impl Engine {
         for (seq, data) in &o.deliver {
             self.counts.delivered += 1;
             let frame = protocol::room_message(room, *seq, data);
-            for t in relay.targets(room) {
-                out(
-                    To::Worker(*t),
-                    ToWorker::Room {
-                        room: room.to_owned(),
-                        frame: frame.clone(),
-                        skip: None,
-                        ordered_ns,
-                    },
-                );
-            }
+            to_targets(relay.targets(room), room, &frame, ordered_ns, out);
         }
         for (join, answer) in o.answers {
             let joined = ToWorker::Joined {
@@ -471,6 +442,24 @@ pub struct WaitingJoinArgs {
     pub token: u64,
     /// Where the client left off.
     pub since: Option<Since>,
+}
+
+/// The ack of a publish (`seq`, `epoch`) or broadcast, when the client asked for one.
+fn acknowledge(
+    ticket: Ticket,
+    seq: Option<u64>,
+    epoch: Option<String>,
+    out: &mut impl FnMut(To, ToWorker),
+) {
+    if let Some(ack) = ticket.ack {
+        let ordered = ToWorker::Ordered {
+            conn: ticket.conn,
+            ack,
+            seq,
+            epoch,
+        };
+        out(To::Worker(ticket.from), ordered);
+    }
 }
 
 /// The refusal of a publish Redis could not take.
