@@ -245,6 +245,11 @@ pub struct ServeArgs {
     /// Least seconds between two member counts sent for one room above its threshold.
     #[arg(long, env = "WSFLEET_PRESENCE_INTERVAL", value_name = "SECS", value_parser = seconds)]
     pub presence_interval: Option<Duration>,
+    /// Redis URL for rooms across hosts (repeat it, or separate URLs with commas in the
+    /// environment, to spread rooms over several instances by a hash of the room name);
+    /// off by default: one host needs no broker.
+    #[arg(long, env = "WSFLEET_REDIS", value_name = "URL", value_delimiter = ',')]
+    pub redis: Vec<String>,
 }
 
 /// Parses `--auth`.

@@ -122,6 +122,20 @@ pub fn render(s: &FleetStats) -> String {
         h.recoveries_ok,
         h.recoveries_failed
     ));
+    if let Some(r) = &m.redis {
+        for (i, inst) in r.instances.iter().enumerate() {
+            let state = match (&inst.up, &inst.last_error) {
+                (true, _) => "up".to_owned(),
+                (false, Some(why)) => format!("down ({why})"),
+                (false, None) => "down".to_owned(),
+            };
+            out.push_str(&format!("redis {i} {}  {state}\n", inst.url));
+        }
+        out.push_str(&format!(
+            "redis host {}  rooms {}  members (all hosts) {}  published {}  refused {}  received {}  delivered {}  backfilled {}  lost {}  reads {}  resyncs {}\n",
+            r.host, r.rooms, r.members, r.published, r.refused, r.received, r.delivered, r.backfilled, r.lost, r.reads, r.resyncs
+        ));
+    }
     let columns = || COUNTERS.iter().filter(|c| !c.column.is_empty());
     let mut header = format!(
         "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6}",

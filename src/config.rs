@@ -66,6 +66,8 @@ pub struct Settings {
     pub history: HistorySettings,
     /// Least time between two coalesced member counts of one room.
     pub presence_interval: Duration,
+    /// Redis instances for rooms across hosts (empty: off). Read at start only.
+    pub redis: Vec<String>,
 }
 
 /// The server API's settings.
@@ -180,6 +182,7 @@ pub struct FileConfig {
     pub ip_connects_per_minute: Option<u32>,
     pub presence_threshold: Option<usize>,
     pub presence_interval: Option<f64>,
+    pub redis: Option<Vec<String>>,
     /// `[[namespace]]` tables, validated by [`Namespaces::from_specs`].
     #[serde(default)]
     pub namespace: Vec<NamespaceSpec>,
@@ -425,6 +428,7 @@ impl Settings {
             worker,
             history,
             presence_interval,
+            redis: redis_urls(args, file.redis)?,
         })
     }
 }
@@ -533,6 +537,24 @@ fn history_settings(args: &ServeArgs, file: &FileConfig) -> Result<HistorySettin
             .or(file.recovery_max)
             .unwrap_or(defaults::RECOVERY_MAX),
     })
+}
+
+/// The `--redis` URLs (flags over environment over file); each must look like a Redis URL.
+fn redis_urls(args: &ServeArgs, file: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let urls = if args.redis.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        args.redis.clone()
+    };
+    let urls: Vec<String> = urls.into_iter().map(|u| u.trim().to_owned()).collect();
+    for url in &urls {
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err(ConfigError::Invalid(format!(
+                "redis = {url:?}: use redis://HOST:PORT[/DB] (or unix:///path/to/redis.sock)"
+            )));
+        }
+    }
+    Ok(urls)
 }
 
 /// The control socket path the client commands use.
@@ -767,6 +789,28 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_come_from_flags_over_the_file_and_must_be_redis_urls() {
+        let (_d, path) = write("redis = [\"redis://a:1\", \"redis://b:2\"]\n");
+        let mut args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.redis, ["redis://a:1", "redis://b:2"]);
+        args.redis = vec!["redis://c:3".into()];
+        assert_eq!(Settings::resolve(&args).unwrap().redis, ["redis://c:3"]);
+        args.redis = vec!["http://c:3".into()];
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("use redis://HOST:PORT"), "{e}");
+        assert!(
+            Settings::resolve(&ServeArgs::default())
+                .unwrap()
+                .redis
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn every_serve_option_is_a_config_file_key() {
         let cli = crate::cli::command();
         let serve = cli.find_subcommand("serve").unwrap();
@@ -782,7 +826,9 @@ mod tests {
                 "log_format" => "\"json\"".to_owned(),
                 "admin" | "api" | "client_broadcast" | "auth" => "\"off\"".to_owned(),
                 "auth_algorithm" | "auth_key_file" | "auth_secret_env" => "\"x\"".to_owned(),
-                "allowed_origins" | "auth_audience" | "auth_issuer" => "[\"https://a\"]".to_owned(),
+                "allowed_origins" | "redis" | "auth_audience" | "auth_issuer" => {
+                    "[\"https://a\"]".to_owned()
+                }
                 _ => "1".to_owned(),
             };
             let text = format!("{key} = {value}\n");

@@ -92,6 +92,51 @@ pub struct MasterRow {
     /// Room history held by the master.
     #[serde(default)]
     pub history: HistoryRow,
+    /// The Redis engine (`--redis`), when it is on.
+    #[serde(default)]
+    pub redis: Option<RedisRow>,
+}
+
+/// The Redis engine: each instance's link and counts since the master started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisRow {
+    /// One per `--redis` URL, in order.
+    pub instances: Vec<RedisInstanceRow>,
+    /// This host's id in Redis (presence fields, heartbeat key `wsf:h:ID`).
+    pub host: String,
+    /// Rooms this host is subscribed to (has members of).
+    pub rooms: u64,
+    /// Members of those rooms on every live host, as of the last presence beat.
+    pub members: u64,
+    /// Publishes Redis ordered.
+    pub published: u64,
+    /// Publishes refused with `unavailable` (Redis unreachable).
+    pub refused: u64,
+    /// Messages received on room channels (one per publish per subscribed host).
+    pub received: u64,
+    /// Messages received for rooms this host no longer serves (unsubscribe in flight).
+    pub unrouted: u64,
+    /// Messages delivered to local members, in order (pub/sub and back-fill).
+    pub delivered: u64,
+    /// Messages delivered from Redis's stored log to fill a gap.
+    pub backfilled: u64,
+    /// Messages skipped because Redis no longer stored them when a gap was filled.
+    pub lost: u64,
+    /// Reads of a room's position and messages (joins, gaps, resyncs).
+    pub reads: u64,
+    /// Times a pub/sub link came up (each one back-fills every room it serves).
+    pub resyncs: u64,
+}
+
+/// One Redis instance's link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisInstanceRow {
+    /// Its URL, password hidden.
+    pub url: String,
+    /// Whether the pub/sub link is up (publishes are refused while it is down).
+    pub up: bool,
+    /// Why it last went down.
+    pub last_error: Option<String>,
 }
 
 /// The master's room history: sizes now and counts since it started.

@@ -143,6 +143,7 @@ pub fn shown() -> Vec<(&'static str, String)> {
             "presence_interval",
             PRESENCE_INTERVAL.as_secs_f64().to_string(),
         ),
+        ("redis", "off".to_owned()),
     ]
 }
 

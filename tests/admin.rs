@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,21 +12,7 @@ use serde_json::{Value, json};
 
 /// A blocking `GET` on the admin listener: (status, body).
 fn get(fleet: &Fleet, path: &str) -> (u16, String) {
-    let addr = fleet
-        .admin
-        .as_deref()
-        .expect("the fleet has an admin listener");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (status, body) = http_answer(&out);
-    (status, body.to_owned())
+    fleet.admin_get(path)
 }
 
 /// Scrapes /metrics and parses it with a Prometheus parser.

@@ -43,6 +43,11 @@ pub struct CommonArgs {
     /// Where to connect: `ws://HOST:PORT/PATH` (the path is sent as given, e.g. /echo or /ws).
     #[arg(long)]
     pub url: String,
+    /// More servers of the same service (other hosts sharing rooms through Redis), repeatable:
+    /// connection number i goes to the (i mod N)-th of `--url` and these, so a mode's first
+    /// connection (the fan-out publisher) is on `--url` and the rest are spread.
+    #[arg(long, value_name = "URL")]
+    pub also_url: Vec<String>,
     /// Spread connection opening evenly over this many seconds (0 = as fast as the bounded
     /// connect concurrency allows).
     #[arg(long, default_value_t = 0.0, value_name = "S")]

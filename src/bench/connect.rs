@@ -35,6 +35,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Local addresses to bind before connecting, round-robin; empty = let the kernel choose.
     pub sources: Vec<Ipv4Addr>,
+    /// Further servers (`--also-url`): connection `idx` goes to entry `idx mod (1 + len)`,
+    /// 0 being `url`/`addr`.
+    pub others: Vec<(String, SocketAddr)>,
 }
 
 /// Splits `ws://HOST:PORT/PATH` into host, port and path.
@@ -106,6 +109,7 @@ impl Target {
             url: url.to_owned(),
             addr,
             sources: source_addrs(addr.ip(), sources),
+            others: Vec::new(),
         })
     }
 
@@ -117,19 +121,19 @@ impl Target {
         cfg: WebSocketConfig,
         timeout: Duration,
     ) -> Result<Ws, ConnError> {
-        self.connect_to(&self.url, idx, cfg, timeout).await
+        self.connect_to(None, idx, cfg, timeout).await
     }
 
-    /// [`connect`](Self::connect) to `url` (the target's URL with something added, such
-    /// as a token).
+    /// [`connect`](Self::connect), presenting `token` (a JWT) as the URL's `token` query
+    /// parameter when given.
     async fn connect_to(
         &self,
-        url: &str,
+        token: Option<&str>,
         idx: usize,
         cfg: WebSocketConfig,
         timeout: Duration,
     ) -> Result<Ws, ConnError> {
-        match tokio::time::timeout(timeout, self.connect_inner(url, idx, cfg)).await {
+        match tokio::time::timeout(timeout, self.connect_inner(token, idx, cfg)).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout),
         }
@@ -157,25 +161,31 @@ impl Target {
         timeout: Duration,
         token: Option<&str>,
     ) -> Result<Ws, ConnError> {
-        let mut ws = match token {
-            Some(token) => {
-                let sep = if self.url.contains('?') { '&' } else { '?' };
-                let url = format!("{}{sep}token={token}", self.url);
-                self.connect_to(&url, idx, cfg, timeout).await?
-            }
-            None => self.connect(idx, cfg, timeout).await?,
-        };
+        let mut ws = self.connect_to(token, idx, cfg, timeout).await?;
         join(&mut ws, room, timeout).await?;
         Ok(ws)
     }
 
     async fn connect_inner(
         &self,
-        url: &str,
+        token: Option<&str>,
         idx: usize,
         cfg: WebSocketConfig,
     ) -> Result<Ws, ConnError> {
-        let sock = if self.addr.is_ipv4() {
+        let (base, addr) = match idx % (1 + self.others.len()) {
+            0 => (self.url.as_str(), self.addr),
+            i => (self.others[i - 1].0.as_str(), self.others[i - 1].1),
+        };
+        let with_token;
+        let url = match token {
+            Some(token) => {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                with_token = format!("{base}{sep}token={token}");
+                with_token.as_str()
+            }
+            None => base,
+        };
+        let sock = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -187,7 +197,7 @@ impl Target {
             sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
                 .map_err(ConnError::io)?;
         }
-        let stream = sock.connect(self.addr).await.map_err(ConnError::io)?;
+        let stream = sock.connect(addr).await.map_err(ConnError::io)?;
         // One small message in flight per connection: Nagle would add delayed-ACK stalls.
         stream.set_nodelay(true).map_err(ConnError::io)?;
         let (ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg))

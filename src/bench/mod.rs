@@ -60,6 +60,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let common = args.mode.common().clone();
     // Validate the URL before anything else so a typo is the first and only complaint.
     connect::parse_url(&common.url)?;
+    for url in &common.also_url {
+        connect::parse_url(url)?;
+    }
     let budget = connect::raise_nofile()?;
     let probe = cpu::ServerProbe::new(&common.server_pid)?;
     let mut builder = if common.threads == 1 {
@@ -71,7 +74,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let rt = builder.enable_all().build()?;
     let result = rt.block_on(async move {
-        let target = connect::Target::resolve(&common.url, common.sources).await?;
+        let mut target = connect::Target::resolve(&common.url, common.sources).await?;
+        for url in &common.also_url {
+            let other = connect::Target::resolve(url, common.sources).await?;
+            target.others.push((other.url, other.addr));
+        }
         let ctx = Ctx {
             common,
             target,

@@ -56,4 +56,6 @@ pub enum Event {
     Request(Request),
     /// Time passed: sample /proc, check stalled workers and due deadlines.
     Tick,
+    /// A Redis link task reported (`--redis`).
+    Redis(super::redis::Report),
 }

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use super::readiness::readiness;
 use super::state::SlotState;
 use super::view::FleetView;
-use crate::control_api::{COUNTERS, CounterKind, Counters, HistoryRow};
+use crate::control_api::{COUNTERS, CounterKind, Counters, HistoryRow, RedisRow};
 
 /// The `Content-Type` of the answer.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -55,6 +55,8 @@ struct Snapshot {
     fleet_rooms: u64,
     /// The master's room history.
     history: HistoryRow,
+    /// The Redis engine, when on.
+    redis: Option<RedisRow>,
     /// Reloads started.
     reloads: u64,
     /// Outcome of the last reload, if there was one.
@@ -115,6 +117,7 @@ fn snapshot(view: &FleetView) -> Snapshot {
         slots,
         fleet_rooms: view.rooms as u64,
         history: view.history,
+        redis: view.redis.clone(),
         reloads: view.reloads,
         last_reload_ok: view.last_reload_ok,
         reloading: view.reloading,
@@ -260,6 +263,43 @@ fn history(enc: &mut DescriptorEncoder, h: &HistoryRow) -> Result<(), std::fmt::
     )
 }
 
+/// The Redis engine's families (`--redis`).
+fn redis(enc: &mut DescriptorEncoder, r: &RedisRow) -> Result<(), std::fmt::Error> {
+    use MetricType::{Counter, Gauge};
+    per_slot(
+        enc,
+        "wsfleet_redis_up",
+        "Whether the pub/sub link to each --redis instance is up (publishes to its rooms are refused while it is down).",
+        Gauge,
+        r.instances
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| (vec![("instance", i.to_string())], u64::from(inst.up))),
+    )?;
+    let kinds = [
+        ("published", r.published),
+        ("refused", r.refused),
+        ("received", r.received),
+        ("delivered", r.delivered),
+        ("backfilled", r.backfilled),
+        ("lost", r.lost),
+    ];
+    per_slot(
+        enc,
+        "wsfleet_redis_messages",
+        "Room messages through Redis: published (ordered by Redis), refused (unavailable), received (on channels), delivered (to local members), backfilled (read from the stream to fill a gap), lost (no longer stored).",
+        Counter,
+        kinds.map(|(k, v)| (vec![("kind", k.to_owned())], v)),
+    )?;
+    single(
+        enc,
+        "wsfleet_redis_members",
+        "Members of this host's rooms on every live host, as of the last presence beat.",
+        Gauge,
+        r.members,
+    )
+}
+
 /// The worker counter families, one per distinct `metric` of [`COUNTERS`] (entries that
 /// share one become its label values).
 fn worker_counters(
@@ -307,6 +347,9 @@ impl Collector for Snapshot {
             self.fleet_rooms,
         )?;
         history(e, &self.history)?;
+        if let Some(r) = &self.redis {
+            redis(e, r)?;
+        }
         per_slot(
             e,
             "wsfleet_ipc_queue_depth",

@@ -26,6 +26,7 @@ mod metrics;
 mod presence;
 mod readiness;
 mod recall;
+mod redis;
 mod relay;
 mod rooms;
 mod rundir;
@@ -139,7 +140,21 @@ async fn serve(
     let spawner = spawner::ProcessSpawner::new(exe, sockets, events.clone(), new_links);
     let resolve: supervisor::Resolve =
         Box::new(move || Settings::resolve(&args).map_err(|e| e.to_string()));
+    let redis_engine = (!settings.redis.is_empty())
+        .then(|| {
+            let h = &settings.history;
+            redis::Engine::start(
+                &settings.redis,
+                h.namespaces.clone(),
+                h.recovery_max,
+                &events,
+            )
+        })
+        .transpose()?;
     let mut sup = Supervisor::new(spawner, settings, resolve, listen, Instant::now());
+    if let Some(engine) = redis_engine {
+        sup.attach_redis(engine);
+    }
     let handle = handle::Handle::new(events);
     tokio::task::spawn_local(control::serve(control, handle.clone()));
     if let Some((api, settings)) = api.zip(api_settings) {

@@ -208,10 +208,34 @@ impl Registry {
         out
     }
 
-    /// The answer to a client's `presence` request: the count, and the member ids while
-    /// the room shows them.
-    pub fn answer(&self, room: &str, id: Option<&str>) -> String {
-        let count = self.count(room);
+    /// The join or leave notice of `member` for the room's members on other hosts (with
+    /// `--redis`), when a room of `count` members across hosts sends notices; built even
+    /// when this host has no other member to tell.
+    pub fn notice_for_hosts(
+        &self,
+        room: &str,
+        member: MemberKey,
+        joined: bool,
+        extra: Option<&Extra>,
+        count: usize,
+    ) -> Option<String> {
+        let options = self.namespaces.lookup(room).presence;
+        if !notices(options, count) {
+            return None;
+        }
+        let who = extra.and_then(|e| Some((e.user.as_deref()?, e.info.as_deref())));
+        Some(protocol::presence(
+            room,
+            joined,
+            &self.id(member),
+            who.filter(|_| joined),
+        ))
+    }
+
+    /// The answer to a client's `presence` request: the count (`total` when other hosts
+    /// count too, with `--redis`), and this host's member ids while the room shows them.
+    pub fn answer(&self, room: &str, id: Option<&str>, total: Option<u64>) -> String {
+        let count = total.map_or_else(|| self.count(room), |t| t as usize);
         let options = self.namespaces.lookup(room).presence;
         let ids: Option<Vec<String>> = lists(options, count).then(|| {
             self.rooms
@@ -387,14 +411,15 @@ mod tests {
             assert_eq!(r.join("loud:x", (1, c), None, now).is_some(), c > 0);
         }
         assert_eq!(r.due(), None, "off owes nothing, on sends notices");
-        let quiet = r.answer("quiet:x", Some("7"));
+        let quiet = r.answer("quiet:x", Some("7"), None);
         let v: serde_json::Value = serde_json::from_str(&quiet).unwrap();
         assert_eq!(v["count"], 5);
         assert!(v.get("members").is_none(), "5 > 2: count only");
         assert_eq!(v["id"], 7);
-        let loud: serde_json::Value = serde_json::from_str(&r.answer("loud:x", None)).unwrap();
+        let loud: serde_json::Value =
+            serde_json::from_str(&r.answer("loud:x", None, None)).unwrap();
         assert_eq!(loud["members"].as_array().map(Vec::len), Some(5));
-        let empty: serde_json::Value = serde_json::from_str(&r.answer("none", None)).unwrap();
+        let empty: serde_json::Value = serde_json::from_str(&r.answer("none", None, None)).unwrap();
         assert_eq!(
             (
                 empty["count"].as_u64(),

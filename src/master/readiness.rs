@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::state::{Phase, SlotState, WorkerState};
 use super::view::FleetView;
+use crate::control_api::RedisInstanceRow;
 
 /// The readiness answer.
 #[derive(Debug, Serialize)]
@@ -19,6 +20,9 @@ pub struct Readiness {
     pub reload: ReloadState,
     /// One entry per slot.
     pub slots: Vec<SlotReadiness>,
+    /// Each Redis instance's link (`--redis`; absent when off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Vec<RedisInstanceRow>>,
 }
 
 /// The reload part of `/ready`.
@@ -86,7 +90,16 @@ pub fn readiness(view: &FleetView) -> Readiness {
                 .into(),
         );
     }
+    let redis = view.redis.as_ref().map(|r| r.instances.clone());
+    for (i, inst) in redis.iter().flatten().enumerate().filter(|(_, r)| !r.up) {
+        reasons.push(format!(
+            "Redis instance {i} ({}) is unreachable ({}): publishes to its rooms are refused",
+            inst.url,
+            inst.last_error.as_deref().unwrap_or("down")
+        ));
+    }
     Readiness {
+        redis,
         ready: reasons.is_empty(),
         phase: view.phase.name(),
         reasons,

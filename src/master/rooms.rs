@@ -8,16 +8,19 @@
 //! read, gap replayed — while handling that one message, so every message ordered before
 //! it is in the replay and every one after it is routed to the member's worker.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use wsfleet_worker::ipc::{JoinAnswer, ToMaster, ToWorker, monotonic_ns};
 // The one path to the client protocol's frame builders (moving to `wsfleet_worker::protocol`).
 use wsfleet_worker::protocol;
 
-use super::members::Extra;
+use super::members::{Extra, MemberKey};
 use super::presence::{Notice, Registry};
 use super::recall::Recall;
+use super::redis::{Engine, Report, Ticket, WaitingJoinArgs};
 use super::relay::{Relay, WorkerKey};
+use crate::control_api::RedisRow;
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,12 @@ pub struct Rooms {
     recall: Recall,
     /// Who is in which room; notices and coalesced counts.
     presence: Registry,
+    /// With `--redis`: orders, stores and fans out room messages across hosts instead of
+    /// `recall` and the relay's sequences (the relay still routes to local workers).
+    redis: Option<Engine>,
+    /// With `--redis`: joins waiting for their answer from Redis, with the member's token
+    /// details, registered for presence once the answer accepts them.
+    waiting: HashMap<(WorkerKey, u64, u64), (String, Option<Extra>)>,
 }
 
 impl Rooms {
@@ -46,6 +55,8 @@ impl Rooms {
             relay: Relay::default(),
             recall,
             presence,
+            redis: None,
+            waiting: HashMap::new(),
         }
     }
 
@@ -72,6 +83,159 @@ impl Rooms {
         }
     }
 
+    /// Turns the Redis engine on (before any worker is linked).
+    pub fn attach_redis(&mut self, engine: Engine) {
+        self.redis = Some(engine);
+    }
+
+    /// The Redis engine, when it is on (to reconfigure it on reload).
+    pub fn redis(&mut self) -> Option<&mut Engine> {
+        self.redis.as_mut()
+    }
+
+    /// The Redis engine's links and counts, when it is on.
+    pub fn redis_row(&self) -> Option<RedisRow> {
+        self.redis.as_ref().map(Engine::row)
+    }
+
+    /// A report from a Redis link task. Joins it accepts become members for presence
+    /// (counted across hosts; a notice for rooms that send them).
+    pub fn on_redis(&mut self, report: Report, mut out: impl FnMut(To, ToWorker)) {
+        let Some(engine) = &mut self.redis else {
+            return;
+        };
+        let mut answered = Vec::new();
+        engine.on_report(report, &self.relay, &mut |to, m| {
+            if let (
+                To::Worker(k),
+                ToWorker::Joined {
+                    conn,
+                    token,
+                    answer,
+                    ..
+                },
+            ) = (to, &m)
+            {
+                let accepted = matches!(answer, JoinAnswer::Accepted { .. });
+                answered.push(((k, *conn, *token), accepted));
+            }
+            out(to, m);
+        });
+        let now = Instant::now();
+        for (key, accepted) in answered {
+            if let Some((room, extra)) = self.waiting.remove(&key)
+                && accepted
+            {
+                self.member_joined(&room, (key.0, key.1), extra, now, &mut out);
+            }
+        }
+    }
+
+    /// A room message with `--redis` on; gives back what the engine does not take.
+    fn handle_redis(
+        &mut self,
+        from: WorkerKey,
+        msg: ToMaster,
+        now: Instant,
+        out: &mut impl FnMut(To, ToWorker),
+    ) -> Option<ToMaster> {
+        let Some(engine) = &mut self.redis else {
+            return Some(msg);
+        };
+        match msg {
+            ToMaster::Publish {
+                room,
+                data,
+                conn,
+                ack,
+            } => engine.publish(room, data, Ticket { from, conn, ack }, out),
+            ToMaster::Join {
+                room,
+                conn,
+                token,
+                since,
+                user,
+                info,
+            } => {
+                self.relay.interest(from, &room, true);
+                let join = WaitingJoinArgs {
+                    from,
+                    conn,
+                    token,
+                    since,
+                };
+                engine.join(&room, join);
+                self.waiting
+                    .insert((from, conn, token), (room, extra(user, info)));
+            }
+            ToMaster::Leave { room, conn } => {
+                let before = self.presence.count(&room);
+                let notice = self.presence.leave(&room, (from, conn), now);
+                if self.presence.count(&room) < before {
+                    let total = engine.members(&room).unwrap_or(0).saturating_sub(1) as usize;
+                    let frame =
+                        self.presence
+                            .notice_for_hosts(&room, (from, conn), false, None, total);
+                    engine.presence(&room, from, false, frame.as_deref());
+                }
+                if let Some(notice) = notice {
+                    self.notify(&room, notice, out);
+                }
+            }
+            ToMaster::PresenceQuery { room, conn, id } => {
+                let total = engine.members(&room);
+                let frame = self.presence.answer(&room, id.as_deref(), total);
+                out(To::Worker(from), ToWorker::Reply { conn, frame });
+            }
+            ToMaster::Withdraw { room } => {
+                self.relay.interest(from, &room, false);
+                engine.forget_unrouted(&self.relay);
+            }
+            ToMaster::History { conn, id, .. } => {
+                let refusal = protocol::Refusal::new(
+                    "history_off",
+                    "history requests are not served with --redis; recover with join and since",
+                );
+                let frame = protocol::error(&refusal, id.as_deref());
+                out(To::Worker(from), ToWorker::Reply { conn, frame });
+            }
+            ToMaster::Broadcast { data, conn, ack } => {
+                engine.broadcast(data, Ticket { from, conn, ack }, out)
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// An accepted join of `member`: registered for presence, its notice sent to the room's
+    /// workers here and, with `--redis`, counted and sent to the other hosts.
+    fn member_joined(
+        &mut self,
+        room: &str,
+        member: MemberKey,
+        extra: Option<Extra>,
+        now: Instant,
+        out: &mut impl FnMut(To, ToWorker),
+    ) {
+        let before = self.presence.count(room);
+        let for_hosts = self.redis.as_ref().and(extra.clone());
+        let notice = self.presence.join(room, member, extra, now);
+        if let Some(engine) = &mut self.redis
+            && self.presence.count(room) > before
+        {
+            // Other hosts' members count too: whether they get a notice is decided by
+            // the room's size across hosts, not by this host's share of it.
+            let total = engine.members(room).unwrap_or(0) as usize + 1;
+            let frame =
+                self.presence
+                    .notice_for_hosts(room, member, true, for_hosts.as_ref(), total);
+            engine.presence(room, member.0, true, frame.as_deref());
+        }
+        if let Some(notice) = notice {
+            self.notify(room, notice, out);
+        }
+    }
+
     /// Room history (to sweep, save, reconfigure and count it).
     pub fn recall(&mut self) -> &mut Recall {
         &mut self.recall
@@ -86,6 +250,10 @@ impl Rooms {
         now: Instant,
         mut out: impl FnMut(To, ToWorker),
     ) -> Option<ToMaster> {
+        let msg = match self.redis {
+            Some(_) => self.handle_redis(from, msg, now, &mut out)?,
+            None => msg,
+        };
         match msg {
             ToMaster::Publish {
                 room,
@@ -108,17 +276,8 @@ impl Rooms {
             } => {
                 self.relay.interest(from, &room, true);
                 let answer = self.recall.join(&room, since, now);
-                let notice = match answer {
-                    JoinAnswer::Accepted { .. } => {
-                        let extra = (user.is_some() || info.is_some()).then(|| Extra {
-                            user: user.map(Into::into),
-                            info: info.map(Into::into),
-                        });
-                        self.presence.join(&room, (from, conn), extra, now)
-                    }
-                    JoinAnswer::Refused { .. } => None,
-                };
-                let name = notice.is_some().then(|| room.clone());
+                let accepted = matches!(answer, JoinAnswer::Accepted { .. });
+                let name = accepted.then(|| room.clone());
                 let joined = ToWorker::Joined {
                     room,
                     conn,
@@ -126,8 +285,8 @@ impl Rooms {
                     answer,
                 };
                 out(To::Worker(from), joined);
-                if let (Some(notice), Some(room)) = (notice, name) {
-                    self.notify(&room, notice, &mut out);
+                if let Some(room) = name {
+                    self.member_joined(&room, (from, conn), extra(user, info), now, &mut out);
                 }
             }
             ToMaster::Leave { room, conn } => {
@@ -136,7 +295,7 @@ impl Rooms {
                 }
             }
             ToMaster::PresenceQuery { room, conn, id } => {
-                let frame = self.presence.answer(&room, id.as_deref());
+                let frame = self.presence.answer(&room, id.as_deref(), None);
                 out(To::Worker(from), ToWorker::Reply { conn, frame });
             }
             ToMaster::Withdraw { room } => self.relay.interest(from, &room, false),
@@ -218,6 +377,10 @@ impl Rooms {
     pub fn remove_worker(&mut self, key: WorkerKey, now: Instant) {
         self.relay.remove_worker(key);
         self.presence.remove_worker(key, now);
+        self.waiting.retain(|(k, _, _), _| *k != key);
+        if let Some(engine) = &mut self.redis {
+            engine.remove_worker(key, &self.relay);
+        }
     }
 
     /// Sends a presence frame to every worker with members of `room` (not to each member:
@@ -243,10 +406,43 @@ impl Rooms {
 
     /// Expires history and forgets rooms left with neither messages nor members.
     pub fn sweep(&mut self, now: Instant) {
+        if let Some(engine) = &mut self.redis {
+            engine.tick(now);
+        }
         let relay = &self.relay;
         self.recall
             .store()
             .sweep(now, |room| !relay.targets(room).is_empty());
+    }
+}
+
+/// What a member's token says, for presence (None for an anonymous connection).
+fn extra(user: Option<String>, info: Option<String>) -> Option<Extra> {
+    (user.is_some() || info.is_some()).then(|| Extra {
+        user: user.map(Into::into),
+        info: info.map(Into::into),
+    })
+}
+
+/// Queues a room frame for every worker of `targets` (`ordered_ns`: when the publish was
+/// ordered, 0 for frames that are not timed).
+pub fn to_targets(
+    targets: &[WorkerKey],
+    room: &str,
+    frame: &str,
+    ordered_ns: u64,
+    out: &mut impl FnMut(To, ToWorker),
+) {
+    for t in targets {
+        out(
+            To::Worker(*t),
+            ToWorker::Room {
+                room: room.to_owned(),
+                frame: frame.to_owned(),
+                skip: None,
+                ordered_ns,
+            },
+        );
     }
 }
 

@@ -60,6 +60,7 @@ pub fn fleet_stats(view: &FleetView, mut answers: Answers) -> FleetStats {
             reloading: view.reloading,
             rooms: view.rooms,
             history: view.history,
+            redis: view.redis.clone(),
         },
         workers,
         total,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::control_api::{Counters, HistoryRow};
+use crate::control_api::{Counters, HistoryRow, RedisRow};
 
 use super::relay::WorkerKey;
 use super::sampling::CpuMeter;
@@ -33,6 +33,8 @@ pub struct FleetView {
     pub rooms: usize,
     /// Room history held by the master.
     pub history: HistoryRow,
+    /// The Redis engine's links and counts, when it is on.
+    pub redis: Option<RedisRow>,
     /// Per slot, by index.
     pub slots: Vec<SlotView>,
     /// Live worker processes, by key.

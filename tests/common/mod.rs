@@ -3,7 +3,7 @@
 //! process group on drop.
 #![allow(dead_code, missing_docs)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,7 +112,7 @@ impl Fleet {
         let run_dir = dir.0.join("run");
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(default_unless(extra, "--listen", "127.0.0.1:0"))
             .args(default_unless(extra, "--drain-timeout", "0.5"))
             .args(default_unless(extra, "--workers", "2"))
             // Never the default 9090: tests run in parallel.
@@ -267,6 +267,33 @@ impl Fleet {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// `GET path` on the admin listener: the status and the body.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let addr = self
+            .admin
+            .as_deref()
+            .expect("the fleet has an admin listener");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
     }
 
     pub fn url(&self, path: &str) -> String {

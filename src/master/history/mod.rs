@@ -20,6 +20,7 @@ mod query;
 mod store;
 mod stream;
 
+pub use epoch::Epoch;
 pub use query::{QueryError, Recovery, Since};
 pub use store::{HistoryStats, HistoryStore, Position};
 // The rest of the surface, used by the module's tests.

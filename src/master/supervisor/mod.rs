@@ -105,6 +105,11 @@ impl<S: Spawner> Supervisor<S> {
         }
     }
 
+    /// Turns the Redis engine on (`--redis`), before [`start`](Self::start).
+    pub fn attach_redis(&mut self, engine: super::redis::Engine) {
+        self.rooms.attach_redis(engine);
+    }
+
     /// The phase now.
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
@@ -145,6 +150,10 @@ impl<S: Spawner> Supervisor<S> {
             Event::Command(cmd) => self.on_command(cmd, now),
             Event::Request(req) => self.on_request(req, now),
             Event::Tick => self.on_tick(now),
+            Event::Redis(report) => {
+                let workers = &self.state.workers;
+                self.rooms.on_redis(report, |to, m| send(workers, to, m));
+            }
         }
         self.kill_stalled(false);
         self.progress(now);

@@ -99,6 +99,9 @@ impl<S: Spawner> Supervisor<S> {
                 let (namespaces, interval) =
                     (history.namespaces.clone(), self.settings.presence_interval);
                 self.rooms.presence().reconfigure(namespaces, interval);
+                if let Some(engine) = self.rooms.redis() {
+                    engine.reconfigure(history.namespaces.clone(), history.recovery_max);
+                }
                 self.reload_step(now);
             }
             Err(e) => self.reload_finish(Some(format!("settings not reloaded: {e}")), now),
@@ -264,6 +267,7 @@ fn merge(old: &Settings, fresh: Settings) -> Settings {
         ("control", fresh.control != old.control),
         ("backlog", fresh.backlog != old.backlog),
         ("admin", fresh.admin != old.admin),
+        ("redis", fresh.redis != old.redis),
     ] {
         if changed {
             tracing::warn!(
@@ -278,6 +282,7 @@ fn merge(old: &Settings, fresh: Settings) -> Settings {
         control: old.control.clone(),
         backlog: old.backlog,
         admin: old.admin,
+        redis: old.redis.clone(),
         ..fresh
     }
 }

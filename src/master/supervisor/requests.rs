@@ -95,6 +95,7 @@ impl<S: Spawner> Supervisor<S> {
             reloading: self.reload.is_some(),
             rooms: self.rooms.count(),
             history: self.rooms.recall().history_row(),
+            redis: self.rooms.redis_row(),
             slots,
             workers,
         }

@@ -105,6 +105,7 @@ fn settings(workers: usize) -> Settings {
             recovery_max: 300,
         },
         presence_interval: Duration::from_secs(1),
+        redis: Vec::new(),
     }
 }
 
