@@ -125,6 +125,8 @@ pub struct FileConfig {
     pub rate_limit: Option<u32>,
     pub inbound_rate_limit_bytes: Option<u64>,
     pub client_broadcast: Option<String>,
+    pub compression: Option<String>,
+    pub compression_threshold: Option<usize>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub admin: Option<String>,
@@ -260,6 +262,16 @@ impl Settings {
                     .map_err(|e| ConfigError::Invalid(format!("client_broadcast = {e}")))?,
                 (None, None) => d.client_broadcast,
             },
+            compression: match (args.compression, file.compression) {
+                (Some(on), _) => on,
+                (None, Some(text)) => crate::cli::on_off(&text)
+                    .map_err(|e| ConfigError::Invalid(format!("compression = {e}")))?,
+                (None, None) => d.compression,
+            },
+            compression_threshold: args
+                .compression_threshold
+                .or(file.compression_threshold)
+                .unwrap_or(d.compression_threshold),
         };
         if worker.max_message_bytes < 16 || worker.max_message_bytes > MAX_MESSAGE_BYTES {
             return Err(ConfigError::Invalid(format!(
@@ -601,7 +613,7 @@ mod tests {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "run_dir" | "control" | "log_level" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "admin" | "client_broadcast" => "\"off\"".to_owned(),
+                "admin" | "client_broadcast" | "compression" => "\"off\"".to_owned(),
                 "allowed_origins" => "[\"https://a\"]".to_owned(),
                 _ => "1".to_owned(),
             };

@@ -37,6 +37,7 @@ mod assets;
 mod auth;
 mod conn;
 mod counters;
+mod deflate;
 mod echo;
 mod fd;
 #[doc(hidden)]

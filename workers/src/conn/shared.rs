@@ -107,6 +107,10 @@ pub struct Conn {
     pub id: u64,
     /// Whether this is a `/ws` (pub/sub) connection, the ones a broadcast reaches.
     pub pubsub: bool,
+    /// Whether messages to this client may go out compressed (it negotiated
+    /// permessage-deflate with the full window): it gets the compressed variant of each
+    /// [`Outgoing`](super::Outgoing) frame.
+    pub deflate: bool,
     /// The socket. Reads happen only in the connection's task; writes happen wherever
     /// the queue is flushed (always on the worker's one thread).
     pub(crate) stream: TcpStream,
@@ -129,6 +133,7 @@ impl Conn {
         Self {
             id,
             pubsub,
+            deflate: false,
             stream,
             queue: RefCell::new(Queue::default()),
             waker: RefCell::new(None),
@@ -136,6 +141,12 @@ impl Conn {
             last_seen: Cell::new(super::now_ms()),
             scheduled: Cell::new(false),
         }
+    }
+
+    /// The same connection, receiving compressed frames when `on`.
+    pub fn with_deflate(mut self, on: bool) -> Self {
+        self.deflate = on;
+        self
     }
 
     /// Queues a data frame, unless the connection is closing or the queue would pass

@@ -22,3 +22,8 @@ pub const RATE_LIMIT_PER_SEC: u32 = 1_000;
 pub const INBOUND_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 /// Whether `/ws` clients may broadcast to the whole fleet.
 pub const CLIENT_BROADCAST: bool = true;
+/// Whether permessage-deflate is negotiated.
+pub const COMPRESSION: bool = true;
+/// Smallest payload sent compressed, in bytes: below it deflate rarely shrinks JSON by
+/// more than its own few bytes of overhead, and every message would pay the compressor.
+pub const COMPRESSION_THRESHOLD: usize = 128;

@@ -8,7 +8,7 @@ use crate::protocol::Since;
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +51,10 @@ pub struct WorkerSettings {
     pub inbound_bytes_per_sec: u64,
     /// Whether `/ws` clients may send `broadcast` (refused with `forbidden` when not).
     pub client_broadcast: bool,
+    /// Whether permessage-deflate is negotiated with clients that offer it.
+    pub compression: bool,
+    /// Smallest message payload (bytes) sent compressed; smaller ones go plain.
+    pub compression_threshold: usize,
 }
 
 impl Default for WorkerSettings {
@@ -67,6 +71,8 @@ impl Default for WorkerSettings {
             rate_limit_per_sec: defaults::RATE_LIMIT_PER_SEC,
             inbound_bytes_per_sec: defaults::INBOUND_BYTES_PER_SEC,
             client_broadcast: defaults::CLIENT_BROADCAST,
+            compression: defaults::COMPRESSION,
+            compression_threshold: defaults::COMPRESSION_THRESHOLD,
         }
     }
 }
@@ -110,6 +116,10 @@ macro_rules! with_counters {
                 "Payload bytes received from clients.";
             bytes_out counter "b_out" "wsfleet_sent_bytes" "" ""
                 "Payload bytes queued to clients.";
+            bytes_out_compressed counter "" "wsfleet_sent_compressed_bytes" "" ""
+                "Bytes of permessage-deflate frames queued to clients (part of wsfleet_sent_bytes; the rest went plain).";
+            bytes_out_compressed_from counter "" "wsfleet_sent_compressed_original_bytes" "" ""
+                "What those compressed frames would have been plain; wsfleet_sent_compressed_bytes over this is the compression ratio.";
             rooms gauge "" "wsfleet_rooms" "" ""
                 "Rooms with at least one member on this worker.";
             publishes counter "" "wsfleet_publishes" "" ""
