@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `args`: flags and validation. `connect`: target URL, sockets, pacing, failure classes.
+//!   `stream`: the socket tungstenite reads (wire bytes counted, `--deflate` inflating).
 //! - `wire`: the protocol frames it sends and parses. `seq`, `window`: fan-out accounting.
 //! - `echo`, `fanout`, `idle`, `churn`, `storm` (reconnect storm with history), `rooms`,
 //!   `join`: the modes (`args_rooms` and `rooms_report`: the flags and JSON of the last two).
@@ -27,6 +28,7 @@ mod rooms;
 mod rooms_report;
 mod seq;
 mod storm;
+mod stream;
 mod window;
 mod wire;
 
@@ -68,7 +70,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let rt = builder.enable_all().build()?;
     let result = rt.block_on(async move {
-        let target = connect::Target::resolve(&common.url, common.sources).await?;
+        let mut target = connect::Target::resolve(&common.url, common.sources).await?;
+        target.deflate = common.deflate;
         let ctx = Ctx {
             common,
             target,

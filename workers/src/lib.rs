@@ -9,6 +9,9 @@
 //! - [`protocol`]: the `/ws` client protocol (parse requests, build frames, room rules,
 //!   and the client's side: build requests, read the server's frames).
 //! - [`http`]: only its JSON response helper is public, for the master's admin listener.
+//! - [`deflate`]: permessage-deflate (negotiation, the shared compressor, the inflating
+//!   frame reader), public for `wsfleet bench --deflate`, which reads compressed frames
+//!   with the same reader.
 //!
 //! # Layout (private)
 //! - `run`: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
@@ -37,7 +40,7 @@ mod assets;
 mod auth;
 mod conn;
 mod counters;
-mod deflate;
+pub mod deflate;
 mod echo;
 mod fd;
 #[doc(hidden)]

@@ -14,18 +14,9 @@ const PING: u8 = 0x9;
 
 /// Encodes one complete (FIN) data or control frame, with RSV1 when `compressed`.
 pub(super) fn encode(opcode: u8, compressed: bool, payload: &[u8]) -> Bytes {
-    let len = payload.len();
-    let mut out = Vec::with_capacity(len + 10);
-    out.push(FIN | if compressed { RSV1 } else { 0 } | opcode);
-    if len < 126 {
-        out.push(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    let b0 = FIN | if compressed { RSV1 } else { 0 } | opcode;
+    crate::deflate::push_header(&mut out, b0, false, payload.len());
     out.extend_from_slice(payload);
     Bytes::from(out)
 }

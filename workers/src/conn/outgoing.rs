@@ -78,6 +78,10 @@ mod tests {
         let d = big.deflated(64).unwrap().clone();
         assert_eq!(d[0], 0xC1, "FIN, RSV1, text");
         assert!(d.len() < big.plain().len() / 3);
-        assert_eq!(big.deflated(64).unwrap().as_ptr(), d.as_ptr(), "computed once");
+        assert_eq!(
+            big.deflated(64).unwrap().as_ptr(),
+            d.as_ptr(),
+            "computed once"
+        );
     }
 }

@@ -29,7 +29,9 @@ pub fn compress(payload: &[u8]) -> Option<Vec<u8>> {
         // Room for the tail: the output only counts if it ends before the buffer does
         // (a full buffer could mean the flush is unfinished).
         let mut out = Vec::with_capacity(payload.len() + TAIL.len());
-        let status = c.compress_vec(payload, &mut out, FlushCompress::Sync).ok()?;
+        let status = c
+            .compress_vec(payload, &mut out, FlushCompress::Sync)
+            .ok()?;
         let done = status == Status::Ok
             && c.total_in() == payload.len() as u64
             && out.len() < out.capacity()
@@ -59,10 +61,16 @@ mod tests {
 
     #[test]
     fn json_shrinks_and_inflates_back() {
-        let json = r#"{"type":"message","room":"lobby","data":{"user":"ann","text":"hello there"}}"#
-            .repeat(12);
+        let json =
+            r#"{"type":"message","room":"lobby","data":{"user":"ann","text":"hello there"}}"#
+                .repeat(12);
         let small = compress(json.as_bytes()).unwrap();
-        assert!(small.len() * 3 < json.len(), "{} of {}", small.len(), json.len());
+        assert!(
+            small.len() * 3 < json.len(),
+            "{} of {}",
+            small.len(),
+            json.len()
+        );
         assert_eq!(inflate(&small), json.as_bytes());
     }
 

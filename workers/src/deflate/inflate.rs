@@ -136,7 +136,9 @@ impl Inflate {
                     input = &input[used..];
                     continue;
                 }
-                let n = input.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                let n = input
+                    .len()
+                    .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 let (chunk, rest) = input.split_at(n);
                 if self.deflated {
                     self.inflate(chunk, out)?;
@@ -248,7 +250,7 @@ impl Inflate {
         self.have = 0;
         self.head_len = 0;
         if self.deflated && self.fin {
-            self.inflate_raw(&TAIL, out)?;
+            self.inflate_raw(&TAIL, FlushDecompress::Sync, out)?;
             self.emit(out, true);
             self.msg = Msg::None;
             if let Some(ctx) = self.ctx.take() {
@@ -273,23 +275,23 @@ impl Inflate {
                 *d = s ^ k;
             }
             self.offset += piece.len() as u64;
-            self.inflate_raw(plain, out)?;
+            self.inflate_raw(plain, FlushDecompress::None, out)?;
         }
         Ok(())
     }
 
     /// Inflates unmasked compressed bytes, emitting each step's output as a fragment.
-    fn inflate_raw(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), InflateError> {
+    fn inflate_raw(
+        &mut self,
+        mut data: &[u8],
+        flush: FlushDecompress,
+        out: &mut Vec<u8>,
+    ) -> Result<(), InflateError> {
         let Msg::Deflated { inflated, .. } = self.msg else {
             return Err(InflateError::Protocol);
         };
         let ctx = self.ctx.as_mut().ok_or(InflateError::Protocol)?;
         let mut total = inflated;
-        let flush = if data == TAIL {
-            FlushDecompress::Sync
-        } else {
-            FlushDecompress::None
-        };
         STEP_BUF.with(|step| {
             let mut step = step.borrow_mut();
             if step.len() < STEP {
@@ -297,7 +299,7 @@ impl Inflate {
             }
             loop {
                 // One byte past the limit is enough to know the message is too big.
-                let room = STEP.min(self.limit + 1 - total);
+                let room = STEP.min(self.limit.saturating_add(1) - total);
                 let (before_in, before_out) = (ctx.total_in(), ctx.total_out());
                 let status = ctx
                     .decompress(data, &mut step[..room], flush)
@@ -361,9 +363,20 @@ fn emit_fragment(msg: &mut Msg, masked: bool, data: &[u8], fin: bool, out: &mut 
         started: true,
         inflated,
     };
-    out.push(if fin { 0x80 } else { 0 } | first);
+    push_header(out, if fin { 0x80 } else { 0 } | first, masked, data.len());
+    if masked {
+        // A zero key: the payload reads as it is.
+        out.extend_from_slice(&[0; 4]);
+    }
+    out.extend_from_slice(data);
+}
+
+/// Appends a frame header: the first byte `b0` (FIN, RSV, opcode), the mask bit when
+/// `masked` (the key is the caller's to append), and the payload length `len` in its
+/// shortest form (RFC 6455 §5.2).
+pub fn push_header(out: &mut Vec<u8>, b0: u8, masked: bool, len: usize) {
+    out.push(b0);
     let mask_bit = if masked { 0x80 } else { 0 };
-    let len = data.len();
     if len < 126 {
         out.push(mask_bit | len as u8);
     } else if len <= usize::from(u16::MAX) {
@@ -373,11 +386,6 @@ fn emit_fragment(msg: &mut Msg, masked: bool, data: &[u8], fin: bool, out: &mut 
         out.push(mask_bit | 127);
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
-    if masked {
-        // A zero key: the payload reads as it is.
-        out.extend_from_slice(&[0; 4]);
-    }
-    out.extend_from_slice(data);
 }
 
 /// An inflate context from the thread's pool, or a new one.
@@ -468,7 +476,10 @@ mod tests {
         let mut input = frame(0x41, a); // text, RSV1, not FIN
         input.extend(frame(0x89, b"p")); // ping
         input.extend(frame(0x80, b)); // continuation, FIN
-        input.extend(frame(0xC2, &deflated(b"\x00\x01\x02\x00\x01\x02\x00\x01\x02")));
+        input.extend(frame(
+            0xC2,
+            &deflated(b"\x00\x01\x02\x00\x01\x02\x00\x01\x02"),
+        ));
         input.extend(frame(0x81, b"plain"));
         let d = drive(&transcode(&input, 7, 1 << 20).unwrap(), 1 << 20, 1 << 20);
         assert_eq!(
@@ -501,7 +512,11 @@ mod tests {
         let input = frame(0xC2, &z);
         assert_eq!(r.feed(&input, &mut out), Err(InflateError::TooBig));
         assert!(out.len() < (64 << 10) + STEP + 64, "{}", out.len());
-        assert_eq!(r.feed(b"\x81", &mut out), Err(InflateError::TooBig), "sticky");
+        assert_eq!(
+            r.feed(b"\x81", &mut out),
+            Err(InflateError::TooBig),
+            "sticky"
+        );
     }
 
     #[test]

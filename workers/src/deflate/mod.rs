@@ -14,6 +14,6 @@ pub mod offer;
 pub mod reader;
 
 pub use compress::compress;
-pub use inflate::{Inflate, InflateError};
+pub use inflate::{Inflate, InflateError, push_header};
 pub use offer::{Agreed, negotiate};
 pub use reader::Reader;

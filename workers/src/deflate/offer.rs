@@ -21,13 +21,15 @@ pub struct Agreed {
 impl Agreed {
     /// Whether messages to this client may be sent compressed.
     pub fn compress_out(&self) -> bool {
-        self.server_max_window_bits.is_none_or(|b| b >= FULL_WINDOW_BITS)
+        self.server_max_window_bits
+            .is_none_or(|b| b >= FULL_WINDOW_BITS)
     }
 
     /// The `Sec-WebSocket-Extensions` answer.
     pub fn header(&self) -> String {
-        let mut h =
-            String::from("permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+        let mut h = String::from(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        );
         if let Some(bits) = self.server_max_window_bits {
             h.push_str(&format!("; server_max_window_bits={bits}"));
         }
@@ -119,7 +121,11 @@ mod tests {
         let a = n("permessage-deflate; server_max_window_bits=9").unwrap();
         assert!(!a.compress_out());
         assert!(a.header().ends_with("; server_max_window_bits=9"));
-        assert!(n("permessage-deflate; server_max_window_bits=15").unwrap().compress_out());
+        assert!(
+            n("permessage-deflate; server_max_window_bits=15")
+                .unwrap()
+                .compress_out()
+        );
     }
 
     #[test]
@@ -139,7 +145,12 @@ mod tests {
         let a = negotiate([
             "permessage-deflate; server_max_window_bits=99, permessage-deflate; client_max_window_bits=10",
         ]);
-        assert_eq!(a, Some(Agreed { server_max_window_bits: None }));
+        assert_eq!(
+            a,
+            Some(Agreed {
+                server_max_window_bits: None
+            })
+        );
         assert_eq!(negotiate(["foo", "permessage-deflate"]).is_some(), true);
         assert_eq!(negotiate([]), None);
     }

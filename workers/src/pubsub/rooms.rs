@@ -189,7 +189,10 @@ impl Rooms {
         }
         if let Some(leave) = &join.leave {
             // The leave that came while the join waited, answered right after it.
-            w.deliver(&join.conn, &Outgoing::text(&protocol::membership("left", room)));
+            w.deliver(
+                &join.conn,
+                &Outgoing::text(&protocol::membership("left", room)),
+            );
             if let Some(id) = leave {
                 w.deliver(&join.conn, &Outgoing::text(&protocol::ack(id, None, None)));
             }
