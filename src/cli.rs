@@ -153,7 +153,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WSFLEET_COMPRESSION", value_name = "on|off", value_parser = on_off)]
     pub compression: Option<bool>,
     /// Smallest message payload in bytes sent compressed (smaller ones, and those that do
-    /// not shrink, go plain).
+    /// not shrink, go plain); 0 compresses every message, even one that grows.
     #[arg(long, env = "WSFLEET_COMPRESSION_THRESHOLD", value_name = "BYTES")]
     pub compression_threshold: Option<usize>,
     /// Log level or filter, e.g. `info` or `wsfleet=debug` (RUST_LOG also works).

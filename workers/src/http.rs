@@ -308,7 +308,7 @@ fn start_websocket(
     deflate: Option<Agreed>,
 ) {
     let worker = rooms.worker();
-    let conn = worker.open(stream, pubsub, deflate.is_some_and(|a| a.compress_out()));
+    let conn = worker.open(stream, pubsub, deflate.map_or(0, |a| a.window_bits()));
     let driver = Driver::new(
         conn,
         early,

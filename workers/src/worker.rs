@@ -171,8 +171,9 @@ impl Worker {
         }
     }
 
-    /// Registers a newly upgraded connection; `deflate`: it gets compressed frames.
-    pub fn open(&self, stream: tokio::net::TcpStream, pubsub: bool, deflate: bool) -> Rc<Conn> {
+    /// Registers a newly upgraded connection; `deflate`: the window (bits) its compressed
+    /// frames use, 0 for none.
+    pub fn open(&self, stream: tokio::net::TcpStream, pubsub: bool, deflate: u8) -> Rc<Conn> {
         let id = self.next_conn.get() + 1;
         self.next_conn.set(id);
         let conn = Rc::new(Conn::new(id, pubsub, stream).with_deflate(deflate));
@@ -209,17 +210,18 @@ impl Worker {
     /// Queues the variant of `msg` that `to` reads (compressed when it negotiated
     /// permessage-deflate and the message shrinks), counting it; false if not queued.
     fn queue(&self, to: &Conn, msg: &Outgoing) -> bool {
-        let deflated = to
-            .deflate
-            .then(|| msg.deflated(self.settings.compression_threshold))
-            .flatten();
-        let frame = deflated.unwrap_or(msg.plain()).clone();
+        let deflated = match to.deflate {
+            0 => None,
+            bits => msg.deflated(self.settings.compression_threshold, bits),
+        };
+        let compressed = deflated.is_some();
+        let frame = deflated.unwrap_or_else(|| msg.plain().clone());
         let len = frame.len() as u64;
         match to.push(frame, self.settings.outbox_limit_bytes) {
             Pushed::Queued => {
                 counters::add(&self.counters.messages_out, 1);
                 counters::add(&self.counters.bytes_out, len);
-                if deflated.is_some() {
+                if compressed {
                     counters::add(&self.counters.bytes_out_compressed, len);
                     let from = msg.plain().len() as u64;
                     counters::add(&self.counters.bytes_out_compressed_from, from);

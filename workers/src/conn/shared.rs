@@ -107,10 +107,10 @@ pub struct Conn {
     pub id: u64,
     /// Whether this is a `/ws` (pub/sub) connection, the ones a broadcast reaches.
     pub pubsub: bool,
-    /// Whether messages to this client may go out compressed (it negotiated
-    /// permessage-deflate with the full window): it gets the compressed variant of each
-    /// [`Outgoing`](super::Outgoing) frame.
-    pub deflate: bool,
+    /// The window (bits) messages to this client are compressed with, 0 when it did not
+    /// negotiate permessage-deflate: it gets the compressed variant of each
+    /// [`Outgoing`](super::Outgoing) message.
+    pub deflate: u8,
     /// The socket. Reads happen only in the connection's task; writes happen wherever
     /// the queue is flushed (always on the worker's one thread).
     pub(crate) stream: TcpStream,
@@ -133,7 +133,7 @@ impl Conn {
         Self {
             id,
             pubsub,
-            deflate: false,
+            deflate: 0,
             stream,
             queue: RefCell::new(Queue::default()),
             waker: RefCell::new(None),
@@ -143,9 +143,10 @@ impl Conn {
         }
     }
 
-    /// The same connection, receiving compressed frames when `on`.
-    pub fn with_deflate(mut self, on: bool) -> Self {
-        self.deflate = on;
+    /// The same connection, receiving frames compressed with a window of `window_bits`
+    /// (0: plain frames only).
+    pub fn with_deflate(mut self, window_bits: u8) -> Self {
+        self.deflate = window_bits;
         self
     }
 

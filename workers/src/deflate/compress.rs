@@ -15,20 +15,37 @@ const LEVEL: u32 = 6;
 /// frame and the reader appends it again.
 pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// Smallest LZ77 window we compress with, in bits (zlib's raw deflate cannot do 8).
+pub const MIN_WINDOW_BITS: u8 = 9;
+
+/// The largest window (32 KiB), the one shared frames use.
+pub const MAX_WINDOW_BITS: u8 = 15;
+
 thread_local! {
-    /// One raw-deflate context per worker thread, reset per message.
-    static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::new(LEVEL), false));
+    /// One raw-deflate context per window size per worker thread, made on first use and
+    /// reset per message (all but the full window serve only clients that asked for a
+    /// smaller one).
+    static COMPRESSORS: RefCell<[Option<Compress>; 7]> = const {
+        RefCell::new([None, None, None, None, None, None, None])
+    };
 }
 
-/// `payload` compressed for a permessage-deflate frame, or `None` when that would not be
-/// smaller (the message then goes out plain).
-pub fn compress(payload: &[u8]) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
+/// `payload` compressed for a permessage-deflate frame with a window of `window_bits`
+/// (9 to 15), or `None` when that would not be smaller (the message then goes out plain) —
+/// unless `always`, which keeps the compressed form even when it grew.
+pub fn compress(payload: &[u8], window_bits: u8, always: bool) -> Option<Vec<u8>> {
+    let bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
+    COMPRESSORS.with(|all| {
+        let mut all = all.borrow_mut();
+        let c = all[usize::from(bits - MIN_WINDOW_BITS)].get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(LEVEL), false, bits)
+        });
         c.reset();
-        // Room for the tail: the output only counts if it ends before the buffer does
-        // (a full buffer could mean the flush is unfinished).
-        let mut out = Vec::with_capacity(payload.len() + TAIL.len());
+        // Room for the tail, and for a stored block's few bytes of growth when `always`:
+        // the output only counts if it ends before the buffer does (a full buffer could
+        // mean the flush is unfinished).
+        let room = if always { payload.len() / 8 + 64 } else { 0 };
+        let mut out = Vec::with_capacity(payload.len() + TAIL.len() + room);
         let status = c
             .compress_vec(payload, &mut out, FlushCompress::Sync)
             .ok()?;
@@ -40,7 +57,7 @@ pub fn compress(payload: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
         out.truncate(out.len() - TAIL.len());
-        (out.len() < payload.len()).then_some(out)
+        (always || out.len() < payload.len()).then_some(out)
     })
 }
 
@@ -64,7 +81,7 @@ mod tests {
         let json =
             r#"{"type":"message","room":"lobby","data":{"user":"ann","text":"hello there"}}"#
                 .repeat(12);
-        let small = compress(json.as_bytes()).unwrap();
+        let small = compress(json.as_bytes(), 15, false).unwrap();
         assert!(
             small.len() * 3 < json.len(),
             "{} of {}",
@@ -76,8 +93,8 @@ mod tests {
 
     #[test]
     fn each_message_stands_alone() {
-        let a = compress(&b"abcabcabcabcabcabcabcabc".repeat(10)).unwrap();
-        let b = compress(&b"abcabcabcabcabcabcabcabc".repeat(10)).unwrap();
+        let a = compress(&b"abcabcabcabcabcabcabcabc".repeat(10), 15, false).unwrap();
+        let b = compress(&b"abcabcabcabcabcabcabcabc".repeat(10), 15, false).unwrap();
         assert_eq!(a, b, "no context carried over from the previous message");
     }
 
@@ -92,7 +109,20 @@ mod tests {
                 x as u8
             })
             .collect();
-        assert_eq!(compress(&noise), None);
-        assert_eq!(compress(b"a"), None);
+        assert_eq!(compress(&noise, 15, false), None);
+        assert_eq!(compress(b"a", 15, false), None);
+        let grown = compress(&noise, 15, true).unwrap();
+        assert!(grown.len() > noise.len());
+        assert_eq!(inflate(&grown), noise, "always: kept even though it grew");
+        assert_eq!(inflate(&compress(b"a", 15, true).unwrap()), b"a");
+    }
+
+    #[test]
+    fn a_small_window_inflates_like_the_full_one() {
+        let text = "0123456789abcdef".repeat(100);
+        for bits in [9, 12, 15] {
+            let z = compress(text.as_bytes(), bits, false).unwrap();
+            assert_eq!(inflate(&z), text.as_bytes(), "{bits} bits");
+        }
     }
 }

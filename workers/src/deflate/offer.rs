@@ -6,23 +6,21 @@
 //! `client_no_context_takeover` (§7.1.1.2 lets a server add it unasked), so no connection
 //! keeps a deflate or inflate window between messages.
 
-/// The largest LZ77 window deflate has (`2^15` bytes), which our compressor uses.
-const FULL_WINDOW_BITS: u8 = 15;
+use super::compress::{MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 
 /// The accepted offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agreed {
-    /// The `server_max_window_bits` the client asked for, echoed in the answer. Below 15 the
-    /// server never compresses to this client (its shared frames use the full window);
-    /// it still reads the client's compressed frames.
+    /// The `server_max_window_bits` the client asked for, echoed in the answer. Below 15
+    /// this client's messages are compressed for it alone with that window (the shared
+    /// frames use the full one).
     pub server_max_window_bits: Option<u8>,
 }
 
 impl Agreed {
-    /// Whether messages to this client may be sent compressed.
-    pub fn compress_out(&self) -> bool {
-        self.server_max_window_bits
-            .is_none_or(|b| b >= FULL_WINDOW_BITS)
+    /// The window messages to this client are compressed with, in bits.
+    pub fn window_bits(&self) -> u8 {
+        self.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS)
     }
 
     /// The `Sec-WebSocket-Extensions` answer.
@@ -65,7 +63,10 @@ fn accept_offer(offer: &str) -> Option<Agreed> {
             "server_no_context_takeover" if value.is_none() => 0,
             "client_no_context_takeover" if value.is_none() => 1,
             "server_max_window_bits" => {
-                agreed.server_max_window_bits = Some(window_bits(value?)?);
+                let bits = window_bits(value?)?;
+                // zlib's raw deflate has no 8-bit window: skip to the next offer.
+                (bits >= MIN_WINDOW_BITS).then_some(())?;
+                agreed.server_max_window_bits = Some(bits);
                 2
             }
             "client_max_window_bits" => {
@@ -84,12 +85,12 @@ fn accept_offer(offer: &str) -> Option<Agreed> {
     Some(agreed)
 }
 
-/// A window size parameter: 8 to 15, digits only.
+/// A window size parameter: 8 to 15, digits only (RFC 7692 §7.1.2).
 fn window_bits(v: &str) -> Option<u8> {
     if v.is_empty() || v.len() > 2 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    v.parse().ok().filter(|b| (8..=15).contains(b))
+    v.parse().ok().filter(|b| (8..=MAX_WINDOW_BITS).contains(b))
 }
 
 #[cfg(test)]
@@ -103,7 +104,7 @@ mod tests {
     #[test]
     fn a_plain_offer_gets_both_no_context_takeovers() {
         let a = n("permessage-deflate").unwrap();
-        assert!(a.compress_out());
+        assert_eq!(a.window_bits(), 15);
         assert_eq!(
             a.header(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
@@ -114,18 +115,15 @@ mod tests {
     fn what_browsers_send_is_accepted() {
         let a = n("permessage-deflate; client_max_window_bits").unwrap();
         assert_eq!(a.server_max_window_bits, None);
+        assert!(n("permessage-deflate; client_max_window_bits=8").is_some());
     }
 
     #[test]
-    fn a_small_server_window_is_echoed_and_turns_compression_off_outbound() {
+    fn a_small_server_window_is_echoed_and_used() {
         let a = n("permessage-deflate; server_max_window_bits=9").unwrap();
-        assert!(!a.compress_out());
+        assert_eq!(a.window_bits(), 9);
         assert!(a.header().ends_with("; server_max_window_bits=9"));
-        assert!(
-            n("permessage-deflate; server_max_window_bits=15")
-                .unwrap()
-                .compress_out()
-        );
+        assert_eq!(n("permessage-deflate; server_max_window_bits=8"), None);
     }
 
     #[test]
@@ -134,6 +132,7 @@ mod tests {
             "permessage-deflate; server_max_window_bits",
             "permessage-deflate; server_max_window_bits=16",
             "permessage-deflate; server_max_window_bits=7",
+            "permessage-deflate; client_max_window_bits=16",
             "permessage-deflate; client_max_window_bits=0x9",
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
             "permessage-deflate; server_no_context_takeover=1",
