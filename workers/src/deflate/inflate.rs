@@ -27,7 +27,7 @@ const POOL: usize = 4;
 
 thread_local! {
     /// Reset inflate contexts, ready for the next compressed message on any connection.
-    static CONTEXTS: RefCell<Vec<Box<Decompress>>> = const { RefCell::new(Vec::new()) };
+    static CONTEXTS: RefCell<Vec<Decompress>> = const { RefCell::new(Vec::new()) };
     /// Inflated bytes of the current step (one per thread: a step finishes before the
     /// next starts).
     static STEP_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -90,7 +90,7 @@ pub struct Inflate {
     /// The message being read.
     msg: Msg,
     /// The inflate context while a compressed message is being read.
-    ctx: Option<Box<Decompress>>,
+    ctx: Option<Decompress>,
     /// The first failure; every later read fails the same way.
     failed: Option<InflateError>,
 }
@@ -389,14 +389,14 @@ pub fn push_header(out: &mut Vec<u8>, b0: u8, masked: bool, len: usize) {
 }
 
 /// An inflate context from the thread's pool, or a new one.
-fn take_context() -> Box<Decompress> {
+fn take_context() -> Decompress {
     CONTEXTS
         .with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Box::new(Decompress::new(false)))
+        .unwrap_or_else(|| Decompress::new(false))
 }
 
 /// Resets a context and keeps it for the next message (up to [`POOL`]).
-fn give_back(mut ctx: Box<Decompress>) {
+fn give_back(mut ctx: Decompress) {
     ctx.reset(false);
     CONTEXTS.with(|p| {
         let mut p = p.borrow_mut();

@@ -150,7 +150,7 @@ mod tests {
                 server_max_window_bits: None
             })
         );
-        assert_eq!(negotiate(["foo", "permessage-deflate"]).is_some(), true);
+        assert!(negotiate(["foo", "permessage-deflate"]).is_some());
         assert_eq!(negotiate([]), None);
     }
 }
