@@ -37,6 +37,8 @@ const COMPRESS_FROM: usize = 128;
 /// What `--deflate` adds on the write side.
 #[derive(Default)]
 struct Deflating {
+    /// How much of the handshake request's `\r\n\r\n` was seen (4: frames follow).
+    head_end: u8,
     /// Bytes of the frame tungstenite is writing, until it is complete.
     frame: Vec<u8>,
     /// Frames ready for the socket.
@@ -79,7 +81,9 @@ impl Deflating {
     /// Takes what tungstenite wrote; each complete frame goes to `out`, a data message of
     /// at least [`COMPRESS_FROM`] bytes compressed (RSV1) when that is smaller.
     fn take(&mut self, bytes: &[u8]) {
-        self.frame.extend_from_slice(bytes);
+        let head = head_bytes(&mut self.head_end, bytes);
+        self.out.extend_from_slice(&bytes[..head]);
+        self.frame.extend_from_slice(&bytes[head..]);
         while let Some((head, len)) = frame_len(&self.frame) {
             if self.frame.len() < head + len {
                 return;
@@ -152,21 +156,28 @@ impl BenchStream {
 impl Inflating {
     /// Passes the handshake response through and transcodes what follows it.
     fn take(&mut self, raw: &[u8]) -> io::Result<()> {
-        let mut i = 0;
-        while self.head_end < 4 && i < raw.len() {
-            let want = b"\r\n\r\n"[usize::from(self.head_end)];
-            self.head_end = match (raw[i] == want, raw[i] == b'\r') {
-                (true, _) => self.head_end + 1,
-                (false, true) => 1,
-                _ => 0,
-            };
-            i += 1;
-        }
+        let i = head_bytes(&mut self.head_end, raw);
         self.pending.extend_from_slice(&raw[..i]);
         self.inflate
             .feed(&raw[i..], &mut self.pending)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
+}
+
+/// How many bytes at the start of `bytes` still belong to the HTTP handshake, whose end
+/// (`\r\n\r\n`) `seen` tracks across calls (4 once it has passed).
+fn head_bytes(seen: &mut u8, bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while *seen < 4 && i < bytes.len() {
+        let want = b"\r\n\r\n"[usize::from(*seen)];
+        *seen = match (bytes[i] == want, bytes[i] == b'\r') {
+            (true, _) => *seen + 1,
+            (false, true) => 1,
+            _ => 0,
+        };
+        i += 1;
+    }
+    i
 }
 
 impl AsyncRead for BenchStream {
@@ -256,6 +267,10 @@ mod tests {
         let long = masked(0x81, &b"abcd".repeat(100));
         let ping = masked(0x89, &[7; 126][..125]);
         let mut d = Deflating::default();
+        let request = b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
+        d.take(request);
+        assert_eq!(d.out, request, "the handshake passes as written");
+        d.out.clear();
         let both = [long.clone(), ping.clone()].concat();
         for piece in both.chunks(3) {
             d.take(piece);
