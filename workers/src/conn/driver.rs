@@ -46,18 +46,29 @@ pub enum Event {
 }
 
 /// tungstenite's view of the socket: reads come from it without blocking (through the
-/// compressed-frame reader, `.2`, on connections that negotiated permessage-deflate);
-/// writes (only tungstenite's own pongs and close frames) go into the connection's queue,
-/// in order with the data frames, pongs bounded by the outbox limit (`.1`, bytes).
-pub struct Socket(Rc<Conn>, usize, Option<Box<Reader>>);
+/// compressed-frame reader, `.2`, on connections that negotiated permessage-deflate: `.3`
+/// is then the message limit, else 0); writes (only tungstenite's own pongs and close
+/// frames) go into the connection's queue, in order with the data frames, pongs bounded by
+/// the outbox limit (`.1`, bytes).
+///
+/// The reader exists only while a read leaves something carried over (a partial frame, a
+/// compressed message, transcoded bytes not yet read, a failure): an idle connection
+/// keeps none, whether it negotiated compression or not.
+pub struct Socket(Rc<Conn>, usize, Option<Box<Reader>>, usize);
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let stream = &self.0.stream;
-        match self.2.as_mut() {
-            None => stream.try_read(buf),
-            Some(reader) => reader.read(buf, |b| stream.try_read(b)),
+        if self.3 == 0 {
+            return stream.try_read(buf);
         }
+        let limit = self.3;
+        let reader = self.2.get_or_insert_with(|| Box::new(Reader::new(limit)));
+        let read = reader.read(buf, |b| stream.try_read(b));
+        if reader.at_rest() {
+            self.2 = None;
+        }
+        read
     }
 }
 
@@ -92,13 +103,16 @@ impl Driver {
         outbox_limit: usize,
         inflate: bool,
     ) -> Self {
-        let reader = inflate.then(|| {
-            let limit = config.max_message_size.unwrap_or(usize::MAX);
+        let limit = match inflate {
+            true => config.max_message_size.unwrap_or(usize::MAX).max(1),
+            false => 0,
+        };
+        let reader = (inflate && !early.is_empty()).then(|| {
             let mut r = Box::new(Reader::new(limit));
             r.preload(&std::mem::take(&mut early));
             r
         });
-        let socket = Socket(conn.clone(), outbox_limit, reader);
+        let socket = Socket(conn.clone(), outbox_limit, reader, limit);
         let ws = WebSocket::from_partially_read(socket, early, Role::Server, Some(config));
         Self { ws, conn }
     }

@@ -115,6 +115,12 @@ impl Inflate {
         }
     }
 
+    /// Whether the reader is between frames and messages with nothing carried over, so a
+    /// new one would do the same from here.
+    pub fn at_rest(&self) -> bool {
+        self.have == 0 && self.msg == Msg::None && self.failed.is_none()
+    }
+
     /// The first failure, if reading failed.
     pub fn failed(&self) -> Option<InflateError> {
         self.failed
@@ -537,8 +543,11 @@ mod tests {
     fn the_context_goes_back_to_the_pool_when_the_message_ends() {
         let mut r = Inflate::new(1 << 20);
         let mut out = Vec::new();
-        r.feed(&frame(0xC1, &deflated(b"abcabcabc")), &mut out)
-            .unwrap();
+        let input = frame(0xC1, &deflated(b"abcabcabc"));
+        r.feed(&input[..3], &mut out).unwrap();
+        assert!(!r.at_rest(), "mid-frame");
+        r.feed(&input[3..], &mut out).unwrap();
+        assert!(r.at_rest());
         assert!(r.ctx.is_none(), "an idle reader holds no inflate context");
         assert!(CONTEXTS.with(|p| !p.borrow().is_empty()));
     }

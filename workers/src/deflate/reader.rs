@@ -32,6 +32,12 @@ impl Reader {
         }
     }
 
+    /// Whether nothing is carried over to the next read: the connection may drop this
+    /// reader and start a new one then (an idle connection keeps none).
+    pub fn at_rest(&self) -> bool {
+        self.at == self.pending.len() && self.inflate.at_rest()
+    }
+
     /// The reason reads fail, once they do.
     pub fn failed(&self) -> Option<InflateError> {
         self.inflate.failed()
