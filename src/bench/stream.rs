@@ -16,8 +16,11 @@ use wsfleet_worker::deflate::Inflate;
 /// included), for bytes on the wire per delivery.
 pub static WIRE_BYTES_IN: AtomicU64 = AtomicU64::new(0);
 
-/// The `Sec-WebSocket-Extensions` offer sent with `--deflate` (what browsers send).
-pub const OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// The `Sec-WebSocket-Extensions` offer sent with `--deflate`: what browsers send, plus
+/// `server_no_context_takeover`, which the reader needs (it inflates every message on its
+/// own) and which wsfleet always answers anyway; a peer that would otherwise keep its
+/// window between messages (Node's `ws`) is asked not to.
+pub const OFFER: &str = "permessage-deflate; server_no_context_takeover; client_max_window_bits";
 
 /// What `--deflate` adds to a connection.
 struct Inflating {
