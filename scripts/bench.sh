@@ -21,6 +21,12 @@
 #               p50/p99 latency, lost/dup/order        every member publishing 1/s, 64 B)
 #   bigroom     connects+joins/s into ONE room, RSS    (BENCH_BIGROOM_CONNS, default 19,900;
 #               per connection after the joins         bounded by BENCH_BIGROOM_MAX_TIME s)
+#   fanout-json / fanout-deflate   deliveries/s, server CPU µs/delivery, bytes on the wire per
+#               delivery: 1 KiB chat-like JSON, --rate max, BENCH_FANOUT_SUBS subscribers,
+#               without and with permessage-deflate offered by every client (the Node peer
+#               with ws's perMessageDeflate on: PEER_DEFLATE=1)
+#   echo-deflate   msgs/s and server CPU µs/msg, 1 KiB chat-like JSON, compressed both ways
+#   idle-deflate   RSS per connection with permessage-deflate negotiated
 #   churn       connection failures per kind at BENCH_CHURN_RATE/s while, in the middle of
 #               the run, the master/primary gets SIGHUP (rolling restart; the article's stack
 #               has none, the peer adds one shaped like wsfleet's) / one worker of either
@@ -34,7 +40,8 @@
 #                         its fan-out corked; node-plain: PEER_CORK=0, one ws.send() per member
 #                         as the article writes it; uws: uWebSockets, left out of the default
 #                         when its npm package cannot be installed or loaded here)
-#   BENCH_TESTS="echo fanout-max fanout-20 idle churn-sighup churn-kill9 rooms bigroom"   which rows
+#   BENCH_TESTS="echo fanout-max fanout-20 idle churn-sighup churn-kill9 rooms bigroom
+#               fanout-json fanout-deflate echo-deflate idle-deflate"   which rows
 #   BENCH_WORKERS=$(nproc)         workers per server
 #   BENCH_ECHO_CONNS=50  BENCH_FANOUT_SUBS=2000  BENCH_IDLE_CONNS=19000  BENCH_IDLE_HOLD=5
 #   BENCH_IDLE_RAMP=5    BENCH_CHURN_RATE=500    BENCH_CHURN_DURATION=$BENCH_DURATION
@@ -84,7 +91,7 @@ ROOMS_SIZE=64
 BIGROOM_CONNS="${BENCH_BIGROOM_CONNS:-$D_BIGROOM_CONNS}"
 BIGROOM_MAX_TIME="${BENCH_BIGROOM_MAX_TIME:-$D_BIGROOM_MAX_TIME}"
 SERVERS="${BENCH_SERVERS:-wsfleet node node-plain uws}"
-TESTS="${BENCH_TESTS:-echo fanout-max fanout-20 idle churn-sighup churn-kill9 rooms bigroom}"
+TESTS="${BENCH_TESTS:-echo fanout-max fanout-20 idle churn-sighup churn-kill9 rooms bigroom fanout-json fanout-deflate echo-deflate idle-deflate}"
 WORKERS="${BENCH_WORKERS:-$(nproc)}"
 OUT_DIR="${BENCH_OUT_DIR:-$ROOT/bench-results}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
@@ -204,7 +211,10 @@ start_server() {
       local cork=1
       [[ "$name" == node-plain ]] && cork=0
       # shellcheck disable=SC2086
-      PEER_CORK="$cork" node "$PEER_DIR/server.js" --host 127.0.0.1 --port 0 --workers "$WORKERS" ${BENCH_NODE_EXTRA:-} \
+      # The *-deflate rows turn ws's perMessageDeflate on.
+      local deflate=0
+      [[ "$tag" == *deflate* ]] && deflate=1
+      PEER_DEFLATE="$deflate" PEER_CORK="$cork" node "$PEER_DIR/server.js" --host 127.0.0.1 --port 0 --workers "$WORKERS" ${BENCH_NODE_EXTRA:-} \
         >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" &
       ;;
     uws)
@@ -358,6 +368,31 @@ for name in $SERVERS; do
     stop_server
   elif want fanout-20; then record "$name" fanout-20 '{}' /dev/null; stop_server; fi
 
+  # Compression: 1 KiB chat-like JSON, plain, then with every client offering
+  # permessage-deflate (as browsers do); bytes on the wire per delivery from the tool.
+  for t in fanout-json fanout-deflate; do
+    deflate_flag=()
+    [[ "$t" == fanout-deflate ]] && deflate_flag=(--deflate)
+    if want "$t" && start_server "$name" "$t"; then
+      run_bench "$name" "$t" '{}' $((DURATION + 120)) fanout --url "$url:$SERVER_PORT/ws" \
+        --subs "$FANOUT_SUBS" --room "bench-$t" --rate max --payload json --size 1024 \
+        --duration "$DURATION" "${deflate_flag[@]}"
+      stop_server
+    elif want "$t"; then record "$name" "$t" '{}' /dev/null; stop_server; fi
+  done
+
+  if want echo-deflate && start_server "$name" echo-deflate; then
+    run_bench "$name" echo-deflate '{}' $((DURATION + 60)) echo --url "$url:$SERVER_PORT/echo" \
+      --conns "$ECHO_CONNS" --payload json --size 1024 --duration "$DURATION" --deflate
+    stop_server
+  elif want echo-deflate; then record "$name" echo-deflate '{}' /dev/null; stop_server; fi
+
+  if want idle-deflate && start_server "$name" idle-deflate; then
+    run_bench "$name" idle-deflate '{}' $((IDLE_RAMP + IDLE_HOLD + 120)) idle --url "$url:$SERVER_PORT/ws" \
+      --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --ramp "$IDLE_RAMP" --room 'idle-{i}' --deflate
+    stop_server
+  elif want idle-deflate; then record "$name" idle-deflate '{}' /dev/null; stop_server; fi
+
   # Idle: every connection joins its own room ('{i}' = its index). One shared room would make
   # each server send ~N²/2 presence frames (180 million at 19,000), measuring presence, not
   # idle memory. Fanout above deliberately uses one room: the join-time presence storm
@@ -484,6 +519,17 @@ table = [
     ("rooms latency p99 ms", "lower", metric("rooms", "latency_us", "p99", scale=1e-3)),
     ("rooms latency p50 ms", "lower", metric("rooms", "latency_us", "p50", scale=1e-3)),
     ("rooms lost / dup / out-of-order", "zero", lambda s: fanout_errs(s, "rooms")),
+    (f"fanout deliveries/s, 1 KiB JSON, plain (rate max, {$FANOUT_SUBS:,} subs)", "higher", metric("fanout-json", "deliveries_per_s")),
+    ("fanout server CPU µs/delivery, 1 KiB JSON, plain", "lower", metric("fanout-json", "server_cpu_us_per_unit")),
+    ("fanout bytes on the wire per delivery, 1 KiB JSON, plain", "lower", metric("fanout-json", "wire_bytes_per_delivery")),
+    ("fanout deliveries/s, 1 KiB JSON, permessage-deflate", "higher", metric("fanout-deflate", "deliveries_per_s")),
+    ("fanout server CPU µs/delivery, 1 KiB JSON, permessage-deflate", "lower", metric("fanout-deflate", "server_cpu_us_per_unit")),
+    ("fanout bytes on the wire per delivery, 1 KiB JSON, permessage-deflate", "lower", metric("fanout-deflate", "wire_bytes_per_delivery")),
+    ("fanout connections that negotiated permessage-deflate", "higher", metric("fanout-deflate", "deflate_negotiated")),
+    ("fanout lost / dup / out-of-order, permessage-deflate", "zero", lambda s: fanout_errs(s, "fanout-deflate")),
+    (f"echo msgs/s, 1 KiB JSON compressed both ways ({$ECHO_CONNS} conns)", "higher", metric("echo-deflate", "msgs_per_s")),
+    ("echo server CPU µs/msg, 1 KiB JSON compressed both ways", "lower", metric("echo-deflate", "server_cpu_us_per_unit")),
+    (f"idle RSS per connection, KiB, permessage-deflate negotiated ({$IDLE_CONNS:,} conns)", "lower", metric("idle-deflate", "server_rss_per_conn_bytes", scale=1/1024)),
     (f"bigroom connects+joins/s ({$BIGROOM_CONNS:,} clients, one room)", "higher", metric("bigroom", "joins_per_s")),
     ("bigroom clients joined", "higher", bigroom_joined),
     ("bigroom server CPU µs/join", "lower", metric("bigroom", "server_cpu_us_per_unit")),

@@ -5,6 +5,7 @@
 #
 # Usage: scripts/conformance.sh            (builds target/release/wsfleet if needed)
 #        WSFLEET_BIN=path scripts/conformance.sh
+#        CONFORMANCE_CASES="12.* 13.*" scripts/conformance.sh   (only those cases or globs)
 # Report: target/conformance/report/index.json (and index.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,9 +46,15 @@ trap cleanup EXIT
 
 # Case 9.* sends messages up to 16 MiB as fast as it can: allow them (the default is 64 KiB)
 # and lift the inbound byte-rate limit, which must hold one message and is 4 MiB/s by default.
+# --compression-threshold 0 sends every echo compressed, even one that does not shrink:
+# kosoku fails a 12.*/13.* case whose echo comes back uncompressed (its case code hashes the
+# payload as a str), though RFC 7692 lets a server send any message plain. Server pings are
+# pushed out past the run (--ping-interval/--ping-timeout 3600): kosoku abandons a 12.*/13.*
+# case when a ping arrives mid-case ("did not finish"), though a ping is valid at any time
+# between frames; the heartbeat is tested by the integration tests instead.
 "$bin" serve --listen 127.0.0.1:0 --workers 2 --run-dir "$run_dir/run" --admin 127.0.0.1:0 \
   --max-message-bytes 16842752 --outbox-limit-bytes 67108864 --drain-timeout 0 \
-  --inbound-rate-limit-bytes 0 \
+  --inbound-rate-limit-bytes 0 --compression-threshold 0 --ping-interval 3600 --ping-timeout 3600 \
   >"$out/server.out" 2>"$out/server.log" &
 server_pid=$!
 
@@ -61,9 +68,13 @@ done
 [[ -n "$addr" ]] || { echo "conformance: server not ready within 30 s" >&2; exit 1; }
 echo "conformance: running the Autobahn cases against ws://$addr/echo"
 
-# kosoku exits non-zero whenever any case is not OK (the 12.*/13.* ones always are);
-# the verdict below is ours, from its report.
-timeout 900 "$kosoku" -p 4 -o "$out/report" "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || true
+# kosoku exits non-zero whenever any case is not OK; the verdict below is ours, from its
+# report.
+include=()
+set -f  # the case globs are for kosoku, not for the shell
+for c in ${CONFORMANCE_CASES:-}; do include+=(-i "$c"); done
+set +f
+timeout 900 "$kosoku" -p 4 "${include[@]}" -o "$out/report" "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || true
 if [[ ! -s "$out/report/index.json" ]]; then
   tail -20 "$out/kosoku.log" >&2
   echo "conformance: kosoku wrote no report" >&2

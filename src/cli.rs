@@ -150,6 +150,14 @@ pub struct ServeArgs {
     /// code `forbidden` when off).
     #[arg(long, env = "WSFLEET_CLIENT_BROADCAST", value_name = "on|off", value_parser = on_off)]
     pub client_broadcast: Option<bool>,
+    /// Whether permessage-deflate is negotiated with clients that offer it (`on` or
+    /// `off`); messages are compressed once per worker, whatever the number of recipients.
+    #[arg(long, env = "WSFLEET_COMPRESSION", value_name = "on|off", value_parser = on_off)]
+    pub compression: Option<bool>,
+    /// Smallest message payload in bytes sent compressed (smaller ones, and those that do
+    /// not shrink, go plain); 0 compresses every message, even one that grows.
+    #[arg(long, env = "WSFLEET_COMPRESSION_THRESHOLD", value_name = "BYTES")]
+    pub compression_threshold: Option<usize>,
     /// Log level or filter, e.g. `info` or `wsfleet=debug` (RUST_LOG also works).
     #[arg(long, env = "WSFLEET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,

@@ -202,6 +202,15 @@ pub fn render(s: &FleetStats) -> String {
         t.cpu_pct,
         Some(&t.counters),
     ));
+    let c = &t.counters;
+    out.push_str(&format!(
+        "compression out: {} compressed (from {}, ratio {}), {} plain\n",
+        mib(c.bytes_out_compressed),
+        mib(c.bytes_out_compressed_from),
+        c.compression_ratio()
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
+        mib(c.bytes_out.saturating_sub(c.bytes_out_compressed)),
+    ));
     out
 }
 
@@ -285,7 +294,11 @@ mod tests {
         stats.total = Totals::default();
         let text = render(&stats);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(
+            lines[5],
+            "compression out: 0.0M compressed (from 0.0M, ratio -), 0.0M plain"
+        );
         assert!(lines[1].starts_with("history rooms 0"), "{text}");
         let before = format!(
             "{:>4} {:>8} {:<9} {:>4} {:>8} {:>4} {:>8} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",

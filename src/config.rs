@@ -159,6 +159,8 @@ pub struct FileConfig {
     pub rate_limit: Option<u32>,
     pub inbound_rate_limit_bytes: Option<u64>,
     pub client_broadcast: Option<String>,
+    pub compression: Option<String>,
+    pub compression_threshold: Option<usize>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub admin: Option<String>,
@@ -338,6 +340,16 @@ impl Settings {
                 .ip_connects_per_minute
                 .or(file.ip_connects_per_minute)
                 .unwrap_or(d.ip_connects_per_minute),
+            compression: match (args.compression, file.compression) {
+                (Some(on), _) => on,
+                (None, Some(text)) => crate::cli::on_off(&text)
+                    .map_err(|e| ConfigError::Invalid(format!("compression = {e}")))?,
+                (None, None) => d.compression,
+            },
+            compression_threshold: args
+                .compression_threshold
+                .or(file.compression_threshold)
+                .unwrap_or(d.compression_threshold),
         };
         if worker.max_message_bytes < 16 || worker.max_message_bytes > MAX_MESSAGE_BYTES {
             return Err(ConfigError::Invalid(format!(
@@ -824,7 +836,9 @@ mod tests {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "run_dir" | "control" | "log_level" | "api_key_file" => "\"x\"".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "admin" | "api" | "client_broadcast" | "auth" => "\"off\"".to_owned(),
+                "admin" | "api" | "client_broadcast" | "auth" | "compression" => {
+                    "\"off\"".to_owned()
+                }
                 "auth_algorithm" | "auth_key_file" | "auth_secret_env" => "\"x\"".to_owned(),
                 "allowed_origins" | "redis" | "auth_audience" | "auth_issuer" => {
                     "[\"https://a\"]".to_owned()

@@ -282,6 +282,15 @@ macro_rules! public_counters {
 
 wsfleet_worker::with_counters!(public_counters);
 
+impl Counters {
+    /// Bytes of compressed frames per byte those messages would have been plain
+    /// (permessage-deflate); `None` before anything went out compressed.
+    pub fn compression_ratio(&self) -> Option<f64> {
+        (self.bytes_out_compressed_from > 0)
+            .then(|| self.bytes_out_compressed as f64 / self.bytes_out_compressed_from as f64)
+    }
+}
+
 /// What a reload did, slot by slot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReloadReport {

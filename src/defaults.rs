@@ -116,6 +116,8 @@ pub fn shown() -> Vec<(&'static str, String)> {
             INBOUND_BYTES_PER_SEC.to_string(),
         ),
         ("client_broadcast", on_off(CLIENT_BROADCAST).to_owned()),
+        ("compression", on_off(COMPRESSION).to_owned()),
+        ("compression_threshold", COMPRESSION_THRESHOLD.to_string()),
         ("log_level", LOG_LEVEL.to_owned()),
         ("log_format", format),
         ("admin", ADMIN.to_string()),

@@ -72,6 +72,48 @@ fn every_mode_runs_against_a_fleet() {
     );
     assert!(fan["server_cpu_s"].is_null());
 
+    // --deflate with chat-like JSON: every connection negotiates the extension, the
+    // deliveries arrive compressed (fewer bytes on the wire than the payload) and whole.
+    let z = bench(&[
+        "fanout",
+        "--url",
+        &ws,
+        "--subs",
+        "20",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--payload",
+        "json",
+        "--size",
+        "1024",
+        "--deflate",
+    ]);
+    assert_eq!(z["deflate_negotiated"], 21, "{z}");
+    assert_eq!(z["received"], z["expected"], "{z}");
+    assert_eq!(z["lost"], 0, "{z}");
+    assert!(
+        z["wire_bytes_per_delivery"].as_f64().unwrap() < 700.0,
+        "{z}"
+    );
+    let echo_z = bench(&[
+        "echo",
+        "--url",
+        &fleet.url("/echo"),
+        "--conns",
+        "2",
+        "--duration",
+        "1",
+        "--payload",
+        "json",
+        "--size",
+        "1024",
+        "--deflate",
+    ]);
+    assert!(echo_z["messages"].as_u64().unwrap() > 0, "{echo_z}");
+    assert_eq!(echo_z["errors"], 0, "{echo_z}");
+
     let idle = bench(&[
         "idle",
         "--url",

@@ -72,6 +72,10 @@ pub struct CommonArgs {
     /// At most this many connections being opened (connect + handshake + join) at once.
     #[arg(long, default_value_t = 256, value_name = "K")]
     pub connect_concurrency: usize,
+    /// Offer permessage-deflate on every connection (as browsers do) and read compressed
+    /// messages; the report says how many connections negotiated it.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 /// `wsfleet bench echo`.
@@ -86,9 +90,22 @@ pub struct EchoArgs {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// What the payload is: `pad` (one repeated byte, binary) or `json` (chat-like JSON
+    /// of about `--size` bytes, as text).
+    #[arg(long, value_enum, default_value_t = Payload::Pad)]
+    pub payload: Payload,
     /// Seconds of measurement, after all connections are open.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+}
+
+/// What fills a publish's `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// One repeated character.
+    Pad,
+    /// Realistic chat-like JSON.
+    Json,
 }
 
 /// `wsfleet bench fanout`.
@@ -109,6 +126,10 @@ pub struct FanoutArgs {
     /// Approximate bytes of each publish's `data` (sequence number, timestamp and padding).
     #[arg(long, default_value_t = 256)]
     pub size: usize,
+    /// What fills `data` up to `--size`: `pad` (one repeated character) or `json` (chat-like
+    /// JSON: repeated keys, words, ids and numbers, as compression would meet in use).
+    #[arg(long, value_enum, default_value_t = Payload::Pad)]
+    pub payload: Payload,
     /// Seconds of publishing, after all subscribers joined.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,

@@ -8,20 +8,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::http;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsfleet_worker::protocol::client;
 
 use super::args::ArgError;
+use super::stream::{self, BenchStream};
 use super::wire;
 
-/// A client WebSocket over plain TCP.
-pub type Ws = WebSocketStream<TcpStream>;
+/// A client WebSocket over plain TCP (counted, and inflating with `--deflate`).
+pub type Ws = WebSocketStream<BenchStream>;
+
+/// Connections whose handshake answer accepted permessage-deflate.
+pub static DEFLATE_NEGOTIATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// File descriptors kept back for the runtime, stdio, /proc reads and the like.
 const FD_RESERVE: u64 = 64;
@@ -38,6 +44,8 @@ pub struct Target {
     /// Further servers (`--also-url`): connection `idx` goes to entry `idx mod (1 + len)`,
     /// 0 being `url`/`addr`.
     pub others: Vec<(String, SocketAddr)>,
+    /// Offer permessage-deflate (`--deflate`) and inflate what comes compressed.
+    pub deflate: bool,
 }
 
 /// Splits `ws://HOST:PORT/PATH` into host, port and path.
@@ -110,6 +118,7 @@ impl Target {
             addr,
             sources: source_addrs(addr.ip(), sources),
             others: Vec::new(),
+            deflate: false,
         })
     }
 
@@ -200,9 +209,24 @@ impl Target {
         let stream = sock.connect(addr).await.map_err(ConnError::io)?;
         // One small message in flight per connection: Nagle would add delayed-ACK stalls.
         stream.set_nodelay(true).map_err(ConnError::io)?;
-        let (ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg))
+        let stream = BenchStream::new(
+            stream,
+            self.deflate,
+            cfg.max_message_size.unwrap_or(usize::MAX),
+        );
+        let mut req = url.into_client_request().map_err(ConnError::ws)?;
+        if self.deflate {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Extensions",
+                http::HeaderValue::from_static(stream::OFFER),
+            );
+        }
+        let (ws, resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(cfg))
             .await
             .map_err(ConnError::ws)?;
+        if resp.headers().contains_key("Sec-WebSocket-Extensions") {
+            DEFLATE_NEGOTIATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(ws)
     }
 }

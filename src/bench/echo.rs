@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::args::EchoArgs;
+use super::args::{EchoArgs, Payload};
 use super::connect::{self, ConnError, Opener};
 use super::report::{self, EchoReport, Hist, round3};
 use super::{Ctx, FirstError, close_ws, cpu, progress, wait_attempts, wait_for};
@@ -38,7 +38,10 @@ struct Shared {
 pub async fn run(a: EchoArgs, ctx: Ctx) -> anyhow::Result<()> {
     connect::check_budget(a.conns as u64, ctx.budget, "echo --conns")?;
     let cfg = connect::ws_config((a.size + 64).clamp(4 << 10, 64 << 10), a.size * 2 + 1024);
-    let payload = Bytes::from(vec![b'x'; a.size]);
+    let payload = match a.payload {
+        Payload::Pad => Message::Binary(Bytes::from(vec![b'x'; a.size])),
+        Payload::Json => Message::text(super::wire::chat_json(a.size, 1)),
+    };
     let sh = Arc::new(Shared::default());
     let rtt = Hist::new();
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
@@ -81,9 +84,7 @@ pub async fn run(a: EchoArgs, ctx: Ctx) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let r: Result<(), ConnError> = async {
-                    ws.send(Message::Binary(payload.clone()))
-                        .await
-                        .map_err(ConnError::ws)?;
+                    ws.send(payload.clone()).await.map_err(ConnError::ws)?;
                     loop {
                         match tokio::time::timeout(timeout, ws.next()).await {
                             Err(_) => return Err(ConnError::Timeout),

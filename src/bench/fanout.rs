@@ -16,14 +16,15 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use wsfleet_worker::protocol::client;
 
-use super::args::{FanoutArgs, Rate};
+use super::args::{FanoutArgs, Payload, Rate};
 use super::connect::{self, ConnError, Opener};
 use super::delivery::{self, DeliveryReport, Measured, Tally};
 use super::report::{self, FanoutReport, Hist};
 use super::seq::{SeqTotals, SeqTracker, ServerSeqTracker};
 use super::window::Window;
 use super::{
-    Ctx, FirstError, close_ws, cpu, open_subscriber, progress, wait_attempts, wait_for, wire,
+    Ctx, FirstError, close_ws, cpu, open_subscriber, progress, stream, wait_attempts, wait_for,
+    wire,
 };
 
 /// A window with no completion for this long is abandoned.
@@ -186,6 +187,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         matches!(a.rate, Rate::Max).then(|| Arc::new(Window::new(a.window, joined as usize)));
     let _ = win_tx.send(window.clone());
     let server0 = cpu::sample(&ctx.probe);
+    let wire0 = stream::WIRE_BYTES_IN.load(Relaxed);
     let client = cpu::ClientCpu::start();
     let start = Instant::now();
     let start_us = epoch.elapsed().as_micros() as u64;
@@ -243,7 +245,10 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
             (stream, acked)
         })
     };
-    let frames = wire::Publisher::new(&a.room, a.size);
+    let frames = match a.payload {
+        Payload::Pad => wire::Publisher::new(&a.room, a.size),
+        Payload::Json => wire::Publisher::json(&a.room, a.size),
+    };
     let deadline = start + Duration::from_secs_f64(a.duration);
     let mut stalls = 0u64;
     let publish = async {
@@ -308,6 +313,7 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
     .await;
     let client_pct = client.pct();
     let server1 = cpu::sample(&ctx.probe);
+    let wire = stream::WIRE_BYTES_IN.load(Relaxed) - wire0;
     prog.stop();
     let _ = stop_tx.send(true);
 
@@ -344,22 +350,29 @@ pub async fn run(a: FanoutArgs, ctx: Ctx) -> anyhow::Result<()> {
         client_cpu_pct: client_pct,
         server: (server0, server1),
     };
+    let deliveries = sh.received.load(Relaxed);
     let rep = FanoutReport {
         mode: "fanout",
         subs: a.subs,
         delivery: DeliveryReport::new(&a.rate, a.size, &t, m),
+        wire_bytes_per_delivery: (deliveries > 0).then(|| wire as f64 / deliveries as f64),
+        deflate_negotiated: connect::DEFLATE_NEGOTIATED.load(Relaxed),
     };
     let rate = match a.rate {
         Rate::PerSec(r) => format!("{r}/s"),
         Rate::Max => format!("max (window {})", a.window),
     };
     let human = format!(
-        "fanout        {} subs ({} failed to join), room {:?}, rate {rate}, {} B, {:.2} s\n{}",
+        "fanout        {} subs ({} failed to join), room {:?}, rate {rate}, {} B, {:.2} s\n\
+         wire          {} B read per delivery, permessage-deflate on {} connections\n{}",
         a.subs,
         sh.failed.load(Relaxed),
         a.room,
         a.size,
         elapsed,
+        rep.wire_bytes_per_delivery
+            .map_or_else(|| "-".to_owned(), |b| format!("{b:.0}")),
+        rep.deflate_negotiated,
         rep.delivery
             .summary("", &sh.first_error.line(), ctx.common.threads),
     );

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `args`: flags and validation. `connect`: target URL, sockets, pacing, failure classes.
+//!   `stream`: the socket tungstenite reads (wire bytes counted, `--deflate` inflating).
 //! - `wire`: the protocol frames it sends and parses. `seq`, `window`: fan-out accounting.
 //! - `echo`, `fanout`, `idle`, `churn`, `storm` (reconnect storm with history), `rooms`,
 //!   `join`, `api` (HTTP publishes through the server API): the modes (`args_rooms`,
@@ -30,6 +31,7 @@ mod rooms;
 mod rooms_report;
 mod seq;
 mod storm;
+mod stream;
 mod window;
 mod wire;
 
@@ -79,6 +81,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let other = connect::Target::resolve(url, common.sources).await?;
             target.others.push((other.url, other.addr));
         }
+        target.deflate = common.deflate;
         let ctx = Ctx {
             common,
             target,

@@ -172,6 +172,11 @@ pub struct FanoutReport {
     /// Rate, totals and measurements (one subscriber room, one publisher).
     #[serde(flatten)]
     pub delivery: DeliveryReport,
+    /// Bytes read off the sockets (subscribers and publisher) per delivery while
+    /// publishing: the frames as sent, compressed or not.
+    pub wire_bytes_per_delivery: Option<f64>,
+    /// Connections that negotiated permessage-deflate (`--deflate`).
+    pub deflate_negotiated: u64,
 }
 
 /// `idle` results.
@@ -418,6 +423,8 @@ mod tests {
             mode: "fanout",
             subs: 1,
             delivery: DeliveryReport::sample(),
+            wire_bytes_per_delivery: None,
+            deflate_negotiated: 0,
         };
         // The flattened delivery part keeps its place and order in the line.
         let line = serde_json::to_string(&f).unwrap();
@@ -428,7 +435,9 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.ends_with(r#""server_cpu_us_per_unit":null,"server_rss_bytes":null}"#),
+            line.ends_with(
+                r#""server_cpu_us_per_unit":null,"server_rss_bytes":null,"wire_bytes_per_delivery":null,"deflate_negotiated":0}"#
+            ),
             "{line}"
         );
         let v = serde_json::to_value(&f).unwrap();

@@ -53,6 +53,54 @@ pub struct Publisher {
     size: usize,
     /// `size` pad characters, sliced per message.
     pad: String,
+    /// With `--payload json`: chat-like JSON arrays of about `size` bytes, used in turn
+    /// instead of the padding.
+    json: Vec<String>,
+}
+
+/// Words for the chat-like payload.
+const WORDS: &[&str] = &[
+    "the", "a", "to", "and", "of", "in", "is", "it", "you", "that", "was", "for", "on", "are",
+    "with", "they", "be", "at", "one", "have", "this", "from", "by", "hot", "word", "but", "what",
+    "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your",
+    "how", "said", "an", "each", "she", "which", "do", "their", "time", "if", "will", "way",
+    "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long",
+    "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go", "come",
+    "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than",
+    "call", "first", "who", "may", "down", "side", "been", "now", "find", "deploy", "build",
+];
+
+/// A chat-like JSON array (message objects: ids, users, words, timestamps, counts) of about
+/// `size` bytes, different for each `seed`.
+pub fn chat_json(size: usize, seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut s = String::from("[");
+    while s.len() + 40 < size || s.len() == 1 {
+        if s.len() > 1 {
+            s.push(',');
+        }
+        let words = 4 + next() % 12;
+        let text: Vec<&str> = (0..words)
+            .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+            .collect();
+        let _ = write!(
+            s,
+            r#"{{"id":"{:08x}","user":"user{}","text":"{}","ts":{},"likes":{},"room":"lobby"}}"#,
+            next() as u32,
+            next() % 500,
+            text.join(" "),
+            1_764_460_000_000 + next() % 100_000_000,
+            next() % 50
+        );
+    }
+    s.push(']');
+    s
 }
 
 impl Publisher {
@@ -62,6 +110,17 @@ impl Publisher {
             prefix: client::publish_prefix(room),
             size,
             pad: "x".repeat(size),
+            json: Vec::new(),
+        }
+    }
+
+    /// Frames whose `data` holds chat-like JSON of about `size` bytes (32 variants in turn).
+    pub fn json(room: &str, size: usize) -> Publisher {
+        Publisher {
+            json: (0..32)
+                .map(|i| chat_json(size.saturating_sub(40), i))
+                .collect(),
+            ..Publisher::new(room, 0)
         }
     }
 
@@ -70,6 +129,11 @@ impl Publisher {
         let mut s = String::with_capacity(self.prefix.len() + self.size + 48);
         s.push_str(&self.prefix);
         let _ = write!(s, r#"{p},"data":"#);
+        if !self.json.is_empty() {
+            let body = &self.json[(p % self.json.len() as u64) as usize];
+            let _ = write!(s, r#"{{"p":{p},"t":{t},"msgs":{body}}}}}"#);
+            return s;
+        }
         let start = s.len();
         let _ = write!(s, r#"{{"p":{p},"t":{t},"x":""#);
         // Data so far plus the closing `"}` of data, then `}` of the frame.
@@ -83,6 +147,18 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_publish_frames_are_valid_chat_like_and_sized() {
+        let p = Publisher::json("r", 1024);
+        let f = p.frame(3, 42);
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(v["data"]["p"], 3);
+        assert!(v["data"]["msgs"][0]["user"].is_string());
+        let data = v["data"].to_string().len();
+        assert!((900..1200).contains(&data), "{data}");
+        assert_ne!(p.frame(4, 42)[60..], f[60..], "the messages vary");
+    }
 
     #[test]
     fn publish_frame_is_valid_and_sized() {

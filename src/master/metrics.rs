@@ -385,6 +385,13 @@ impl Collector for Snapshot {
         }
         per_slot(
             e,
+            "wsfleet_compression_ratio",
+            "Compressed bytes out per byte those messages would have been plain (permessage-deflate; 1 before anything went out compressed).",
+            Gauge,
+            slots().map(|(i, s)| (labels(i, None), s.all.compression_ratio().unwrap_or(1.0))),
+        )?;
+        per_slot(
+            e,
             "wsfleet_worker_restarts",
             "Times this slot's worker died unexpectedly and was replaced.",
             Counter,

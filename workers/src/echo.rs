@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use crate::conn::{Conn, Handler, frame};
+use crate::conn::{Conn, Handler, Outgoing};
 use crate::worker::Worker;
 
 /// The `/echo` endpoint (no state of its own beyond its place in the connection limits).
@@ -20,7 +20,7 @@ impl Handler for Echo {
     }
 
     fn on_binary(&mut self, worker: &Worker, conn: &Rc<Conn>, data: &[u8]) {
-        worker.reply_frame(conn, frame::binary(data));
+        worker.reply(conn, &Outgoing::binary(data));
     }
 
     fn on_end(&mut self, _: &Worker, _: &Rc<Conn>) {}

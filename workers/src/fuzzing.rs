@@ -43,6 +43,12 @@ pub struct Drive {
 /// driver configured like a worker's, with message cap `max_message` and write-queue
 /// limit `outbox_limit`.
 pub fn drive(input: &[u8], max_message: usize, outbox_limit: usize) -> Drive {
+    drive_with(input, max_message, outbox_limit, false)
+}
+
+/// [`drive`] on a connection that negotiated permessage-deflate when `inflate`: client
+/// frames with RSV1 are inflated before the driver parses them.
+pub fn drive_with(input: &[u8], max_message: usize, outbox_limit: usize, inflate: bool) -> Drive {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,7 +69,7 @@ pub fn drive(input: &[u8], max_message: usize, outbox_limit: usize) -> Drive {
             .write_buffer_size(0)
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_message));
-        let mut driver = Driver::new(conn.clone(), input.to_vec(), config, outbox_limit);
+        let mut driver = Driver::new(conn.clone(), input.to_vec(), config, outbox_limit, inflate);
         let mut out = Drive {
             seen: Vec::new(),
             most_queued: 0,

@@ -2,7 +2,8 @@
 //! hand-over of the upgraded socket to `/ws` or `/echo`.
 //!
 //! Routes: `GET /` (the chat page), `GET /health`, `GET /stats`, and the WebSocket
-//! endpoints `/ws` and `/echo`. The upgrade hands the raw `TcpStream` back from hyper, so
+//! endpoints `/ws` and `/echo`. The upgrade answers a permessage-deflate offer
+//! (`crate::deflate::offer`) unless `--compression off`. The upgrade hands the raw `TcpStream` back from hyper, so
 //! an open WebSocket keeps no HTTP state.
 //!
 //! An upgrade is checked in this order: WebSocket headers (400/405/426), Origin (403),
@@ -28,6 +29,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use crate::admission::Admitted;
 use crate::auth::claims::Identity;
 use crate::conn::{ConnTask, Driver};
+use crate::deflate::Agreed;
 use crate::pubsub::{rooms::Rooms, session::Session};
 use crate::worker::{Refused, Worker};
 use crate::{assets, echo};
@@ -296,13 +298,21 @@ fn upgrade(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return res;
     }
+    let deflate = worker
+        .settings
+        .compression
+        .then(|| {
+            let offers = h.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter();
+            crate::deflate::negotiate(offers.filter_map(|v| v.to_str().ok()))
+        })
+        .flatten();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let rooms = rooms.clone();
     tokio::task::spawn_local(async move {
         match take_stream(on_upgrade.await) {
             Some((stream, early)) => {
                 let client = Client { identity, admitted };
-                start_websocket(&rooms, stream, early, pubsub, client);
+                start_websocket(&rooms, stream, early, pubsub, client, deflate);
             }
             None => rooms.worker().release_connection(),
         }
@@ -314,6 +324,9 @@ fn upgrade(
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(v) = deflate.and_then(|a| HeaderValue::from_str(&a.header()).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     res
 }
@@ -345,20 +358,24 @@ pub(crate) struct Client {
 
 /// Starts the connection's own task. It is spawned on its own (not awaited here) so the
 /// long-lived task is only the small [`ConnTask`], without the upgrade's state.
+/// `client`: who the connection is (its token) and its admission; `deflate`: the
+/// permessage-deflate agreement, if the client offered it and we accepted.
 fn start_websocket(
     rooms: &Rc<Rooms>,
     stream: TcpStream,
     early: Vec<u8>,
     pubsub: bool,
     client: Client,
+    deflate: Option<Agreed>,
 ) {
     let worker = rooms.worker();
-    let conn = worker.open(stream, pubsub);
+    let conn = worker.open(stream, pubsub, deflate.map_or(0, |a| a.window_bits()));
     let driver = Driver::new(
         conn,
         early,
         worker.ws_config,
         worker.settings.outbox_limit_bytes,
+        deflate.is_some(),
     );
     if pubsub {
         let session = Session::start(rooms, driver.conn(), client);

@@ -11,6 +11,9 @@
 //! - [`http`]: only its JSON response helper is public, for the master's admin listener.
 //! - [`auth`]: connection tokens and room permissions; the master reads the key and the
 //!   `[[namespace]]` permissions into [`ipc::WorkerSettings`] with these types.
+//! - [`deflate`]: permessage-deflate (negotiation, the shared compressor, the inflating
+//!   frame reader), public for `wsfleet bench --deflate`, which reads compressed frames
+//!   with the same reader.
 //!
 //! # Layout (private)
 //! - `run`: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
@@ -38,6 +41,7 @@ mod assets;
 pub mod auth;
 mod conn;
 mod counters;
+pub mod deflate;
 mod echo;
 mod fd;
 #[doc(hidden)]

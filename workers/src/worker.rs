@@ -10,14 +10,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::admission::Admission;
 use crate::auth::expiry::{self, Action, Clocks};
 use crate::auth::source::Auth;
-use crate::conn::{self, CloseCause, Conn, Pushed, frame};
+use crate::conn::{self, CloseCause, Conn, Outgoing, Pushed, frame};
 use crate::counters::{self, Counters};
 use crate::ipc::{LinkTx, Target, ToMaster, WorkerSettings};
 
@@ -190,11 +189,12 @@ impl Worker {
         }
     }
 
-    /// Registers a newly upgraded connection.
-    pub fn open(&self, stream: tokio::net::TcpStream, pubsub: bool) -> Rc<Conn> {
+    /// Registers a newly upgraded connection; `deflate`: the window (bits) its compressed
+    /// frames use, 0 for none.
+    pub fn open(&self, stream: tokio::net::TcpStream, pubsub: bool, deflate: u8) -> Rc<Conn> {
         let id = self.next_conn.get() + 1;
         self.next_conn.set(id);
-        let conn = Rc::new(Conn::new(id, pubsub, stream));
+        let conn = Rc::new(Conn::new(id, pubsub, stream).with_deflate(deflate));
         if self.closing_all.get() {
             conn.close_with(CloseCause::RESTART);
         }
@@ -207,31 +207,43 @@ impl Worker {
         self.conns.borrow_mut().remove(&id);
     }
 
-    /// Queues an encoded frame for one client, counting it, and schedules the client for
-    /// the end-of-batch flush. An overflow closes the client with 1013.
-    pub fn deliver(&self, to: &Rc<Conn>, frame: Bytes) {
-        if self.queue(to, frame) && !to.scheduled.replace(true) {
+    /// Queues a message for one client (the variant it reads), counting it, and schedules
+    /// the client for the end-of-batch flush. An overflow closes the client with 1013.
+    pub fn deliver(&self, to: &Rc<Conn>, msg: &Outgoing) {
+        if self.queue(to, msg) && !to.scheduled.replace(true) {
             self.dirty.borrow_mut().push(to.clone());
         }
     }
 
-    /// Queues a text frame for a client from its own task (which flushes it itself).
+    /// Queues a text message for a client from its own task (which flushes it itself).
     pub fn reply_text(&self, to: &Conn, text: &str) {
-        self.queue(to, frame::text(text));
+        self.queue(to, &Outgoing::text(text));
     }
 
-    /// Queues an encoded frame for a client from its own task.
-    pub fn reply_frame(&self, to: &Conn, frame: Bytes) {
-        self.queue(to, frame);
+    /// Queues a message for a client from its own task.
+    pub fn reply(&self, to: &Conn, msg: &Outgoing) {
+        self.queue(to, msg);
     }
 
-    /// Queues a frame, counting it; false if it was not queued.
-    fn queue(&self, to: &Conn, frame: Bytes) -> bool {
+    /// Queues the variant of `msg` that `to` reads (compressed when it negotiated
+    /// permessage-deflate and the message shrinks), counting it; false if not queued.
+    fn queue(&self, to: &Conn, msg: &Outgoing) -> bool {
+        let deflated = match to.deflate {
+            0 => None,
+            bits => msg.deflated(self.settings.compression_threshold, bits),
+        };
+        let compressed = deflated.is_some();
+        let frame = deflated.unwrap_or_else(|| msg.plain().clone());
         let len = frame.len() as u64;
         match to.push(frame, self.settings.outbox_limit_bytes) {
             Pushed::Queued => {
                 counters::add(&self.counters.messages_out, 1);
                 counters::add(&self.counters.bytes_out, len);
+                if compressed {
+                    counters::add(&self.counters.bytes_out_compressed, len);
+                    let from = msg.plain().len() as u64;
+                    counters::add(&self.counters.bytes_out_compressed_from, from);
+                }
                 true
             }
             Pushed::Overflow => {
@@ -263,7 +275,7 @@ impl Worker {
 
     /// A broadcast from the master: encoded once, shared by every local `/ws` client.
     pub fn on_broadcast(&self, text: String) {
-        let frame = frame::text(&text);
+        let frame = Outgoing::text(&text);
         let conns: Vec<Rc<Conn>> = self
             .conns
             .borrow()
@@ -272,7 +284,7 @@ impl Worker {
             .cloned()
             .collect();
         for conn in &conns {
-            self.deliver(conn, frame.clone());
+            self.deliver(conn, &frame);
         }
     }
 
@@ -281,7 +293,7 @@ impl Worker {
     pub fn reply_to(&self, conn: u64, text: &str) {
         let target = self.conns.borrow().get(&conn).cloned();
         if let Some(target) = target {
-            self.deliver(&target, frame::text(text));
+            self.deliver(&target, &Outgoing::text(text));
         }
     }
 
@@ -355,7 +367,10 @@ impl Worker {
             };
             match action {
                 Action::Warn { exp, close_at } => {
-                    self.deliver(&conn, frame::text(&expiry::warning_frame(exp, close_at)));
+                    self.deliver(
+                        &conn,
+                        &Outgoing::text(&expiry::warning_frame(exp, close_at)),
+                    );
                 }
                 Action::Close => conn.close_with(CloseCause::TOKEN_EXPIRED),
                 Action::Wait => {}

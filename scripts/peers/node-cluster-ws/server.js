@@ -49,6 +49,9 @@ const RATE_LIMIT = Number(process.env.PEER_RATE_LIMIT_PER_SEC ?? 1000);
 const PING_INTERVAL_MS = Number(process.env.PEER_PING_INTERVAL_MS || 20000);
 const CORK = process.env.PEER_CORK !== '0'; // batch fan-out writes per socket (see deliver())
 const DRAIN_GRACE_MS = Number(process.env.PEER_DRAIN_GRACE_MS || 1000);
+// PEER_DEFLATE=1: permessage-deflate on, as ws users turn it on (ws's defaults, with the
+// threshold at wsfleet's 128 B instead of 1 KiB); ws compresses per socket.
+const DEFLATE = process.env.PEER_DEFLATE === '1' ? { threshold: 128 } : false;
 
 function parseArgs(argv) {
   const o = {
@@ -277,8 +280,8 @@ function worker() {
   const rooms = new Map();
   let interestSeq = 0;
 
-  const wssRooms = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
-  const wssEcho = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false, clientTracking: false });
+  const wssRooms = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: DEFLATE });
+  const wssEcho = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: DEFLATE, clientTracking: false });
 
   const server = http.createServer((req, res) => {
     const path = pathOf(req.url);

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocket, WebS
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::shared::{CloseCause, Conn};
+use crate::deflate::{InflateError, Reader};
 
 /// How long a closing connection may take to deliver its close frame and hear the
 /// client's answer before the socket is dropped.
@@ -44,14 +45,30 @@ pub enum Event {
     Ended,
 }
 
-/// tungstenite's view of the socket: reads come from it without blocking; writes (only
-/// tungstenite's own pongs and close frames) go into the connection's queue, in order
-/// with the data frames, pongs bounded by the outbox limit (`.1`, bytes).
-pub struct Socket(Rc<Conn>, usize);
+/// tungstenite's view of the socket: reads come from it without blocking (through the
+/// compressed-frame reader, `.2`, on connections that negotiated permessage-deflate: `.3`
+/// is then the message limit, else 0); writes (only tungstenite's own pongs and close
+/// frames) go into the connection's queue, in order with the data frames, pongs bounded by
+/// the outbox limit (`.1`, bytes).
+///
+/// The reader exists only while a read leaves something carried over (a partial frame, a
+/// compressed message, transcoded bytes not yet read, a failure): an idle connection
+/// keeps none, whether it negotiated compression or not.
+pub struct Socket(Rc<Conn>, usize, Option<Box<Reader>>, usize);
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.stream.try_read(buf)
+        let stream = &self.0.stream;
+        if self.3 == 0 {
+            return stream.try_read(buf);
+        }
+        let limit = self.3;
+        let reader = self.2.get_or_insert_with(|| Box::new(Reader::new(limit)));
+        let read = reader.read(buf, |b| stream.try_read(b));
+        if reader.at_rest() {
+            self.2 = None;
+        }
+        read
     }
 }
 
@@ -77,16 +94,35 @@ pub struct Driver {
 
 impl Driver {
     /// Wraps an upgraded connection; `early` holds bytes the client sent right after its
-    /// handshake; `outbox_limit` bounds the write queue, control frames included.
+    /// handshake; `outbox_limit` bounds the write queue, control frames included; with
+    /// `inflate` (permessage-deflate negotiated) compressed messages are inflated.
     pub fn new(
         conn: Rc<Conn>,
-        early: Vec<u8>,
+        mut early: Vec<u8>,
         config: WebSocketConfig,
         outbox_limit: usize,
+        inflate: bool,
     ) -> Self {
-        let socket = Socket(conn.clone(), outbox_limit);
+        let limit = match inflate {
+            true => config.max_message_size.unwrap_or(usize::MAX).max(1),
+            false => 0,
+        };
+        let reader = (inflate && !early.is_empty()).then(|| {
+            let mut r = Box::new(Reader::new(limit));
+            r.preload(&std::mem::take(&mut early));
+            r
+        });
+        let socket = Socket(conn.clone(), outbox_limit, reader, limit);
         let ws = WebSocket::from_partially_read(socket, early, Role::Server, Some(config));
         Self { ws, conn }
+    }
+
+    /// Why the compressed-frame reader stopped, as the close the client gets.
+    fn inflate_failure(&self) -> Option<CloseCause> {
+        self.ws.get_ref().2.as_ref()?.failed().map(|e| match e {
+            InflateError::TooBig => CloseCause::TOO_BIG,
+            InflateError::Protocol => CloseCause::PROTOCOL,
+        })
     }
 
     /// The shared half.
@@ -122,6 +158,9 @@ impl Driver {
                     }
                 }
                 Err(e) => {
+                    if let Some(cause) = self.inflate_failure() {
+                        return Poll::Ready(Event::Violation(cause));
+                    }
                     return Poll::Ready(match violation(&e) {
                         Some(cause) => Event::Violation(cause),
                         None => Event::Ended,

@@ -4,36 +4,21 @@
 use bytes::Bytes;
 
 const FIN: u8 = 0x80;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
+/// RSV1: the message is compressed (permessage-deflate, RFC 7692 §6).
+const RSV1: u8 = 0x40;
+/// The text opcode.
+pub(super) const TEXT: u8 = 0x1;
+/// The binary opcode.
+pub(super) const BINARY: u8 = 0x2;
 const PING: u8 = 0x9;
 
-/// Encodes one complete (FIN) data or control frame.
-fn encode(opcode: u8, payload: &[u8]) -> Bytes {
-    let len = payload.len();
-    let mut out = Vec::with_capacity(len + 10);
-    out.push(FIN | opcode);
-    if len < 126 {
-        out.push(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+/// Encodes one complete (FIN) data or control frame, with RSV1 when `compressed`.
+pub(super) fn encode(opcode: u8, compressed: bool, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    let b0 = FIN | if compressed { RSV1 } else { 0 } | opcode;
+    crate::deflate::push_header(&mut out, b0, false, payload.len());
     out.extend_from_slice(payload);
     Bytes::from(out)
-}
-
-/// A text frame.
-pub fn text(payload: &str) -> Bytes {
-    encode(TEXT, payload.as_bytes())
-}
-
-/// A binary frame.
-pub fn binary(payload: &[u8]) -> Bytes {
-    encode(BINARY, payload)
 }
 
 /// An empty ping.
@@ -59,17 +44,24 @@ mod tests {
     fn matches_tungstenite_for_every_length_class() {
         for len in [0, 1, 125, 126, 127, 65_535, 65_536, 200_000] {
             let payload = vec![b'a'; len];
-            let text_frame = text(std::str::from_utf8(&payload).unwrap());
+            let text_frame = encode(TEXT, false, &payload);
             assert_eq!(
                 &text_frame[..],
                 &reference(OpCode::Data(Data::Text), &payload)[..],
                 "len {len}"
             );
             assert_eq!(
-                &binary(&payload)[..],
+                &encode(BINARY, false, &payload)[..],
                 &reference(OpCode::Data(Data::Binary), &payload)[..]
             );
         }
+    }
+
+    #[test]
+    fn a_compressed_frame_sets_rsv1() {
+        let f = encode(TEXT, true, b"abc");
+        assert_eq!(&f[..2], &[0xC1, 3]);
+        assert_eq!(&f[2..], b"abc");
     }
 
     #[test]

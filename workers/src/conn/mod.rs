@@ -5,8 +5,11 @@
 //!   socket (vectored, many frames per syscall) by whoever flushes; the task only steps in
 //!   when the socket is full.
 //! - [`frame`]: server→client frames, encoded once and shared by every recipient.
+//! - [`outgoing`]: a message's plain frame and, for clients that negotiated
+//!   permessage-deflate, its compressed frame, each encoded at most once.
 //! - [`driver`]: the protocol side: tungstenite parses the client's frames (and queues its
-//!   pong and close replies into the same write queue).
+//!   pong and close replies into the same write queue), behind the compressed-frame reader
+//!   (`deflate::Reader`) when the client negotiated permessage-deflate.
 //! - [`task`]: the connection's whole life as one small hand-written future, calling the
 //!   endpoint's [`Handler`] and telling its [`Host`] what every connection does.
 //! - [`clock`]: the coarse millisecond clock connections are stamped with.
@@ -17,11 +20,13 @@
 pub mod clock;
 pub mod driver;
 pub mod frame;
+pub mod outgoing;
 pub mod shared;
 pub mod task;
 
 pub use clock::now_ms;
 pub use driver::{Driver, Event};
+pub use outgoing::Outgoing;
 pub use shared::{CloseCause, Conn, Pushed};
 pub use task::{ConnTask, Handler, Host};
 

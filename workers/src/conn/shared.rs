@@ -113,6 +113,10 @@ pub struct Conn {
     pub id: u64,
     /// Whether this is a `/ws` (pub/sub) connection, the ones a broadcast reaches.
     pub pubsub: bool,
+    /// The window (bits) messages to this client are compressed with, 0 when it did not
+    /// negotiate permessage-deflate: it gets the compressed variant of each
+    /// [`Outgoing`](super::Outgoing) message.
+    pub deflate: u8,
     /// The socket. Reads happen only in the connection's task; writes happen wherever
     /// the queue is flushed (always on the worker's one thread).
     pub(crate) stream: TcpStream,
@@ -138,6 +142,7 @@ impl Conn {
         Self {
             id,
             pubsub,
+            deflate: 0,
             stream,
             queue: RefCell::new(Queue::default()),
             waker: RefCell::new(None),
@@ -146,6 +151,13 @@ impl Conn {
             scheduled: Cell::new(false),
             identity: OnceCell::new(),
         }
+    }
+
+    /// The same connection, receiving frames compressed with a window of `window_bits`
+    /// (0: plain frames only).
+    pub fn with_deflate(mut self, window_bits: u8) -> Self {
+        self.deflate = window_bits;
+        self
     }
 
     /// Queues a data frame, unless the connection is closing or the queue would pass

@@ -10,7 +10,7 @@ use crate::protocol::{RoomPattern, Since};
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,6 +65,10 @@ pub struct WorkerSettings {
     /// Upgrades one client IP may make per minute on this worker (burst of the same
     /// size); 0 = no limit.
     pub ip_connects_per_minute: u32,
+    /// Whether permessage-deflate is negotiated with clients that offer it.
+    pub compression: bool,
+    /// Smallest message payload (bytes) sent compressed; smaller ones go plain.
+    pub compression_threshold: usize,
 }
 
 impl Default for WorkerSettings {
@@ -86,6 +90,8 @@ impl Default for WorkerSettings {
             max_connections_per_user: defaults::MAX_CONNECTIONS_PER_USER,
             max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
             ip_connects_per_minute: defaults::IP_CONNECTS_PER_MINUTE,
+            compression: defaults::COMPRESSION,
+            compression_threshold: defaults::COMPRESSION_THRESHOLD,
         }
     }
 }
@@ -124,6 +130,10 @@ macro_rules! with_counters {
                 "Payload bytes received from clients.";
             bytes_out counter "b_out" "wsfleet_sent_bytes" "" ""
                 "Payload bytes queued to clients.";
+            bytes_out_compressed counter "" "wsfleet_sent_compressed_bytes" "" ""
+                "Bytes of permessage-deflate frames queued to clients (part of wsfleet_sent_bytes; the rest went plain).";
+            bytes_out_compressed_from counter "" "wsfleet_sent_compressed_original_bytes" "" ""
+                "What those compressed frames would have been plain; wsfleet_sent_compressed_bytes over this is the compression ratio.";
             rooms gauge "" "wsfleet_rooms" "" ""
                 "Rooms with at least one member on this worker.";
             publishes counter "" "wsfleet_publishes" "" ""

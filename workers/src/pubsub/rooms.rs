@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::hub::{Answered, Hub, Join};
-use crate::conn::{self, Conn, frame};
+use crate::conn::{self, Conn, Outgoing};
 use crate::counters;
 use crate::ipc::{JoinAnswer, ToMaster};
 use crate::protocol::{self, Refusal, Since};
@@ -181,14 +181,14 @@ impl Rooms {
             JoinAnswer::Accepted { frames } => {
                 let mut frames = frames.into_iter();
                 if let Some(joined) = frames.next() {
-                    w.deliver(&join.conn, frame::text(&joined));
+                    w.deliver(&join.conn, &Outgoing::text(&joined));
                 }
                 if let Some(ack) = &join.ack {
-                    w.deliver(&join.conn, frame::text(&protocol::ack(ack, None, None)));
+                    w.deliver(&join.conn, &Outgoing::text(&protocol::ack(ack, None, None)));
                 }
                 if join.leave.is_none() {
                     for replayed in frames {
-                        w.deliver(&join.conn, frame::text(&replayed));
+                        w.deliver(&join.conn, &Outgoing::text(&replayed));
                     }
                 } else {
                     // Left while the join waited: undo the join the master counted.
@@ -199,14 +199,17 @@ impl Rooms {
                 counters::add(&w.counters.request_errors, 1);
                 let refusal = Refusal::new("invalid_field", message);
                 let error = protocol::error(&refusal, join.ack.as_deref());
-                w.deliver(&join.conn, frame::text(&error));
+                w.deliver(&join.conn, &Outgoing::text(&error));
             }
         }
         if let Some(leave) = &join.leave {
             // The leave that came while the join waited, answered right after it.
-            w.deliver(&join.conn, frame::text(&protocol::membership("left", room)));
+            w.deliver(
+                &join.conn,
+                &Outgoing::text(&protocol::membership("left", room)),
+            );
             if let Some(id) = leave {
-                w.deliver(&join.conn, frame::text(&protocol::ack(id, None, None)));
+                w.deliver(&join.conn, &Outgoing::text(&protocol::ack(id, None, None)));
             }
         }
         if room_empty {
@@ -219,11 +222,11 @@ impl Rooms {
 
     /// A room message from the master: encoded once, shared by every local member.
     pub fn on_room(&self, room: &str, text: String, skip: Option<u64>) {
-        let frame = frame::text(&text);
+        let frame = Outgoing::text(&text);
         let hub = self.hub.borrow();
         for member in hub.members(room) {
             if Some(member.id) != skip {
-                self.worker.deliver(member, frame.clone());
+                self.worker.deliver(member, &frame);
             }
         }
     }
@@ -375,7 +378,7 @@ mod tests {
             protocol::ack("8", None, None),
         ]
         .iter()
-        .map(|t| frame::text(t).len())
+        .map(|t| Outgoing::text(t).plain().len())
         .sum();
         assert_eq!(a.queued_bytes(), expected, "joined, ack 7, left, ack 8");
         assert!(

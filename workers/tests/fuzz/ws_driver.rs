@@ -1,8 +1,9 @@
 //! Target: the WebSocket frame reader and driver (tungstenite behind `conn::Driver`), fed
-//! a client's bytes through `wsfleet_worker::fuzzing::drive`.
+//! a client's bytes through `wsfleet_worker::fuzzing::drive`, with and without the
+//! permessage-deflate reader in front.
 
 use proptest::prelude::*;
-use wsfleet_worker::fuzzing::{Seen, drive};
+use wsfleet_worker::fuzzing::{Seen, drive, drive_with};
 
 use crate::config;
 
@@ -66,15 +67,17 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn arbitrary_bytes_end_in_one_known_way(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let run = drive(&bytes, MAX, OUTBOX);
-        let (last, before) = run.seen.split_last().unwrap();
-        prop_assert!(matches!(
-            last,
-            Seen::Ended | Seen::ClientClose | Seen::Violation(1002 | 1007 | 1009) | Seen::ServerClose(1013)
-        ), "{last:?}");
-        prop_assert!(before.iter().all(|s| matches!(s, Seen::Text(_) | Seen::Binary(_) | Seen::Control)));
-        prop_assert!(run.most_queued <= OUTBOX, "queued {}", run.most_queued);
+    fn arbitrary_bytes_end_in_one_known_way_with_and_without_the_inflater(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        for inflate in [false, true] {
+            let run = drive_with(&bytes, MAX, OUTBOX, inflate);
+            let (last, before) = run.seen.split_last().unwrap();
+            prop_assert!(matches!(
+                last,
+                Seen::Ended | Seen::ClientClose | Seen::Violation(1002 | 1007 | 1009) | Seen::ServerClose(1013)
+            ), "{last:?}");
+            prop_assert!(before.iter().all(|s| matches!(s, Seen::Text(_) | Seen::Binary(_) | Seen::Control)));
+            prop_assert!(run.most_queued <= OUTBOX, "queued {}", run.most_queued);
+        }
     }
 
     #[test]
@@ -117,4 +120,43 @@ proptest! {
         let run = drive(&frame(true, 1, &payload, mask), MAX, OUTBOX);
         prop_assert_eq!(run.seen, vec![Seen::Violation(1007)]);
     }
+
+    #[test]
+    fn plain_and_compressed_messages_read_the_same_with_the_inflater(
+        msgs in proptest::collection::vec((msg(), any::<[u8; 4]>(), any::<bool>(), any::<bool>()), 0..12),
+    ) {
+        let mut plain = Vec::new();
+        let mut mixed = Vec::new();
+        for (m, mask, split, compress) in &msgs {
+            plain.extend(encode(m, *mask, *split));
+            mixed.extend(match m {
+                Msg::Ping(_) => encode(m, *mask, *split),
+                _ if !*compress => encode(m, *mask, *split),
+                Msg::Text(t) => compressed(1, t.as_bytes(), *mask, *split),
+                Msg::Binary(b) => compressed(2, b, *mask, *split),
+            });
+        }
+        let without = drive(&plain, MAX, OUTBOX);
+        prop_assert_eq!(&drive_with(&plain, MAX, OUTBOX, true).seen, &without.seen);
+        prop_assert_eq!(&drive_with(&mixed, MAX, OUTBOX, true).seen, &without.seen);
+    }
+}
+
+/// A compressed message (RSV1 on its first frame), in two frames when `split`.
+fn compressed(opcode: u8, payload: &[u8], mask: [u8; 4], split: bool) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut z = Vec::with_capacity(payload.len() * 2 + 64);
+    c.compress_vec(payload, &mut z, flate2::FlushCompress::Sync)
+        .unwrap();
+    z.truncate(z.len() - 4);
+    let mut out = if split {
+        let half = z.len() / 2;
+        let mut f = frame(false, opcode, &z[..half], mask);
+        f.extend(frame(true, 0, &z[half..], mask));
+        f
+    } else {
+        frame(true, opcode, &z, mask)
+    };
+    out[0] |= 0x40;
+    out
 }
