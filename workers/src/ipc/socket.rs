@@ -114,8 +114,18 @@ impl AsyncWrite for LinkWriteHalf {
     }
 }
 
+impl Drop for LinkWriteHalf {
+    /// Like tokio's `OwnedWriteHalf`: the peer reads end-of-stream once we stop writing,
+    /// even while our read half lives on.
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -132,9 +142,19 @@ mod tests {
         wb.write_all(b"pong").await.unwrap();
         ra.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"pong");
-        drop((wa, ra));
+        // Dropping the write half alone is end-of-stream for the peer, as with tokio's
+        // own halves; our read half still works.
+        drop(wa);
         let mut rest = Vec::new();
-        assert_eq!(rb.read_to_end(&mut rest).await.unwrap(), 0);
+        let end = tokio::time::timeout(Duration::from_secs(10), rb.read_to_end(&mut rest));
+        assert_eq!(
+            end.await.unwrap().unwrap(),
+            0,
+            "end-of-stream, nothing more"
+        );
+        wb.write_all(b"last").await.unwrap();
+        ra.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"last");
     }
 
     #[tokio::test]
@@ -153,12 +173,12 @@ mod tests {
             );
         });
         let mut got = vec![0u8; expect.len()];
-        tokio::time::timeout(std::time::Duration::from_secs(10), rb.read_exact(&mut got))
+        tokio::time::timeout(Duration::from_secs(10), rb.read_exact(&mut got))
             .await
             .unwrap()
             .unwrap();
         assert!(got == expect, "every byte arrives, in order");
-        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+        tokio::time::timeout(Duration::from_secs(10), writer)
             .await
             .unwrap()
             .unwrap();
