@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::Stream;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 use wsfleet_worker::ipc::framing::{LinkError, pump};
-use wsfleet_worker::ipc::{FrameReader, FrameWriter, Hello, PROTOCOL_VERSION, ToMaster};
+use wsfleet_worker::ipc::{
+    FrameReader, FrameWriter, Hello, LinkReadHalf, PROTOCOL_VERSION, ToMaster, socket,
+};
 
 use super::events::Event;
 use super::relay::WorkerKey;
@@ -52,8 +53,7 @@ pub fn start(
         link,
         pid,
     } = spawned;
-    let link = tokio::net::UnixStream::from_std(link)?;
-    let (read_half, write_half) = link.into_split();
+    let (read_half, write_half) = socket::split(link)?;
     let (tx, rx, level) = WorkerTx::channel();
     tokio::task::spawn_local(async move {
         let writer = FrameWriter::new(write_half);
@@ -82,7 +82,7 @@ enum Stage {
 
 /// The worker's Hello (checked), then its messages; `Misbehaved` ends a link whose
 /// worker must be killed.
-fn read(reader: FrameReader<OwnedReadHalf>, pid: u32, expect: Expect) -> impl Stream<Item = Event> {
+fn read(reader: FrameReader<LinkReadHalf>, pid: u32, expect: Expect) -> impl Stream<Item = Event> {
     futures_util::stream::unfold(
         (reader, Stage::Hello, expect),
         move |(mut reader, stage, expect)| async move {
@@ -122,7 +122,7 @@ fn read(reader: FrameReader<OwnedReadHalf>, pid: u32, expect: Expect) -> impl St
 
 /// Reads and checks the Hello: `Some(true)` linked, `Some(false)` kill it, `None` the
 /// worker exited before saying anything (its exit reports it).
-async fn hello(reader: &mut FrameReader<OwnedReadHalf>, pid: u32, expect: &Expect) -> Option<bool> {
+async fn hello(reader: &mut FrameReader<LinkReadHalf>, pid: u32, expect: &Expect) -> Option<bool> {
     let slot = expect.slot;
     let timeout = expect.hello_timeout;
     let hello = match tokio::time::timeout(timeout, reader.next::<ToMaster>()).await {
@@ -195,8 +195,10 @@ mod tests {
 
     /// A link whose worker end the test writes `msgs` to, then closes.
     async fn link_with(msgs: &[ToMaster], expect: Expect) -> Vec<Event> {
-        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-        let (read_half, _write_half) = ours.into_split();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (read_half, _write_half) = socket::split(ours).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let theirs = tokio::net::UnixStream::from_std(theirs).unwrap();
         let mut writer = FrameWriter::new(theirs);
         for m in msgs {
             writer.queue(m).unwrap();

@@ -1,5 +1,6 @@
 //! The one module with `unsafe`: adopting the file descriptors the master leaves open
-//! across `exec` (the slot's listening socket and the worker's end of the IPC link).
+//! across `exec` (the slot's listening socket and the worker's end of the IPC link), and
+//! registering a link socket with the runtime for chosen interests (`ipc::socket`).
 #![allow(unsafe_code)]
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -48,4 +49,16 @@ pub fn adopt(fd: RawFd, what: &'static str) -> Result<OwnedFd, FdError> {
     // this process by the master for this purpose only; nothing else in the worker owns
     // or closes it, so taking ownership here is sound.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+/// Registers a Unix socket with the runtime for `interest` only (tokio made the
+/// registration `unsafe`: it cannot see that the descriptor stays the same while
+/// registered). Must run inside the runtime.
+pub fn register_unix(
+    stream: std::os::unix::net::UnixStream,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>> {
+    // SAFETY: a `UnixStream` owns its descriptor and closes it only when dropped, and it
+    // moves into the `AsyncFd`, which hands it out only by shared reference: the
+    // descriptor stays open and names the same socket for as long as it is registered.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register_with_interest(stream, interest) }?)
 }

@@ -19,7 +19,7 @@
 //! - `run`: a worker's life: adopt inherited sockets, Hello/Start, accept, drain, exit.
 //! - `accept`: the accept loop; 503 past the open-file limit (a reserved descriptor), and
 //!   `max_connections` fitted to that limit at start-up.
-//! - `fd`: the only `unsafe`: adopting inherited file descriptors.
+//! - `fd`: the only `unsafe`: adopting inherited file descriptors, registering the link socket.
 //! - `worker`: the state a worker's tasks share (settings, counters, rooms, clients).
 //! - `link`: the worker side of the master link (batched writes, dispatch of reads).
 //! - `http`: hyper routes and the WebSocket upgrade.

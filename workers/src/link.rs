@@ -4,10 +4,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::net::unix::OwnedReadHalf;
-
 use crate::counters;
-use crate::ipc::{FrameReader, ToMaster, ToWorker, framing::LinkError, monotonic_ns};
+use crate::ipc::{FrameReader, LinkReadHalf, ToMaster, ToWorker, framing::LinkError, monotonic_ns};
 use crate::protocol;
 use crate::pubsub::rooms::Rooms;
 use crate::worker::DrainMode;
@@ -25,7 +23,7 @@ pub const HOLD_READS_ABOVE_BYTES: u64 = 8 * 1024 * 1024;
 /// Reads the master's messages until the link closes.
 pub(crate) async fn read_loop(
     rooms: Rc<Rooms>,
-    mut reader: FrameReader<OwnedReadHalf>,
+    mut reader: FrameReader<LinkReadHalf>,
 ) -> Result<(), LinkError> {
     let worker = rooms.worker();
     // Order stamps of the room publishes in the current batch: their latency is recorded

@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::TcpListener;
 use tokio::task::LocalSet;
 
 use crate::counters;
@@ -60,7 +60,6 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     let listener = std::net::TcpListener::from(fd::adopt(args.listen_fd, "listening socket")?);
     let link = std::os::unix::net::UnixStream::from(fd::adopt(args.ipc_fd, "master link")?);
     listener.set_nonblocking(true)?;
-    link.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -72,7 +71,7 @@ async fn serve(
     listener: std::net::TcpListener,
     link: std::os::unix::net::UnixStream,
 ) -> Result<(), WorkerError> {
-    let (read_half, write_half) = UnixStream::from_std(link)?.into_split();
+    let (read_half, write_half) = crate::ipc::socket::split(link)?;
     let mut reader = FrameReader::new(read_half);
     let mut writer = FrameWriter::new(write_half);
     let hello = Hello {

@@ -11,6 +11,7 @@ pub mod framing;
 pub mod latency;
 pub mod messages;
 pub mod queue;
+pub mod socket;
 
 pub use codec::CodecError;
 pub use framing::{FrameReader, FrameWriter, MAX_FRAME_BYTES};
@@ -20,3 +21,4 @@ pub use messages::{
     WorkerCounters, WorkerQuery, WorkerSettings,
 };
 pub use queue::{Level, LinkTx, Weighed};
+pub use socket::{LinkReadHalf, LinkWriteHalf};
