@@ -289,8 +289,10 @@ async fn protocol_violations_get_their_close_codes_and_others_keep_being_served(
 
     send(&mut bystander, json!({"type": "broadcast", "data": 1})).await;
     assert_eq!(next_message(&mut bystander).await["data"], 1);
-    let s = fleet.stats();
-    assert_eq!(s["total"]["counters"]["protocol_errors"], 3, "{s}");
+    // A worker's counters reach `stats` once it answers the master's sample.
+    fleet.wait_stats("three protocol errors counted", T, |s| {
+        s["total"]["counters"]["protocol_errors"] == 3
+    });
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
@@ -60,7 +61,17 @@ impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let stream = &self.0.stream;
         if self.3 == 0 {
-            return stream.try_read(buf);
+            let n = stream.try_read(buf)?;
+            if n > 0 && n < buf.len() {
+                // A short read emptied the socket: clear its readiness (as tokio's own
+                // `poll_read` does) so tungstenite's next read returns WouldBlock at once
+                // instead of paying an EAGAIN `recvfrom` per message. Data arriving later
+                // is a new edge, so the task is woken for it.
+                let _ = stream.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+            }
+            return Ok(n);
         }
         let limit = self.3;
         let reader = self.2.get_or_insert_with(|| Box::new(Reader::new(limit)));
