@@ -424,6 +424,44 @@ async fn the_tokens_rooms_are_joined_on_connect_as_permissions_allow() {
     );
 }
 
+#[tokio::test]
+async fn presence_notices_reach_only_members_with_the_presence_permission() {
+    let setup = Setup::new(
+        r#"auth = "optional"
+[[namespace]]
+pattern = "club:*"
+anonymous = ["join", "publish"]
+authenticated = ["join", "publish", "presence"]
+"#,
+    );
+    let fleet = Fleet::start(&["--config", &setup.config(), "--workers", "2"]);
+    let join = json!({"type":"join","room":"club:x"});
+    let (mut anon, _) = welcomed(&fleet, None).await;
+    assert_eq!(ask(&mut anon, join.clone()).await["type"], "ack");
+    let (mut watcher, _) = welcomed(&fleet, Some(&token("42"))).await;
+    assert_eq!(ask(&mut watcher, join.clone()).await["type"], "ack");
+    let (mut newcomer, _) = welcomed(&fleet, Some(&token("57"))).await;
+    assert_eq!(ask(&mut newcomer, join).await["type"], "ack");
+    loop {
+        let (notice, _) = recv_type(&mut watcher, "presence").await;
+        if notice["event"] == "join" && notice["user"] == "57" {
+            break;
+        }
+    }
+    let publish = json!({"type":"publish","room":"club:x","data":"after"});
+    assert_eq!(ask(&mut newcomer, publish).await["type"], "ack");
+    // The master orders the notices before the message: whatever the anonymous member
+    // got before it must hold no presence frame.
+    let (message, before) = recv_type(&mut anon, "message").await;
+    assert_eq!(message["data"], "after");
+    assert!(
+        before.iter().all(|v| v["type"] != "presence"),
+        "a member without the presence permission got presence: {before:?}"
+    );
+    let (message, _) = recv_type(&mut watcher, "message").await;
+    assert_eq!(message["data"], "after");
+}
+
 /// The status and limit header of a refused upgrade, or "101".
 async fn limit_outcome(fleet: &Fleet, token: Option<&str>, keep: &mut Vec<Ws>) -> String {
     match open(fleet, token, false).await {

@@ -39,8 +39,9 @@ pub(crate) async fn read_loop(
                 frame,
                 skip,
                 ordered_ns,
+                presence,
             } => {
-                rooms.on_room(&room, frame, skip);
+                rooms.on_room(&room, frame, skip, presence);
                 if ordered_ns != 0 {
                     stamps.push(ordered_ns);
                 }

@@ -213,6 +213,10 @@ pub enum ToWorker {
         /// When the master ordered it (`CLOCK_MONOTONIC` ns, see `ipc::latency`); 0 for
         /// messages that are not publishes (presence), which are not timed.
         ordered_ns: u64,
+        /// A presence frame (join/leave notice or coalesced count), set by the master: the
+        /// worker skips members without the room's `presence` permission, without
+        /// reading the frame.
+        presence: bool,
     },
     /// A frame for every local `/ws` client.
     Broadcast {
