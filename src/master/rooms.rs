@@ -555,6 +555,33 @@ mod tests {
     }
 
     #[test]
+    fn presence_frames_are_flagged_and_publishes_are_not() {
+        let mut rooms = rooms(0);
+        rooms.linked(1, 0, 1);
+        rooms.linked(2, 1, 1);
+        join(&mut rooms, 1, "a");
+        let sent = join(&mut rooms, 2, "a");
+        let flags: Vec<(To, bool)> = sent
+            .iter()
+            .filter_map(|(to, m)| match m {
+                ToWorker::Room { presence, .. } => Some((*to, *presence)),
+                _ => None,
+            })
+            .collect();
+        assert!(!flags.is_empty(), "a join notice: {sent:?}");
+        assert!(flags.iter().all(|(_, p)| *p), "{flags:?}");
+        let sent = send(&mut rooms, 1, publish("a"));
+        let published: Vec<bool> = sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                ToWorker::Room { presence, .. } => Some(*presence),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(published, [false, false]);
+    }
+
+    #[test]
     fn a_room_with_history_orders_publishes_without_members_and_acks_the_epoch() {
         let mut rooms = rooms(10);
         let sent = send(&mut rooms, 3, publish("a"));
