@@ -233,12 +233,12 @@ pub struct ServeArgs {
     /// the `token_expiring` frame) before it is closed with 4001.
     #[arg(long, env = "WSFLEET_AUTH_REFRESH_GRACE", value_name = "SECS", value_parser = seconds)]
     pub auth_refresh_grace: Option<Duration>,
-    /// WebSocket connections one user (token `sub`) may hold per worker; past it upgrades
-    /// get 429; 0 = unlimited.
+    /// WebSocket connections one user (token `sub`) may hold across the fleet; past it
+    /// upgrades get 429; 0 = unlimited.
     #[arg(long, env = "WSFLEET_MAX_CONNECTIONS_PER_USER", value_name = "N")]
     pub max_connections_per_user: Option<u32>,
-    /// WebSocket connections one client IP may hold per worker; past it upgrades get 429;
-    /// 0 = unlimited.
+    /// WebSocket connections one client IP may hold across the fleet; past it upgrades get
+    /// 429; 0 = unlimited.
     #[arg(long, env = "WSFLEET_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<u32>,
     /// WebSocket upgrades one client IP may make per minute per worker (burst of the same

@@ -424,6 +424,44 @@ async fn the_tokens_rooms_are_joined_on_connect_as_permissions_allow() {
     );
 }
 
+#[tokio::test]
+async fn presence_notices_reach_only_members_with_the_presence_permission() {
+    let setup = Setup::new(
+        r#"auth = "optional"
+[[namespace]]
+pattern = "club:*"
+anonymous = ["join", "publish"]
+authenticated = ["join", "publish", "presence"]
+"#,
+    );
+    let fleet = Fleet::start(&["--config", &setup.config(), "--workers", "2"]);
+    let join = json!({"type":"join","room":"club:x"});
+    let (mut anon, _) = welcomed(&fleet, None).await;
+    assert_eq!(ask(&mut anon, join.clone()).await["type"], "ack");
+    let (mut watcher, _) = welcomed(&fleet, Some(&token("42"))).await;
+    assert_eq!(ask(&mut watcher, join.clone()).await["type"], "ack");
+    let (mut newcomer, _) = welcomed(&fleet, Some(&token("57"))).await;
+    assert_eq!(ask(&mut newcomer, join).await["type"], "ack");
+    loop {
+        let (notice, _) = recv_type(&mut watcher, "presence").await;
+        if notice["event"] == "join" && notice["user"] == "57" {
+            break;
+        }
+    }
+    let publish = json!({"type":"publish","room":"club:x","data":"after"});
+    assert_eq!(ask(&mut newcomer, publish).await["type"], "ack");
+    // The master orders the notices before the message: whatever the anonymous member
+    // got before it must hold no presence frame.
+    let (message, before) = recv_type(&mut anon, "message").await;
+    assert_eq!(message["data"], "after");
+    assert!(
+        before.iter().all(|v| v["type"] != "presence"),
+        "a member without the presence permission got presence: {before:?}"
+    );
+    let (message, _) = recv_type(&mut watcher, "message").await;
+    assert_eq!(message["data"], "after");
+}
+
 /// The status and limit header of a refused upgrade, or "101".
 async fn limit_outcome(fleet: &Fleet, token: Option<&str>, keep: &mut Vec<Ws>) -> String {
     match open(fleet, token, false).await {
@@ -440,7 +478,7 @@ async fn per_user_and_per_ip_limits_refuse_exactly_past_the_limit() {
     let setup = Setup::new(
         "auth = \"optional\"\nmax_connections_per_user = 2\nmax_connections_per_ip = 4\n",
     );
-    let fleet = Fleet::start(&["--config", &setup.config(), "--workers", "1"]);
+    let fleet = Fleet::start(&["--config", &setup.config(), "--workers", "2"]);
     let mut open_ones = Vec::new();
     let user = token("42");
     for want in ["101", "101", "429 user"] {
@@ -467,6 +505,84 @@ async fn per_user_and_per_ip_limits_refuse_exactly_past_the_limit() {
         );
         tokio::task::yield_now().await;
     }
+}
+
+/// Two connections with `token` welcomed by two different workers: a connection that
+/// lands on the first one's worker is closed and the loop tries again (refusals meanwhile
+/// are its place not given back yet). Returns them with their worker slots.
+async fn pair_on_two_workers(fleet: &Fleet, token: Option<&str>) -> Vec<(Ws, u64)> {
+    let on = |welcome: &Value| welcome["worker"].as_u64().unwrap();
+    let Upgrade::Welcome(first, w) = open(fleet, token, false).await else {
+        panic!("the first connection was refused");
+    };
+    let first_worker = on(&w);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection landed on the other worker"
+        );
+        if let Upgrade::Welcome(mut ws, w) = open(fleet, token, false).await {
+            if on(&w) != first_worker {
+                return vec![(*first, first_worker), (*ws, on(&w))];
+            }
+            ws.close(None).await.unwrap();
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Refusals of `token`'s next upgrades: every one of them must be `want` (with the
+/// limits per worker, some would land on a worker holding fewer than the limit).
+async fn all_refused(fleet: &Fleet, token: Option<&str>, want: &str) {
+    for _ in 0..20 {
+        let mut kept = Vec::new();
+        assert_eq!(limit_outcome(fleet, token, &mut kept).await, want);
+    }
+}
+
+#[tokio::test]
+async fn the_limits_hold_across_the_fleet() {
+    let setup = Setup::new("auth = \"optional\"\nmax_connections_per_user = 2\n");
+    let fleet = Fleet::start(&["--config", &setup.config(), "--workers", "2"]);
+    let user = token("42");
+    let _pair = pair_on_two_workers(&fleet, Some(&user)).await;
+    all_refused(&fleet, Some(&user), "429 user").await;
+    drop(_pair);
+
+    let setup = Setup::new("max_connections_per_ip = 2\n");
+    let fleet = Fleet::start(&["--config", &setup.config(), "--workers", "2"]);
+    let _pair = pair_on_two_workers(&fleet, None).await;
+    all_refused(&fleet, None, "429 ip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_gives_back_its_connections_places() {
+    let setup = Setup::new("auth = \"optional\"\nmax_connections_per_user = 2\n");
+    let fleet = Fleet::start(&["--config", &setup.config(), "--workers", "2"]);
+    let user = token("42");
+    let pair = pair_on_two_workers(&fleet, Some(&user)).await;
+    all_refused(&fleet, Some(&user), "429 user").await;
+    let victim_slot = pair[1].1;
+    let (_, victim, _) = *fleet
+        .ready_pids()
+        .iter()
+        .find(|(slot, _, _)| *slot == victim_slot)
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(victim as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The user holds one place now (on the surviving worker): one more connection is
+    // welcomed once the master has seen the exit, and the next is refused again.
+    let mut kept = Vec::new();
+    let deadline = tokio::time::Instant::now() + T;
+    while limit_outcome(&fleet, Some(&user), &mut kept).await != "101" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the killed worker's places were never given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    all_refused(&fleet, Some(&user), "429 user").await;
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 //! kill, wait for every worker) → `Stopped` (remove the socket files, exit).
 
 mod admin;
+mod admissions;
 mod api;
 mod backoff;
 mod control;

@@ -356,6 +356,7 @@ impl Rooms {
                         frame: frame.clone(),
                         skip: None,
                         ordered_ns,
+                        presence: false,
                     },
                 );
             }
@@ -394,6 +395,7 @@ impl Rooms {
                     frame: notice.frame.clone(),
                     skip: notice.skip.filter(|(w, _)| w == t).map(|(_, c)| c),
                     ordered_ns: 0,
+                    presence: true,
                 },
             );
         }
@@ -425,12 +427,13 @@ fn extra(user: Option<String>, info: Option<String>) -> Option<Extra> {
 }
 
 /// Queues a room frame for every worker of `targets` (`ordered_ns`: when the publish was
-/// ordered, 0 for frames that are not timed).
+/// ordered, 0 for frames that are not timed; `presence`: a presence notice, which only
+/// members with the `presence` permission get).
 pub fn to_targets(
     targets: &[WorkerKey],
     room: &str,
     frame: &str,
-    ordered_ns: u64,
+    (ordered_ns, presence): (u64, bool),
     out: &mut impl FnMut(To, ToWorker),
 ) {
     for t in targets {
@@ -441,6 +444,7 @@ pub fn to_targets(
                 frame: frame.to_owned(),
                 skip: None,
                 ordered_ns,
+                presence,
             },
         );
     }
@@ -548,6 +552,33 @@ mod tests {
         send(&mut rooms, 1, ToMaster::Withdraw { room: "a".into() });
         rooms.remove_worker(2, Instant::now());
         assert_eq!(rooms.count(), 0);
+    }
+
+    #[test]
+    fn presence_frames_are_flagged_and_publishes_are_not() {
+        let mut rooms = rooms(0);
+        rooms.linked(1, 0, 1);
+        rooms.linked(2, 1, 1);
+        join(&mut rooms, 1, "a");
+        let sent = join(&mut rooms, 2, "a");
+        let flags: Vec<(To, bool)> = sent
+            .iter()
+            .filter_map(|(to, m)| match m {
+                ToWorker::Room { presence, .. } => Some((*to, *presence)),
+                _ => None,
+            })
+            .collect();
+        assert!(!flags.is_empty(), "a join notice: {sent:?}");
+        assert!(flags.iter().all(|(_, p)| *p), "{flags:?}");
+        let sent = send(&mut rooms, 1, publish("a"));
+        let published: Vec<bool> = sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                ToWorker::Room { presence, .. } => Some(*presence),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(published, [false, false]);
     }
 
     #[test]

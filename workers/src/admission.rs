@@ -1,38 +1,34 @@
 //! Who may open another WebSocket: the per-user and per-IP connection limits and the
-//! per-IP connect rate, checked at the upgrade (429 past them), counted while the
-//! connection lives.
+//! per-IP connect rate, checked at the upgrade (429 past them).
 //!
-//! **Counted per worker.** Each worker counts its own connections; the limits are not
-//! shared across the fleet. A user or an IP can therefore hold at most `limit × workers`
-//! connections fleet-wide (and connect `rate × workers` times a minute); with one worker
-//! the limits are exact. Counting in the master would make every handshake wait for a
-//! round trip over the link and leave the master with counts to repair when a worker
-//! dies; the token is verified in the worker for the same reason. The kernel spreads
-//! connections over the workers (SO_REUSEPORT hashing), so in practice a user's
-//! connections spread too and the per-worker limit bites near `limit × workers` only
-//! for someone opening many.
+//! **Connection limits are fleet-wide.** When `max_connections_per_user` or
+//! `max_connections_per_ip` is set, the upgrade is held while the worker asks the master
+//! ([`ToMaster::Admit`]), which counts every worker's connections by user and by IP and
+//! answers ([`ToWorker::Admitted`](crate::ipc::ToWorker::Admitted)); the connection's
+//! [`Admitted`] gives its place back ([`ToMaster::Release`]) when it ends, and the master
+//! drops every place of a worker that exits. No answer within the handshake timeout is a
+//! 503 (the master is behind). With neither limit set there is no round trip.
+//!
+//! **The connect rate is per worker.** `ip_connects_per_minute` is a token bucket per IP
+//! in each worker, so one IP may connect up to `rate × workers` times a minute across the
+//! fleet (the kernel spreads its connections over the workers). Counting it in the master
+//! would put a round trip on every upgrade of a rate-limited fleet.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use crate::conn::now_ms;
-use crate::ipc::WorkerSettings;
+pub use crate::ipc::Limited;
+use crate::ipc::{ToMaster, WorkerSettings};
+use crate::worker::Worker;
 
 /// Past this many tracked IPs, buckets that have refilled completely are forgotten.
 const PRUNE_AT: usize = 4096;
-
-/// Which limit refused an upgrade; the `X-Wsfleet-Limit` header names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
-    /// `max_connections_per_user`.
-    User,
-    /// `max_connections_per_ip`.
-    Ip,
-    /// `ip_connects_per_minute`.
-    Rate,
-}
 
 impl Limited {
     /// The header value and what the client should do.
@@ -40,15 +36,24 @@ impl Limited {
         match self {
             Self::User => (
                 "user",
-                "too many connections for this user; close one first\n",
+                "too many connections for this user across the fleet; close one first\n",
             ),
             Self::Ip => (
                 "ip",
-                "too many connections from this address; close one first\n",
+                "too many connections from this address across the fleet; close one first\n",
             ),
             Self::Rate => ("rate", "too many connects from this address; slow down\n"),
         }
     }
+}
+
+/// Why an upgrade was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A limit was reached (429).
+    Limited(Limited),
+    /// The master did not answer in time (503: retry).
+    Unanswered,
 }
 
 /// A per-IP token bucket for the connect rate.
@@ -60,97 +65,90 @@ struct Bucket {
     at: u32,
 }
 
-/// The live counts of one worker.
+/// One worker's side of the limits.
 #[derive(Debug, Default)]
 pub struct Admission {
-    /// Open connections by client IP (only when the per-IP limit is on).
-    per_ip: RefCell<HashMap<IpAddr, u32>>,
-    /// Open connections by user id (only when the per-user limit is on).
-    per_user: RefCell<HashMap<Box<str>, u32>>,
     /// Connect-rate buckets by client IP (only when the rate limit is on).
     rate: RefCell<HashMap<IpAddr, Bucket>>,
+    /// Upgrades waiting for the master's answer, by request id.
+    waiting: RefCell<HashMap<u64, oneshot::Sender<Option<Limited>>>>,
+    /// Source of admission ids.
+    next_id: Cell<u64>,
 }
 
-/// One admitted connection's place in the counts, given back on drop.
-#[derive(Debug)]
+/// One connection's place in the master's counts, given back on drop (also while its
+/// upgrade still waits for the answer, so an abandoned upgrade frees its place).
 pub struct Admitted {
-    /// The table counted in.
-    table: Rc<Admission>,
-    /// The IP counted, if the per-IP limit is on.
-    ip: Option<IpAddr>,
-    /// The user counted, if the per-user limit is on and the connection has a user.
-    user: Option<Box<str>>,
+    /// Where the release is sent.
+    worker: Rc<Worker>,
+    /// The admission's id.
+    id: u64,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("id", &self.id).finish()
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            release(&mut self.table.per_ip.borrow_mut(), &ip);
-        }
-        if let Some(user) = &self.user {
-            release(&mut self.table.per_user.borrow_mut(), user);
-        }
+        self.worker.admission.waiting.borrow_mut().remove(&self.id);
+        self.worker.send(ToMaster::Release { id: self.id });
     }
 }
 
-fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
-    if let Some(n) = map.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(key);
-        }
-    }
-}
-
-/// Whether one more fits under `limit` (0 = none), and the count taken if so.
-fn take<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K, limit: u32) -> bool {
-    let n = map.entry(key).or_insert(0);
-    if *n >= limit {
-        return false;
-    }
-    *n += 1;
-    true
+/// Whether any connection limit counted by the master is on.
+fn counted(settings: &WorkerSettings) -> bool {
+    settings.max_connections_per_user > 0 || settings.max_connections_per_ip > 0
 }
 
 impl Admission {
-    /// Admits a connection from `ip` for `user` (None: anonymous) or says which limit
-    /// refuses it; `Ok(None)` when no limit is on (nothing to count).
-    pub fn admit(
-        self: &Rc<Self>,
-        settings: &WorkerSettings,
+    /// Admits a connection from `ip` for `user` (None: anonymous) or says why not;
+    /// `Ok(None)` when no connection limit is on (nothing counted, no round trip).
+    pub async fn admit(
+        worker: &Rc<Worker>,
         ip: IpAddr,
         user: Option<&str>,
-    ) -> Result<Option<Box<Admitted>>, Limited> {
+    ) -> Result<Option<Box<Admitted>>, Refusal> {
+        let settings = &worker.settings;
         let ip = ip.to_canonical();
-        if settings.ip_connects_per_minute > 0 && !self.rate_ok(ip, settings.ip_connects_per_minute)
-        {
-            return Err(Limited::Rate);
+        let per_minute = settings.ip_connects_per_minute;
+        if per_minute > 0 && !worker.admission.rate_ok(ip, per_minute) {
+            return Err(Refusal::Limited(Limited::Rate));
         }
-        let per_ip = settings.max_connections_per_ip;
-        let per_user = settings.max_connections_per_user;
-        let user = user.filter(|_| per_user > 0);
-        if per_ip == 0 && user.is_none() {
+        if !counted(settings) {
             return Ok(None);
         }
-        let mut admitted = Admitted {
-            table: self.clone(),
-            ip: None,
-            user: None,
-        };
-        if per_ip > 0 {
-            if !take(&mut self.per_ip.borrow_mut(), ip, per_ip) {
-                return Err(Limited::Ip);
-            }
-            admitted.ip = Some(ip);
+        let this = &worker.admission;
+        let id = this.next_id.get();
+        this.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        this.waiting.borrow_mut().insert(id, tx);
+        let admitted = Box::new(Admitted {
+            worker: worker.clone(),
+            id,
+        });
+        worker.send(ToMaster::Admit {
+            id,
+            ip,
+            user: user.map(str::to_owned),
+        });
+        let wait = Duration::from_millis(settings.handshake_timeout_ms);
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(None)) => Ok(Some(admitted)),
+            Ok(Ok(Some(limited))) => Err(Refusal::Limited(limited)),
+            // Timed out (or the worker is going away): `admitted` drops and releases the
+            // place in case the master counted it after all.
+            Ok(Err(_)) | Err(_) => Err(Refusal::Unanswered),
         }
-        if let Some(user) = user {
-            if !take(&mut self.per_user.borrow_mut(), user.into(), per_user) {
-                // `admitted` drops here and gives the IP's count back.
-                return Err(Limited::User);
-            }
-            admitted.user = Some(user.into());
+    }
+
+    /// The master answered admission `id`.
+    pub fn answer(&self, id: u64, refused: Option<Limited>) {
+        if let Some(tx) = self.waiting.borrow_mut().remove(&id) {
+            let _ = tx.send(refused);
         }
-        Ok(Some(Box::new(admitted)))
     }
 
     /// Takes one connect from `ip`'s bucket (`per_minute` per minute, burst the same).
@@ -184,59 +182,28 @@ impl Admission {
 mod tests {
     use super::*;
 
-    fn settings(user: u32, ip: u32, rate: u32) -> WorkerSettings {
-        WorkerSettings {
-            max_connections_per_user: user,
-            max_connections_per_ip: ip,
-            ip_connects_per_minute: rate,
-            ..WorkerSettings::default()
-        }
-    }
-
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     #[test]
-    fn no_limits_count_nothing() {
-        let t = Rc::new(Admission::default());
-        for _ in 0..100 {
-            assert!(matches!(
-                t.admit(&settings(0, 0, 0), A, Some("u")),
-                Ok(None)
-            ));
-        }
-    }
-
-    #[test]
-    fn per_ip_and_per_user_refuse_past_the_limit_and_give_back_on_drop() {
-        let t = Rc::new(Admission::default());
-        let s = settings(2, 3, 0);
-        let a1 = t.admit(&s, A, Some("u")).unwrap();
-        let _a2 = t.admit(&s, A, Some("u")).unwrap();
-        assert_eq!(t.admit(&s, A, Some("u")).unwrap_err(), Limited::User);
-        assert_eq!(
-            t.per_ip.borrow()[&A],
-            2,
-            "the refused user gave its IP count back"
-        );
-        let _a3 = t.admit(&s, A, None).unwrap();
-        assert_eq!(t.admit(&s, A, None).unwrap_err(), Limited::Ip);
-        assert!(t.admit(&s, B, Some("v")).is_ok(), "another IP and user");
-        drop(a1);
-        let a4 = t.admit(&s, A, Some("u"));
-        assert!(a4.is_ok(), "a closed connection frees its place");
-        let v4_mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert_eq!(t.admit(&s, v4_mapped, None).unwrap_err(), Limited::Ip);
-    }
-
-    #[test]
     fn the_connect_rate_is_per_ip() {
-        let t = Rc::new(Admission::default());
-        let s = settings(0, 0, 3);
+        let t = Admission::default();
         for _ in 0..3 {
-            assert!(t.admit(&s, A, None).is_ok());
+            assert!(t.rate_ok(A, 3));
         }
-        assert_eq!(t.admit(&s, A, None).unwrap_err(), Limited::Rate);
-        assert!(t.admit(&s, B, None).is_ok());
+        assert!(!t.rate_ok(A, 3));
+        assert!(t.rate_ok(B, 3));
+    }
+
+    #[test]
+    fn an_answer_reaches_its_waiting_upgrade_only() {
+        let t = Admission::default();
+        let (tx, mut rx) = oneshot::channel();
+        t.waiting.borrow_mut().insert(7, tx);
+        t.answer(8, None);
+        assert!(rx.try_recv().is_err(), "another id's answer is ignored");
+        t.answer(7, Some(Limited::User));
+        assert_eq!(rx.try_recv().unwrap(), Some(Limited::User));
+        assert!(t.waiting.borrow().is_empty());
     }
 }

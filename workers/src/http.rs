@@ -8,9 +8,9 @@
 //!
 //! An upgrade is checked in this order: WebSocket headers (400/405/426), Origin (403),
 //! the connection token (401 with `X-Wsfleet-Auth-Error: <reason>`, see `auth::source`),
-//! the per-IP connect rate and the per-user and per-IP connection limits (429 with
-//! `X-Wsfleet-Limit: rate|ip|user`, see `admission`), then the worker's own capacity
-//! (503).
+//! the per-IP connect rate and the fleet-wide per-user and per-IP connection limits (429
+//! with `X-Wsfleet-Limit: rate|ip|user`; the upgrade waits for the master's count, 503 if
+//! it does not come in time, see `admission`), then the worker's own capacity (503).
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::admission::Admitted;
+use crate::admission::{Admission, Admitted, Refusal};
 use crate::auth::claims::Identity;
 use crate::conn::{ConnTask, Driver};
 use crate::deflate::Agreed;
@@ -49,7 +49,7 @@ pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream, peer: 
     let timeout = Duration::from_millis(rooms.worker().settings.handshake_timeout_ms);
     let service = hyper::service::service_fn(move |req| {
         let rooms = rooms.clone();
-        async move { Ok::<_, Infallible>(route(&rooms, req, peer)) }
+        async move { Ok::<_, Infallible>(route(&rooms, req, peer).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -64,11 +64,11 @@ pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream, peer: 
     }
 }
 
-fn route(rooms: &Rc<Rooms>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+async fn route(rooms: &Rc<Rooms>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let worker = rooms.worker();
     match req.uri().path() {
-        "/ws" => upgrade(rooms, req, peer, true),
-        "/echo" => upgrade(rooms, req, peer, false),
+        "/ws" => upgrade(rooms, req, peer, true).await,
+        "/echo" => upgrade(rooms, req, peer, false).await,
         "/health" => get_only(&req).unwrap_or_else(|| health(worker)),
         "/stats" => get_only(&req).unwrap_or_else(|| stats(worker)),
         "/" | "/index.html" => get_only(&req).unwrap_or_else(|| {
@@ -193,7 +193,7 @@ fn valid_key(key: &[u8]) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
 }
 
-fn upgrade(
+async fn upgrade(
     rooms: &Rc<Rooms>,
     mut req: Request<Incoming>,
     peer: IpAddr,
@@ -273,18 +273,25 @@ fn upgrade(
             return res;
         }
     };
-    let admitted = match worker
-        .admission
-        .admit(&worker.settings, peer, identity.user_id())
-    {
+    // Held here while the master counts the fleet-wide limits (only when one is set).
+    let admitted = match Admission::admit(worker, peer, identity.user_id()).await {
         Ok(admitted) => admitted,
-        Err(limited) => {
+        Err(Refusal::Limited(limited)) => {
             crate::counters::add(&worker.counters.rejected_limit, 1);
             let (name, body) = limited.describe();
             let mut res = text(StatusCode::TOO_MANY_REQUESTS, body);
             let h = res.headers_mut();
             h.insert(LIMIT_HEADER, HeaderValue::from_static(name));
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        }
+        Err(Refusal::Unanswered) => {
+            let mut res = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the connection limits could not be checked in time; retry\n",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return res;
         }
     };

@@ -29,8 +29,8 @@
 //! - `echo`: the `/echo` endpoint.
 //! - `heartbeat`: pings and the silence timeout, one sweep for all connections.
 //! - `counters`: live figures for `wsfleet stats`.
-//! - `admission`: per-user and per-IP connection limits and the per-IP connect rate
-//!   (429 at the upgrade), counted per worker.
+//! - `admission`: the per-IP connect rate (per worker) and the wait for the master's
+//!   fleet-wide per-user and per-IP count (429 at the upgrade).
 //! - `assets`: the chat page and icon.
 //! - `fuzzing` (public but hidden): a real connection driver fed arbitrary client bytes,
 //!   for the property tests in `tests/fuzz/`.

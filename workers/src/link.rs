@@ -37,8 +37,9 @@ pub(crate) async fn read_loop(
                 frame,
                 skip,
                 ordered_ns,
+                presence,
             } => {
-                rooms.on_room(&room, frame, skip);
+                rooms.on_room(&room, frame, skip, presence);
                 if ordered_ns != 0 {
                     stamps.push(ordered_ns);
                 }
@@ -77,6 +78,7 @@ pub(crate) async fn read_loop(
                 let answer = rooms.answer(query);
                 worker.send(ToMaster::Answer { id, answer });
             }
+            ToWorker::Admitted { id, refused } => worker.admission.answer(id, refused),
             ToWorker::Start(_) => tracing::warn!("ignoring a second Start from the master"),
         }
         // End of a batch: everything the master sent in one go has been queued; write it

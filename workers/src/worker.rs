@@ -46,7 +46,8 @@ pub struct Worker {
     pub ws_config: WebSocketConfig,
     /// How upgrades are authenticated (built from `settings.auth` at start).
     pub auth: Auth,
-    /// Per-user and per-IP connection counts and connect rates (429 past the limits).
+    /// Connect rates per IP and the upgrades waiting for the master's fleet-wide count
+    /// (429 past the limits).
     pub admission: Rc<Admission>,
     /// The token expiry of every authenticated connection, checked by the heartbeat.
     pub token_clocks: RefCell<Clocks>,

@@ -347,7 +347,7 @@ impl Engine {
                 if notice.host == self.presence.host() {
                     return;
                 }
-                to_targets(relay.targets(&room), &room, &notice.frame, 0, out);
+                to_targets(relay.targets(&room), &room, &notice.frame, (0, true), out);
             }
             Report::Members { room, total } => self.presence.read(&room, total),
             Report::Broadcasted { ticket, result } => match result {
@@ -404,7 +404,7 @@ impl Engine {
         for (seq, data) in &o.deliver {
             self.counts.delivered += 1;
             let frame = protocol::room_message(room, *seq, data);
-            to_targets(relay.targets(room), room, &frame, ordered_ns, out);
+            to_targets(relay.targets(room), room, &frame, (ordered_ns, false), out);
         }
         for (join, answer) in o.answers {
             let joined = ToWorker::Joined {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use wsfleet_worker::ipc::{ToMaster, ToWorker};
 
+use super::admissions::Admissions;
 use super::api::calls::Published;
 use super::api::idempotency::Idempotency;
 use super::backoff::{self, Backoff};
@@ -67,6 +68,8 @@ pub struct Supervisor<S: Spawner> {
     /// The server API's recent idempotency keys and the publishes they answered: kept
     /// here, at the one point of order, so a retry is ordered once even if it races.
     idempotency: Idempotency<Published>,
+    /// The fleet-wide per-user and per-IP connection counts the workers ask at upgrades.
+    admissions: Admissions,
 }
 
 impl<S: Spawner> Supervisor<S> {
@@ -102,6 +105,7 @@ impl<S: Spawner> Supervisor<S> {
                 defaults::API_IDEMPOTENCY_TTL,
                 defaults::API_IDEMPOTENCY_KEYS,
             ),
+            admissions: Admissions::default(),
         }
     }
 
@@ -194,6 +198,15 @@ impl<S: Spawner> Supervisor<S> {
                     let _ = tx.send(answer);
                 }
             }
+            Some(ToMaster::Admit { id, ip, user }) => {
+                let w = &self.settings.worker;
+                let limits = (w.max_connections_per_user, w.max_connections_per_ip);
+                let refused = self.admissions.admit(key, id, ip, user, limits).err();
+                if let Some(w) = self.state.workers.get(&key) {
+                    w.tx.send(ToWorker::Admitted { id, refused });
+                }
+            }
+            Some(ToMaster::Release { id }) => self.admissions.release(key, id),
             Some(ToMaster::Pong { .. }) => {} // the heartbeat: `heard` above is its effect
             Some(ToMaster::Hello(_)) => tracing::warn!("ignoring a repeated Hello"),
             Some(other) => tracing::warn!(?other, "unexpected message from a worker"),
@@ -224,6 +237,7 @@ impl<S: Spawner> Supervisor<S> {
     /// Supervision: a worker process ended.
     fn on_exit(&mut self, key: WorkerKey, how: &str, now: Instant) {
         self.rooms.remove_worker(key, now.into_std());
+        self.admissions.remove_worker(key);
         let Some(w) = self.state.workers.remove(&key) else {
             return;
         };

@@ -22,9 +22,9 @@ pub const RATE_LIMIT_PER_SEC: u32 = 1_000;
 pub const INBOUND_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 /// Whether `/ws` clients may broadcast to the whole fleet.
 pub const CLIENT_BROADCAST: bool = true;
-/// Connections one user may hold on one worker (0 = no limit).
+/// Connections one user may hold across the fleet (0 = no limit).
 pub const MAX_CONNECTIONS_PER_USER: u32 = 0;
-/// Connections one client IP may hold on one worker (0 = no limit).
+/// Connections one client IP may hold across the fleet (0 = no limit).
 pub const MAX_CONNECTIONS_PER_IP: u32 = 0;
 /// Upgrades one client IP may make per minute on one worker (0 = no limit).
 pub const IP_CONNECTS_PER_MINUTE: u32 = 0;

@@ -10,7 +10,7 @@ use crate::protocol::{RoomPattern, Since};
 
 /// Bumped whenever a message below changes shape. The master refuses a worker whose
 /// Hello carries another version, so a half-upgraded fleet never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The first message a worker sends: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -58,9 +58,11 @@ pub struct WorkerSettings {
     /// Who may join, publish, read history and see presence, by room pattern (from the
     /// config file's `[[namespace]]` tables).
     pub permissions: PermissionRules,
-    /// Connections one user (token `sub`) may hold on this worker; 0 = no limit.
+    /// Connections one user (token `sub`) may hold across the fleet (counted by the
+    /// master, see [`ToMaster::Admit`]); 0 = no limit.
     pub max_connections_per_user: u32,
-    /// Connections one client IP may hold on this worker; 0 = no limit.
+    /// Connections one client IP may hold across the fleet (counted by the master);
+    /// 0 = no limit.
     pub max_connections_per_ip: u32,
     /// Upgrades one client IP may make per minute on this worker (burst of the same
     /// size); 0 = no limit.
@@ -221,6 +223,10 @@ pub enum ToWorker {
         /// When the master ordered it (`CLOCK_MONOTONIC` ns, see `ipc::latency`); 0 for
         /// messages that are not publishes (presence), which are not timed.
         ordered_ns: u64,
+        /// A presence frame (join/leave notice or coalesced count), set by the master: the
+        /// worker skips members without the room's `presence` permission, without
+        /// reading the frame.
+        presence: bool,
     },
     /// A frame for every local `/ws` client.
     Broadcast {
@@ -244,6 +250,14 @@ pub enum ToWorker {
         /// The room's epoch, for a room with history.
         epoch: Option<String>,
     },
+    /// The answer to a [`ToMaster::Admit`]: the upgrade it held may go on (`refused`
+    /// None, the master counts it until [`ToMaster::Release`]) or gets 429.
+    Admitted {
+        /// The request's id.
+        id: u64,
+        /// Which fleet-wide limit refused it, if one did.
+        refused: Option<Limited>,
+    },
     /// A question from the master's server API (presence, room list, disconnect); answer
     /// with [`ToMaster::Answer`] carrying the same id.
     Query {
@@ -252,6 +266,17 @@ pub enum ToWorker {
         /// What is asked.
         query: WorkerQuery,
     },
+}
+
+/// Which connection limit refused an upgrade (429, named by `X-Wsfleet-Limit`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Limited {
+    /// `max_connections_per_user`, fleet-wide.
+    User,
+    /// `max_connections_per_ip`, fleet-wide.
+    Ip,
+    /// `ip_connects_per_minute` (per worker).
+    Rate,
 }
 
 /// Which connections a server-API disconnect closes.
@@ -406,6 +431,22 @@ pub enum ToMaster {
         /// The client's `id` as raw JSON, if it asked for an acknowledgement.
         ack: Option<String>,
     },
+    /// An upgrade asks for a place under the fleet-wide per-user and per-IP limits (sent
+    /// only when one is set); the master answers with [`ToWorker::Admitted`].
+    Admit {
+        /// Matches the answer, and names the place in [`ToMaster::Release`].
+        id: u64,
+        /// The client's address (counted when the per-IP limit is on).
+        ip: std::net::IpAddr,
+        /// The token's user (counted when the per-user limit is on); None: anonymous.
+        user: Option<String>,
+    },
+    /// The connection admitted by [`ToMaster::Admit`] `id` ended (or its upgrade was
+    /// abandoned): give its place back. An unknown id is ignored.
+    Release {
+        /// The admission's id.
+        id: u64,
+    },
     /// Answer to [`ToWorker::Ping`].
     Pong {
         /// The ping's id.
@@ -466,7 +507,10 @@ impl super::Weighed for ToWorker {
                     ..
                 } => s.len(),
             },
-            Self::Drain { .. } | Self::CountersRequest { .. } | Self::Ping { .. } => 0,
+            Self::Drain { .. }
+            | Self::CountersRequest { .. }
+            | Self::Ping { .. }
+            | Self::Admitted { .. } => 0,
         };
         std::mem::size_of::<Self>() + owned
     }
@@ -510,7 +554,12 @@ impl super::Weighed for ToMaster {
                 QueryAnswer::Rooms(r) => r.iter().map(|(room, _)| room.len() + 8).sum(),
                 QueryAnswer::Disconnected(_) => 0,
             },
-            Self::Hello(_) | Self::Ready | Self::Counters { .. } | Self::Pong { .. } => 0,
+            Self::Admit { user, .. } => user.as_ref().map_or(0, String::len),
+            Self::Hello(_)
+            | Self::Ready
+            | Self::Counters { .. }
+            | Self::Pong { .. }
+            | Self::Release { .. } => 0,
         };
         std::mem::size_of::<Self>() + owned
     }

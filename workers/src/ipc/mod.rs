@@ -17,8 +17,8 @@ pub use codec::CodecError;
 pub use framing::{FrameReader, FrameWriter, MAX_FRAME_BYTES};
 pub use latency::{LatencyHistogram, monotonic_ns};
 pub use messages::{
-    Hello, JoinAnswer, MemberEntry, PROTOCOL_VERSION, QueryAnswer, Target, ToMaster, ToWorker,
-    WorkerCounters, WorkerQuery, WorkerSettings,
+    Hello, JoinAnswer, Limited, MemberEntry, PROTOCOL_VERSION, QueryAnswer, Target, ToMaster,
+    ToWorker, WorkerCounters, WorkerQuery, WorkerSettings,
 };
 pub use queue::{Level, LinkTx, Weighed};
 pub use socket::{LinkReadHalf, LinkWriteHalf};

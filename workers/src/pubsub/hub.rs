@@ -9,7 +9,7 @@
 //! the answer, so the join is answered first. The last local leave withdraws the room.
 //! Pure bookkeeping: the caller sends the frames.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use crate::conn::Conn;
@@ -33,6 +33,9 @@ struct Room {
     members: Vec<Rc<Conn>>,
     /// Joins waiting for the master's answer.
     pending: Vec<PendingJoin>,
+    /// Members and pending joins (by connection id) without the room's `presence`
+    /// permission: presence frames skip them. Empty (no allocation) in the usual case.
+    blind: HashSet<u64>,
 }
 
 /// What a join did.
@@ -120,6 +123,7 @@ impl Hub {
             let fresh = Box::new(Room {
                 members: Vec::with_capacity(1),
                 pending: Vec::new(),
+                blind: HashSet::new(),
             });
             self.rooms.insert(room.into(), fresh);
         }
@@ -167,6 +171,9 @@ impl Hub {
                 }
             }
         }
+        if !deferred {
+            r.blind.remove(&id);
+        }
         let room_empty = r.members.is_empty() && r.pending.is_empty();
         if room_empty {
             self.rooms.remove(room);
@@ -190,6 +197,8 @@ impl Hub {
         let join = r.pending.swap_remove(i);
         if accept && join.leave.is_none() {
             r.members.push(join.conn.clone());
+        } else {
+            r.blind.remove(&id);
         }
         let room_empty = r.members.is_empty() && r.pending.is_empty();
         if room_empty {
@@ -205,6 +214,22 @@ impl Hub {
             .filter(|(name, r)| !r.members.is_empty() && keep(name))
             .map(|(name, r)| (name.to_string(), r.members.len() as u64))
             .collect()
+    }
+
+    /// Connection `id`, a member of `room` or waiting to be, lacks the room's `presence`
+    /// permission: presence frames skip it while it stays in the room.
+    pub fn hide_presence(&mut self, room: &str, id: u64) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.blind.insert(id);
+        }
+    }
+
+    /// The members of `room` that presence frames skip; None when there are none.
+    pub fn blind(&self, room: &str) -> Option<&HashSet<u64>> {
+        self.rooms
+            .get(room)
+            .map(|r| &r.blind)
+            .filter(|b| !b.is_empty())
     }
 
     /// The confirmed members of `room`.
@@ -346,5 +371,37 @@ mod tests {
         let answered = hub.answered("r", 1, t2, true).unwrap();
         assert!(answered.join.leave.is_none());
         assert_eq!(hub.members("r").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn presence_blind_members_are_forgotten_when_they_leave() {
+        let mut hub = Hub::default();
+        let (a, b) = (conn(1), conn(2));
+        let Join::Ask(ta) = hub.join("r", &a, None) else {
+            panic!()
+        };
+        hub.hide_presence("r", 1);
+        let Join::Ask(tb) = hub.join("r", &b, None) else {
+            panic!()
+        };
+        hub.answered("r", 1, ta, true).unwrap();
+        hub.answered("r", 2, tb, true).unwrap();
+        assert!(hub.blind("r").unwrap().contains(&1));
+        assert!(!hub.blind("r").unwrap().contains(&2));
+        hub.leave("r", 1, None);
+        assert!(hub.blind("r").is_none(), "a left member is not remembered");
+        hub.hide_presence("r", 2);
+        let Join::Ask(t) = hub.join("r", &a, None) else {
+            panic!()
+        };
+        hub.hide_presence("r", 1);
+        hub.answered("r", 1, t, false).unwrap();
+        assert_eq!(
+            hub.blind("r").map(|b| b.len()),
+            Some(1),
+            "a refused join is not remembered"
+        );
+        hub.hide_presence("gone", 3);
+        assert!(hub.blind("gone").is_none(), "no room is made for it");
     }
 }

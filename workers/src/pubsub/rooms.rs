@@ -113,6 +113,12 @@ impl Rooms {
         Ok(())
     }
 
+    /// Connection `conn`, which just asked to join `room`, lacks its `presence` permission:
+    /// it gets no join/leave notices or counts there.
+    pub fn hide_presence(&self, room: &str, conn: u64) {
+        self.hub.borrow_mut().hide_presence(room, conn);
+    }
+
     /// Sends the master the `Join` of connection `conn` (its answer carries `token`), with
     /// its token's user and info for presence.
     fn ask_master(&self, room: String, conn: &Conn, token: u64, since: Option<Since>) {
@@ -220,12 +226,14 @@ impl Rooms {
         self.count_rooms();
     }
 
-    /// A room message from the master: encoded once, shared by every local member.
-    pub fn on_room(&self, room: &str, text: String, skip: Option<u64>) {
+    /// A room message from the master: encoded once, shared by every local member (a
+    /// `presence` frame only by those with the room's `presence` permission).
+    pub fn on_room(&self, room: &str, text: String, skip: Option<u64>, presence: bool) {
         let frame = Outgoing::text(&text);
         let hub = self.hub.borrow();
+        let blind = if presence { hub.blind(room) } else { None };
         for member in hub.members(room) {
-            if Some(member.id) != skip {
+            if Some(member.id) != skip && !blind.is_some_and(|b| b.contains(&member.id)) {
                 self.worker.deliver(member, &frame);
             }
         }

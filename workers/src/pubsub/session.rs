@@ -224,10 +224,17 @@ impl Session {
                 Some(_) => self.permit(settings, &room, Capability::History),
                 None => Ok(()),
             });
-        if let Err(refusal) =
-            permitted.and_then(|()| rooms.join(&mut self.rooms, conn, room, since, id))
-        {
-            refuse(rooms, conn, &refusal, id);
+        let blind = self
+            .permit(settings, &room, Capability::Presence)
+            .is_err()
+            .then(|| room.clone());
+        match permitted.and_then(|()| rooms.join(&mut self.rooms, conn, room, since, id)) {
+            Ok(()) => {
+                if let Some(room) = blind {
+                    rooms.hide_presence(&room, conn.id);
+                }
+            }
+            Err(refusal) => refuse(rooms, conn, &refusal, id),
         }
     }
 

@@ -77,14 +77,20 @@ pub fn to_worker() -> impl Strategy<Value = ToWorker> {
         ),
         (any::<u64>(), text()).prop_map(|(conn, frame)| ToWorker::Reply { conn, frame }),
         any::<u64>().prop_map(|id| ToWorker::Ping { id }),
-        (text(), text(), any::<Option<u64>>(), any::<u64>()).prop_map(
-            |(room, frame, skip, ordered_ns)| ToWorker::Room {
+        (
+            text(),
+            text(),
+            any::<Option<u64>>(),
+            any::<u64>(),
+            any::<bool>()
+        )
+            .prop_map(|(room, frame, skip, ordered_ns, presence)| ToWorker::Room {
                 room,
                 frame,
                 skip,
-                ordered_ns
-            }
-        ),
+                ordered_ns,
+                presence,
+            }),
         text().prop_map(|frame| ToWorker::Broadcast { frame }),
         (
             any::<u64>(),
