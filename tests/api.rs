@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "test-key-0123456789abcdef";
 
@@ -25,41 +24,9 @@ fn fleet(extra: &[&str]) -> (Fleet, TempDir) {
     (Fleet::start(&args), keys)
 }
 
-/// One raw HTTP/1.1 request to the API: (status, JSON body).
-async fn request(
-    fleet: &Fleet,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (u16, Value) {
-    let addr = fleet.api.as_deref().expect("the fleet has an API listener");
-    let auth = key
-        .map(|k| format!("Authorization: apikey {k}\r\n"))
-        .unwrap_or_default();
-    let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(text.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.unwrap();
-        String::from_utf8(out).unwrap()
-    };
-    let out = tokio::time::timeout(T, exchange)
-        .await
-        .expect("API answer timed out");
-    let (status, body) = http_answer(&out);
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
-    (status, json)
-}
-
 /// `POST /api/<method>` with the right key; the answer must be 200.
 async fn call(fleet: &Fleet, method: &str, body: Value) -> Value {
-    let (status, answer) = request(
+    let (status, answer) = api_request(
         fleet,
         "POST",
         &format!("/api/{method}"),
@@ -89,18 +56,18 @@ async fn wrong_or_missing_keys_bad_bodies_and_oversized_bodies_are_refused() {
     let (fleet, _keys) = fleet(&["--api-max-body-bytes", "2048"]);
     let body = json!({"room": "r", "data": 1}).to_string();
     for key in [None, Some("wrong-key-0123456789abcdef"), Some("")] {
-        let (status, answer) = request(&fleet, "POST", "/api/publish", key, &body).await;
+        let (status, answer) = api_request(&fleet, "POST", "/api/publish", key, &body).await;
         assert_eq!(status, 401, "{answer}");
         assert_eq!(answer["error"]["code"], "unauthorized");
     }
-    let (status, _) = request(&fleet, "POST", "/api/nope", None, "{}").await;
+    let (status, _) = api_request(&fleet, "POST", "/api/nope", None, "{}").await;
     assert_eq!(status, 401, "nothing is revealed without the key");
-    let (status, answer) = request(&fleet, "POST", "/api/nope", Some(KEY), "{}").await;
+    let (status, answer) = api_request(&fleet, "POST", "/api/nope", Some(KEY), "{}").await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
-    let (status, _) = request(&fleet, "GET", "/api/info", Some(KEY), "").await;
+    let (status, _) = api_request(&fleet, "GET", "/api/info", Some(KEY), "").await;
     assert_eq!(status, 405);
     for (bad, says) in [
         ("{nope", "key must be a string"),
@@ -115,13 +82,13 @@ async fn wrong_or_missing_keys_bad_bodies_and_oversized_bodies_are_refused() {
             "idempotency_key",
         ),
     ] {
-        let (status, answer) = request(&fleet, "POST", "/api/publish", Some(KEY), bad).await;
+        let (status, answer) = api_request(&fleet, "POST", "/api/publish", Some(KEY), bad).await;
         assert_eq!(status, 400, "{bad}: {answer}");
         assert_eq!(answer["error"]["code"], "bad_request");
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{bad}: {message}");
     }
-    let (status, answer) = request(
+    let (status, answer) = api_request(
         &fleet,
         "POST",
         "/api/disconnect",
@@ -130,7 +97,7 @@ async fn wrong_or_missing_keys_bad_bodies_and_oversized_bodies_are_refused() {
     )
     .await;
     assert_eq!(status, 400, "{answer}");
-    let (status, answer) = request(
+    let (status, answer) = api_request(
         &fleet,
         "POST",
         "/api/disconnect",
@@ -139,7 +106,7 @@ async fn wrong_or_missing_keys_bad_bodies_and_oversized_bodies_are_refused() {
     )
     .await;
     assert_eq!(status, 400, "{answer}");
-    let (status, answer) = request(
+    let (status, answer) = api_request(
         &fleet,
         "POST",
         "/api/rooms",
@@ -149,7 +116,7 @@ async fn wrong_or_missing_keys_bad_bodies_and_oversized_bodies_are_refused() {
     .await;
     assert_eq!(status, 400, "{answer}");
     let big = json!({"room": "r", "data": "x".repeat(4096)}).to_string();
-    let (status, answer) = request(&fleet, "POST", "/api/publish", Some(KEY), &big).await;
+    let (status, answer) = api_request(&fleet, "POST", "/api/publish", Some(KEY), &big).await;
     assert_eq!(status, 413, "{answer}");
     assert_eq!(answer["error"]["code"], "too_large");
     // The API keeps serving after all that.
@@ -246,7 +213,7 @@ async fn every_method_answers_from_the_fleet() {
     assert_eq!(datas, [&json!({"n": 3}), &json!({"n": 2})], "{history}");
     assert_eq!(history["seq"], 3);
     let stale = json!({"room": "news", "since": {"epoch": "not-the-epoch", "seq": 1}});
-    let (status, answer) = request(
+    let (status, answer) = api_request(
         &fleet,
         "POST",
         "/api/history",
@@ -440,7 +407,8 @@ fn the_api_answers_503_once_the_fleet_stops_serving() {
         let limit = std::time::Instant::now() + T;
         loop {
             let body = json!({"room": "r", "data": 1}).to_string();
-            let (status, answer) = request(&fleet, "POST", "/api/publish", Some(KEY), &body).await;
+            let (status, answer) =
+                api_request(&fleet, "POST", "/api/publish", Some(KEY), &body).await;
             if status == 503 {
                 assert_eq!(answer["error"]["code"], "not_serving");
                 break;

@@ -3,8 +3,9 @@
 //! sharing one Redis keep one order per room, recover across hosts with `since`, refuse
 //! publishes while Redis is down, see new epochs after Redis lost its data, back-fill
 //! after a pub/sub connection is killed, only receive rooms they have members of, and
-//! spread rooms over two instances, and keep one order between two hosts in network
-//! namespaces (skipped without the privilege to create them).
+//! spread rooms over two instances, keep one order between two hosts in network
+//! namespaces (skipped without the privilege to create them), and serve `history` pages
+//! (client requests and the server API's method) from the Redis stream on every host.
 
 mod common;
 #[path = "redis_support/netns.rs"]
@@ -14,12 +15,18 @@ mod server;
 
 use std::time::{Duration, Instant};
 
-use common::{Fleet, T, Ws, client, recv, recv_type, send};
+use common::{Fleet, T, TempDir, Ws, api_request, client, recv, recv_type, send};
 use serde_json::{Value, json};
 
 /// A fleet of 2 workers using the Redis instances `urls`.
 fn fleet(urls: &[String]) -> Fleet {
+    fleet_with(urls, &[])
+}
+
+/// A fleet of 2 workers using the Redis instances `urls`, plus `extra` arguments.
+fn fleet_with(urls: &[String], extra: &[&str]) -> Fleet {
     let mut args = vec!["--history-size", "1000"];
+    args.extend_from_slice(extra);
     for u in urls {
         args.extend(["--redis", u.as_str()]);
     }
@@ -459,4 +466,119 @@ async fn two_hosts_in_network_namespaces_share_one_order() {
     let seqs: Vec<u64> = a.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (1..=2 * N).collect::<Vec<_>>());
     assert_eq!(a, b, "both hosts' members see one order");
+}
+
+/// A client's `history` request on `ws`; the answer (`history` or `error`) with id `id`.
+async fn history(ws: &mut Ws, room: &str, id: &str, fields: Value) -> Value {
+    let mut req = json!({"type":"history","room":room,"id":id});
+    for (k, v) in fields.as_object().unwrap() {
+        req[k] = v.clone();
+    }
+    send(ws, req).await;
+    loop {
+        let v = recv(ws).await;
+        if (v["type"] == "history" || v["type"] == "error") && v["id"] == id {
+            return v;
+        }
+    }
+}
+
+/// The `seq`s of a `history` page.
+fn page_seqs(page: &Value) -> Vec<u64> {
+    page["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a page: {page}"))
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_read_from_redis_on_every_host_and_a_lost_redis_changes_its_epoch() {
+    let Some(mut redis) = server::start() else {
+        return;
+    };
+    const KEY: &str = "redis-history-key-0123456789";
+    let keys = TempDir::new();
+    let file = keys.0.join("api.key");
+    std::fs::write(&file, format!("{KEY}\n")).unwrap();
+    let urls = [redis.url()];
+    let a = fleet(&urls);
+    let api = [
+        "--api",
+        "127.0.0.1:0",
+        "--api-key-file",
+        file.to_str().unwrap(),
+    ];
+    let b = fleet_with(&urls, &api);
+
+    // Published on host A (nobody is a member anywhere), read on host B.
+    let (mut p, _, _) = client(&a).await;
+    for k in 1..=5 {
+        assert_eq!(publish(&mut p, "h", json!(k)).await["seq"], k);
+    }
+    let (mut q, _, _) = client(&b).await;
+    let first = history(&mut q, "h", "1", json!({"limit": 2})).await;
+    assert_eq!(
+        (first["type"].as_str(), first["seq"].as_u64()),
+        (Some("history"), Some(5)),
+        "{first}"
+    );
+    assert_eq!(page_seqs(&first), [1, 2], "the oldest first: {first}");
+    assert_eq!(first["messages"][1]["data"], 2);
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    let since = |seq: u64| json!({"epoch": epoch, "seq": seq});
+    let next = history(&mut q, "h", "2", json!({"limit": 2, "since": since(2)})).await;
+    assert_eq!(page_seqs(&next), [3, 4], "forward after since: {next}");
+    let newest = history(&mut q, "h", "3", json!({"limit": 2, "reverse": true})).await;
+    assert_eq!(page_seqs(&newest), [5, 4], "the newest first: {newest}");
+    let back = history(
+        &mut q,
+        "h",
+        "4",
+        json!({"limit": 9, "reverse": true, "since": since(4)}),
+    )
+    .await;
+    assert_eq!(page_seqs(&back), [3, 2, 1], "back from since: {back}");
+    let none = history(&mut q, "h", "5", json!({"limit": 0})).await;
+    assert_eq!(
+        (page_seqs(&none), none["seq"].as_u64()),
+        (vec![], Some(5)),
+        "{none}"
+    );
+    let beyond = history(&mut q, "h", "6", json!({"limit": 2, "since": since(9)})).await;
+    assert_eq!(beyond["code"], "invalid_field", "{beyond}");
+
+    // The server API's method on host B reads the same stream.
+    let body = json!({"room": "h", "limit": 3, "reverse": true}).to_string();
+    let (status, page) = api_request(&b, "POST", "/api/history", Some(KEY), &body).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        (page_seqs(&page), page["epoch"].as_str()),
+        (vec![5, 4, 3], Some(epoch.as_str()))
+    );
+
+    // Redis restarted empty: the old position is refused, never misread.
+    redis.restart();
+    for f in [&a, &b] {
+        f.wait_stats("the link up", T, |s| {
+            s["master"]["redis"]["instances"][0]["up"] == true
+        });
+    }
+    let stale = history(&mut q, "h", "7", json!({"limit": 2, "since": since(5)})).await;
+    assert_eq!(stale["code"], "epoch_changed", "{stale}");
+    let body = json!({"room": "h", "since": since(5)}).to_string();
+    let (status, answer) = api_request(&b, "POST", "/api/history", Some(KEY), &body).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("epoch_changed")),
+        "{answer}"
+    );
+    let fresh = history(&mut q, "h", "8", json!({"limit": 2})).await;
+    assert_eq!(
+        (page_seqs(&fresh), fresh["seq"].as_u64()),
+        (vec![], Some(0)),
+        "{fresh}"
+    );
+    assert_ne!(fresh["epoch"], epoch.as_str());
 }

@@ -135,24 +135,40 @@ impl Recall {
         });
         match self.store.history(room, limit, since, reverse, now) {
             Ok(page) => {
-                let mut bytes = 0;
-                let messages = page.messages.iter().take_while(|m| {
-                    bytes += m.data.len();
-                    bytes <= MAX_PAGE_BYTES
-                });
-                let messages = messages.map(|m| (m.seq, &*m.data));
-                protocol::history(room, page.epoch.as_str(), page.top, messages, id)
+                let messages = page.messages.iter().map(|m| (m.seq, &*m.data));
+                page_frame(room, page.epoch.as_str(), page.top, messages, id)
             }
-            Err(e) => {
-                let code = match e {
-                    QueryError::HistoryOff { .. } => "history_off",
-                    QueryError::EpochChanged { .. } => "epoch_changed",
-                    QueryError::SinceBeyondTop { .. } => "invalid_field",
-                };
-                protocol::error(&Refusal::new(code, e.to_string()), id)
-            }
+            Err(e) => query_error_frame(&e, id),
         }
     }
+}
+
+/// A `history` answer of `messages` (in the order to send), stopped before
+/// [`MAX_PAGE_BYTES`] of data (the client pages on with `since`) — from this host's store
+/// or, with `--redis`, from the room's Redis stream.
+pub fn page_frame<'a>(
+    room: &str,
+    epoch: &str,
+    top: u64,
+    messages: impl Iterator<Item = (u64, &'a str)>,
+    id: Option<&str>,
+) -> String {
+    let mut bytes = 0;
+    let messages = messages.take_while(|(_, data)| {
+        bytes += data.len();
+        bytes <= MAX_PAGE_BYTES
+    });
+    protocol::history(room, epoch, top, messages, id)
+}
+
+/// The error frame of a `history` request the room cannot answer.
+pub fn query_error_frame(e: &QueryError, id: Option<&str>) -> String {
+    let code = match e {
+        QueryError::HistoryOff { .. } => "history_off",
+        QueryError::EpochChanged { .. } => "epoch_changed",
+        QueryError::SinceBeyondTop { .. } => "invalid_field",
+    };
+    protocol::error(&Refusal::new(code, e.to_string()), id)
 }
 
 #[cfg(test)]

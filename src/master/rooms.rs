@@ -15,10 +15,11 @@ use wsfleet_worker::ipc::{JoinAnswer, ToMaster, ToWorker, monotonic_ns};
 // The one path to the client protocol's frame builders (moving to `wsfleet_worker::protocol`).
 use wsfleet_worker::protocol;
 
+use super::api::calls::Reply;
 use super::members::{Extra, MemberKey};
 use super::presence::{Notice, Registry};
 use super::recall::Recall;
-use super::redis::{Engine, Report, Ticket, WaitingJoinArgs};
+use super::redis::{Asker, Engine, Report, Ticket, WaitingJoinArgs};
 use super::relay::{Relay, WorkerKey};
 use crate::control_api::RedisRow;
 
@@ -191,13 +192,16 @@ impl Rooms {
                 self.relay.interest(from, &room, false);
                 engine.forget_unrouted(&self.relay);
             }
-            ToMaster::History { conn, id, .. } => {
-                let refusal = protocol::Refusal::new(
-                    "history_off",
-                    "history requests are not served with --redis; recover with join and since",
-                );
-                let frame = protocol::error(&refusal, id.as_deref());
-                out(To::Worker(from), ToWorker::Reply { conn, frame });
+            ToMaster::History {
+                room,
+                conn,
+                limit,
+                since,
+                reverse,
+                id,
+            } => {
+                let asker = Asker::Client { from, conn, id };
+                engine.history(room, limit, since.as_ref(), reverse, asker, out);
             }
             ToMaster::Broadcast { data, conn, ack } => {
                 engine.broadcast(data, Ticket { from, conn, ack }, out)
@@ -233,6 +237,29 @@ impl Rooms {
         }
         if let Some(notice) = notice {
             self.notify(room, notice, out);
+        }
+    }
+
+    /// The server API's `history`: from the room's Redis stream when `--redis` is on
+    /// (answered through `reply` when the read comes back), else from this host's store.
+    pub fn api_history(
+        &mut self,
+        room: String,
+        limit: usize,
+        since: Option<&protocol::Since>,
+        reverse: bool,
+        reply: Reply<String>,
+        now: Instant,
+    ) {
+        match &mut self.redis {
+            Some(engine) => {
+                let asker = Asker::Api(reply);
+                engine.history(room, limit, since, reverse, asker, &mut |_, _| {});
+            }
+            None => {
+                let frame = self.recall.page(&room, limit, since, reverse, None, now);
+                let _ = reply.send(Ok(frame));
+            }
         }
     }
 

@@ -32,7 +32,7 @@ pub enum ApiError {
     /// A history request the room cannot answer (history off, epoch changed).
     #[error("{message}")]
     History {
-        /// The client protocol's error code (`history_off`, `epoch_changed`).
+        /// The client protocol's error code (`history_off`, `epoch_changed`, `unavailable`).
         code: String,
         /// What was wrong.
         message: String,
@@ -65,6 +65,8 @@ impl ApiError {
             Self::History { code, .. } => match code.as_str() {
                 "history_off" => StatusCode::NOT_FOUND,
                 "epoch_changed" => StatusCode::CONFLICT,
+                // With --redis, the room's instance is unreachable.
+                "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             },
         }

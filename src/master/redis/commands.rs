@@ -2,6 +2,7 @@
 //! of the room's instance in order, reports come back to the loop as events.
 
 use super::order::Snapshot;
+use crate::master::api::calls::Reply;
 use crate::master::relay::WorkerKey;
 
 /// Who waits for a publish's outcome.
@@ -13,6 +14,61 @@ pub struct Ticket {
     pub conn: u64,
     /// The publish's request id (raw JSON), when it asked for an ack.
     pub ack: Option<String>,
+}
+
+/// Who waits for a `history` page.
+#[derive(Debug)]
+pub enum Asker {
+    /// A client's request, answered with a frame to its connection.
+    Client {
+        /// The client's worker.
+        from: WorkerKey,
+        /// The connection on that worker.
+        conn: u64,
+        /// The request's id (raw JSON), echoed in the answer.
+        id: Option<String>,
+    },
+    /// The server API's `history` method, answered with the frame.
+    Api(Reply<String>),
+}
+
+/// What a `history` request asks for (the client protocol's fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Most messages.
+    pub limit: usize,
+    /// The room's namespace `history_size`: older messages are not served, as without Redis.
+    pub size: usize,
+    /// Page from this position (epoch, seq).
+    pub since: Option<(String, u64)>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// The history script's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageAnswer {
+    /// A page: the room's position and the messages, in the order asked.
+    Page {
+        /// The room's last `seq`.
+        top: u64,
+        /// The room's epoch.
+        epoch: String,
+        /// `(seq, data)`.
+        messages: Vec<(u64, String)>,
+    },
+    /// `since` was from another life of the room.
+    EpochChanged {
+        /// The room's last `seq`.
+        top: u64,
+        /// The room's epoch.
+        epoch: String,
+    },
+    /// `since.seq` is past the room's last `seq`.
+    BeyondTop {
+        /// The room's last `seq`.
+        top: u64,
+    },
 }
 
 /// A command for a link task; each instance's task carries them out in order.
@@ -41,6 +97,17 @@ pub enum Command {
         known: Option<String>,
         /// Seconds a room started by the read lives.
         ttl_s: u64,
+    },
+    /// A page of the room's stored messages (the history script).
+    History {
+        /// The room.
+        room: String,
+        /// What was asked.
+        request: PageRequest,
+        /// Seconds a room started by the read lives.
+        ttl_s: u64,
+        /// Whom to answer.
+        asker: Asker,
     },
     /// This host has members of the room: listen on its channel.
     Subscribe(String),
@@ -98,6 +165,17 @@ pub enum Report {
         room: String,
         /// The position and messages, or why Redis could not be used.
         result: Result<Snapshot, String>,
+    },
+    /// A `history` page, or why Redis could not be used.
+    History {
+        /// The room.
+        room: String,
+        /// What was asked (`since` for the error message).
+        request: PageRequest,
+        /// Whom to answer.
+        asker: Asker,
+        /// The page, or why Redis could not be used.
+        result: Result<PageAnswer, String>,
     },
     /// A message on a room's channel.
     Message {

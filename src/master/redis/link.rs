@@ -15,7 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Pipeline, RedisResult, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::commands::{Command, Report};
+use super::commands::{Command, PageAnswer, Report};
 use super::order::Snapshot;
 use super::{presence, script};
 use crate::master::events::Event;
@@ -49,6 +49,8 @@ struct Link {
     read: redis::Script,
     /// See `publish`.
     members: redis::Script,
+    /// See `publish`.
+    history: redis::Script,
 }
 
 /// Starts the link task of instance `instance`, with the broadcast channel when it is the
@@ -73,6 +75,7 @@ pub fn spawn(
         publish: redis::Script::new(script::PUBLISH),
         read: redis::Script::new(script::READ),
         members: redis::Script::new(presence::SYNC),
+        history: redis::Script::new(script::HISTORY),
     };
     tokio::task::spawn_local(link.run(commands));
 }
@@ -280,6 +283,7 @@ impl Link {
         pipe.cmd("SCRIPT").arg("LOAD").arg(script::PUBLISH);
         pipe.cmd("SCRIPT").arg("LOAD").arg(script::READ);
         pipe.cmd("SCRIPT").arg("LOAD").arg(presence::SYNC);
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script::HISTORY);
         let conn = self.connection().await?;
         pipe.query_async::<Vec<String>>(conn).await.map(|_| ())
     }
@@ -321,6 +325,29 @@ impl Link {
                         .arg(Epoch::generate().as_str())
                         .arg(*ttl_s)
                         .arg(known.as_deref().unwrap_or(""));
+                }
+                Command::History {
+                    room,
+                    request,
+                    ttl_s,
+                    ..
+                } => {
+                    let (epoch, seq) = request
+                        .since
+                        .as_ref()
+                        .map_or(("", 0), |(e, s)| (e.as_str(), *s));
+                    pipe.cmd("EVALSHA")
+                        .arg(self.history.get_hash())
+                        .arg(2)
+                        .arg(script::meta_key(room))
+                        .arg(script::log_key(room))
+                        .arg(request.limit)
+                        .arg(Epoch::generate().as_str())
+                        .arg(*ttl_s)
+                        .arg(request.size)
+                        .arg(epoch)
+                        .arg(seq)
+                        .arg(if request.reverse { "1" } else { "0" });
                 }
                 Command::Broadcast { data, .. } => {
                     pipe.cmd("PUBLISH").arg(script::BROADCAST_CHANNEL).arg(data);
@@ -380,6 +407,20 @@ impl Link {
                 let result = snapshot(value);
                 self.report(Report::Read { room, result });
             }
+            Command::History {
+                room,
+                request,
+                asker,
+                ..
+            } => {
+                let result = page(value);
+                self.report(Report::History {
+                    room,
+                    request,
+                    asker,
+                    result,
+                });
+            }
             Command::Members { room, .. } => {
                 if let Ok(total) = redis::from_redis_value::<u64>(value) {
                     self.report(Report::Members { room, total });
@@ -410,6 +451,17 @@ impl Link {
                     ticket,
                     result: Err(why.clone()),
                 }),
+                Command::History {
+                    room,
+                    request,
+                    asker,
+                    ..
+                } => self.report(Report::History {
+                    room,
+                    request,
+                    asker,
+                    result: Err(why.clone()),
+                }),
                 _ => {}
             }
         }
@@ -428,12 +480,12 @@ fn drain(first: Command, commands: &mut UnboundedReceiver<Command>) -> Vec<Comma
     batch
 }
 
-/// The read script's answer as a [`Snapshot`].
-fn snapshot(value: Value) -> Result<Snapshot, String> {
-    type Entries = Vec<(String, Vec<String>)>;
-    let (top, epoch, entries) = redis::from_redis_value::<(u64, String, Entries)>(value)
-        .map_err(|e| format!("unexpected answer to the read script: {e}"))?;
-    let entries = entries
+/// Stream entries as Redis returns them: id and `[field, value]`.
+type Entries = Vec<(String, Vec<String>)>;
+
+/// Stream entries as `(seq, data)`.
+fn messages(entries: Entries) -> Vec<(u64, String)> {
+    entries
         .into_iter()
         .filter_map(|(id, mut fields)| {
             let seq = script::seq_of_entry(&id)?;
@@ -441,10 +493,84 @@ fn snapshot(value: Value) -> Result<Snapshot, String> {
             let data = (fields.len() == 2).then(|| fields.swap_remove(1))?;
             Some((seq, data))
         })
-        .collect();
+        .collect()
+}
+
+/// The read script's answer as a [`Snapshot`].
+fn snapshot(value: Value) -> Result<Snapshot, String> {
+    let (top, epoch, entries) = redis::from_redis_value::<(u64, String, Entries)>(value)
+        .map_err(|e| format!("unexpected answer to the read script: {e}"))?;
     Ok(Snapshot {
         top,
         epoch,
-        entries,
+        entries: messages(entries),
     })
+}
+
+/// The history script's answer as a [`PageAnswer`].
+fn page(value: Value) -> Result<PageAnswer, String> {
+    let (status, top, epoch, entries) =
+        redis::from_redis_value::<(String, u64, String, Entries)>(value)
+            .map_err(|e| format!("unexpected answer to the history script: {e}"))?;
+    match status.as_str() {
+        "ok" => Ok(PageAnswer::Page {
+            top,
+            epoch,
+            messages: messages(entries),
+        }),
+        "epoch_changed" => Ok(PageAnswer::EpochChanged { top, epoch }),
+        "beyond_top" => Ok(PageAnswer::BeyondTop { top }),
+        other => Err(format!(
+            "unexpected status {other:?} from the history script"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn answer(status: &str, top: i64, entries: Vec<Value>) -> Value {
+        Value::Array(vec![
+            bulk(status),
+            Value::Int(top),
+            bulk("e1"),
+            Value::Array(entries),
+        ])
+    }
+
+    #[test]
+    fn history_answers_become_pages_or_the_refusal_they_name() {
+        let entry = |id: &str, data: &str| {
+            Value::Array(vec![bulk(id), Value::Array(vec![bulk("d"), bulk(data)])])
+        };
+        let got = page(answer(
+            "ok",
+            7,
+            vec![entry("7-1", "\"x\""), entry("6-1", "1")],
+        ));
+        let want = PageAnswer::Page {
+            top: 7,
+            epoch: "e1".into(),
+            messages: vec![(7, "\"x\"".into()), (6, "1".into())],
+        };
+        assert_eq!(got, Ok(want));
+        assert_eq!(
+            page(answer("epoch_changed", 3, vec![])),
+            Ok(PageAnswer::EpochChanged {
+                top: 3,
+                epoch: "e1".into()
+            })
+        );
+        assert_eq!(
+            page(answer("beyond_top", 3, vec![])),
+            Ok(PageAnswer::BeyondTop { top: 3 })
+        );
+        assert!(page(answer("what", 3, vec![])).is_err());
+        assert!(page(Value::Int(1)).is_err());
+    }
 }

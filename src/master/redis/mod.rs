@@ -37,13 +37,14 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use wsfleet_worker::ipc::{ToWorker, monotonic_ns};
 use wsfleet_worker::protocol::{self, Refusal, Since};
 
-use commands::Command;
-pub use commands::{Report, Ticket};
+pub use commands::{Asker, Report, Ticket};
+use commands::{Command, PageAnswer, PageRequest};
 use order::{Outcome, RoomOrder, WaitingJoin};
 use presence::HostPresence;
 
 use super::events::Event;
-use super::history::Epoch;
+use super::history::{Epoch, QueryError};
+use super::recall::{page_frame, query_error_frame};
 use super::relay::{Relay, WorkerKey};
 use super::rooms::{To, to_targets};
 use crate::control_api::{RedisInstanceRow, RedisRow};
@@ -212,6 +213,45 @@ impl Engine {
         }
     }
 
+    /// A `history` request (a client's or the server API's): a page read from the room's
+    /// Redis stream, answered to `asker` when the read comes back. Answered at once when
+    /// the room keeps no history (`history_off`, as without Redis) or its instance is
+    /// unreachable (`unavailable`).
+    pub fn history(
+        &mut self,
+        room: String,
+        limit: usize,
+        since: Option<&Since>,
+        reverse: bool,
+        asker: Asker,
+        out: &mut impl FnMut(To, ToWorker),
+    ) {
+        let size = self.namespaces.lookup(&room).history.size;
+        if size == 0 {
+            let frame = query_error_frame(&QueryError::HistoryOff { room }, asker.id());
+            return asker.answer(frame, out);
+        }
+        if !self.instance(&room).up {
+            let frame = unavailable_history(asker.id());
+            return asker.answer(frame, out);
+        }
+        self.counts.reads += 1;
+        let (_, ttl_s) = self.log_options(&room);
+        let request = PageRequest {
+            limit,
+            size,
+            since: since.map(|s| (s.epoch.clone(), s.seq)),
+            reverse,
+        };
+        let cmd = Command::History {
+            room: room.clone(),
+            request,
+            ttl_s,
+            asker,
+        };
+        self.send(&room, cmd);
+    }
+
     /// A member of `room` on worker `from` joined or left: counted for presence across
     /// hosts, and the notice sent to the room's members on other hosts (this host's get it
     /// from the relay as without Redis).
@@ -342,6 +382,39 @@ impl Engine {
                     }
                 };
                 self.apply(&room, outcome, relay, out);
+            }
+            Report::History {
+                room,
+                request,
+                asker,
+                result,
+            } => {
+                let id = asker.id().map(str::to_owned);
+                let id = id.as_deref();
+                let frame = match result {
+                    Ok(PageAnswer::Page {
+                        top,
+                        epoch,
+                        messages,
+                    }) => {
+                        let messages = messages.iter().map(|(seq, data)| (*seq, data.as_str()));
+                        page_frame(&room, &epoch, top, messages, id)
+                    }
+                    Ok(PageAnswer::EpochChanged { top, epoch }) => {
+                        // Epochs in Redis are the ones this code generated.
+                        let epoch = Epoch::from_saved(&epoch).unwrap_or_else(Epoch::generate);
+                        query_error_frame(&QueryError::EpochChanged { epoch, top }, id)
+                    }
+                    Ok(PageAnswer::BeyondTop { top }) => {
+                        let since = request.since.map_or(0, |(_, seq)| seq);
+                        query_error_frame(&QueryError::SinceBeyondTop { since, top }, id)
+                    }
+                    Err(why) => {
+                        tracing::debug!(room, %why, "history read from Redis failed");
+                        unavailable_history(id)
+                    }
+                };
+                asker.answer(frame, out);
             }
             Report::Notice { room, notice } => {
                 if notice.host == self.presence.host() {
@@ -485,6 +558,37 @@ fn refuse(ticket: &Ticket, out: &mut impl FnMut(To, ToWorker)) {
             frame,
         },
     );
+}
+
+impl Asker {
+    /// The request id to echo (the server API's requests have none).
+    fn id(&self) -> Option<&str> {
+        match self {
+            Self::Client { id, .. } => id.as_deref(),
+            Self::Api(_) => None,
+        }
+    }
+
+    /// Sends `frame` to whoever asked.
+    fn answer(self, frame: String, out: &mut impl FnMut(To, ToWorker)) {
+        match self {
+            Self::Client { from, conn, .. } => {
+                out(To::Worker(from), ToWorker::Reply { conn, frame })
+            }
+            Self::Api(reply) => {
+                let _ = reply.send(Ok(frame));
+            }
+        }
+    }
+}
+
+/// The refusal of a `history` request Redis could not answer.
+fn unavailable_history(id: Option<&str>) -> String {
+    let refusal = Refusal::new(
+        "unavailable",
+        "the room's Redis instance is unreachable; history could not be read, ask again later",
+    );
+    protocol::error(&refusal, id)
 }
 
 /// `url` with any password replaced by `***`.

@@ -1,6 +1,7 @@
 //! What wsfleet keeps in Redis and the server-side scripts that touch it: key names, the
 //! publish script (order, store and fan out in one round trip), the read script (a room's
-//! position and the stored messages after a point, read atomically) and the pub/sub payload.
+//! position and the stored messages after a point, read atomically), the history script (a
+//! `history` request's page) and the pub/sub payload.
 //!
 //! Per room `R` (the `{R}` hash tag keeps a room's keys on one cluster slot):
 //! - `wsf:{R}:m` — a hash: `seq` (the room's last sequence number) and `epoch`;
@@ -28,20 +29,32 @@ redis.call('PUBLISH', KEYS[3], seq .. ' ' .. epoch .. ' ' .. ARGV[2])
 return {seq, epoch}
 ";
 
+/// The start of the read and history scripts: `m` = the room's `{seq, epoch}`; a room
+/// Redis does not know (expired, or Redis lost its data) is started at `seq` 0 with the
+/// fresh epoch `ARGV[2]`, living `ARGV[3]` seconds.
+macro_rules! start_room {
+    () => {
+        r"
+local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch')
+if not m[2] then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'seq', 0, 'epoch', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  m = {0, ARGV[2]}
+end
+"
+    };
+}
+
 /// A room's position and the messages stored after `ARGV[1]` (none when it is -1; all of
 /// them when the room's epoch is not `ARGV[4]`, the one the host knew, so a host whose
 /// room started anew gets its new life from the start). KEYS: meta, log. ARGV: after, a
 /// fresh epoch, TTL in seconds, the known epoch ('' if none). A room Redis does not know is
 /// started at `seq` 0 with the fresh epoch, so every member anywhere has a position to
 /// recover from. Returns `{seq, epoch, entries}`.
-pub const READ: &str = r"
-local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch')
-if not m[2] then
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'seq', 0, 'epoch', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  return {0, ARGV[2], {}}
-end
+pub const READ: &str = concat!(
+    start_room!(),
+    r"
 local after = tonumber(ARGV[1])
 if ARGV[4] ~= '' and ARGV[4] ~= m[2] then after = 0 end
 local entries = {}
@@ -49,7 +62,41 @@ if after >= 0 then
   entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')
 end
 return {tonumber(m[1]), m[2], entries}
-";
+"
+);
+
+/// A `history` request's page, with the semantics of `history::query` (forward from the
+/// oldest or after `since`, or `reverse` from the newest or before `since`, at most `limit`
+/// messages, none older than the room's last `size`). KEYS: meta, log. ARGV: limit, a
+/// fresh epoch, TTL in seconds, size, since epoch ('' for none), since seq, reverse ('1'
+/// or '0'). A room Redis does not know is started at `seq` 0 with the fresh epoch, as the
+/// read script does, so a position from before Redis lost its data is refused.
+/// Returns `{status, top, epoch, entries}`, status `ok`, `epoch_changed` or `beyond_top`.
+pub const HISTORY: &str = concat!(
+    start_room!(),
+    r"
+local top = tonumber(m[1])
+local from = math.max(top - tonumber(ARGV[4]), 0) + 1
+local to = top
+local reverse = ARGV[7] == '1'
+if ARGV[5] ~= '' then
+  if ARGV[5] ~= m[2] then return {'epoch_changed', top, m[2], {}} end
+  local since = tonumber(ARGV[6])
+  if since > top then return {'beyond_top', top, m[2], {}} end
+  if reverse then to = since - 1 else from = math.max(from, since + 1) end
+end
+local limit = tonumber(ARGV[1])
+local entries = {}
+if limit > 0 and from <= to then
+  if reverse then
+    entries = redis.call('XREVRANGE', KEYS[2], to .. '-1', from .. '-0', 'COUNT', limit)
+  else
+    entries = redis.call('XRANGE', KEYS[2], from .. '-0', to .. '-1', 'COUNT', limit)
+  end
+end
+return {'ok', top, m[2], entries}
+"
+);
 
 /// The channel every host subscribes to on the first instance for `broadcast`.
 pub const BROADCAST_CHANNEL: &str = "wsf:broadcast";

@@ -65,17 +65,14 @@ impl<S: Spawner> Supervisor<S> {
                 reverse,
                 reply,
             } => {
-                let answer = serving.then(|| {
-                    self.rooms.recall().page(
-                        &room,
-                        limit,
-                        since.as_ref(),
-                        reverse,
-                        None,
-                        now.into_std(),
-                    )
-                });
-                let _ = reply.send(answer.ok_or(NotServing));
+                if serving {
+                    let since = since.as_ref();
+                    let now = now.into_std();
+                    self.rooms
+                        .api_history(room, limit, since, reverse, reply, now);
+                } else {
+                    let _ = reply.send(Err(NotServing));
+                }
             }
             Call::Ask { query, reply } => {
                 if !serving {
