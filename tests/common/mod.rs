@@ -285,16 +285,8 @@ impl Fleet {
         .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        let status = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        let (status, body) = http_answer(&out);
+        (status, body.to_owned())
     }
 
     pub fn url(&self, path: &str) -> String {
