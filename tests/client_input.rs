@@ -260,6 +260,17 @@ async fn flood(extra: &[&str], count: usize) -> Flood {
     }
     let (ws, _, _) = client(&fleet).await;
     let (mut tx, mut rx) = ws.split();
+    // The flooder reads its own broadcasts as they come back, as a real client does: one
+    // that stopped reading would (rightly) be closed as a slow consumer (1013) instead,
+    // which on a loaded machine can happen before the byte-rate limit is reached.
+    let flooder = tokio::spawn(async move {
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(T, rx.next()).await {
+            if let Message::Close(f) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    });
     let data = "x".repeat(60_000);
     let msg = json!({"type": "broadcast", "data": data}).to_string();
     for _ in 0..count {
@@ -268,13 +279,7 @@ async fn flood(extra: &[&str], count: usize) -> Flood {
         }
     }
     let _ = tx.flush().await;
-    let mut flooder = None;
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(T, rx.next()).await {
-        if let Message::Close(f) = m {
-            flooder = f.map(|f| u16::from(f.code));
-            break;
-        }
-    }
+    let flooder = tokio::time::timeout(T, flooder).await.unwrap().unwrap();
     let mut result = Flood {
         closed: 0,
         delivered: 0,
