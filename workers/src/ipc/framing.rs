@@ -219,6 +219,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_frame_cut_across_reads_follows_frames_decoded_in_the_buffer() {
+        let mut w = FrameWriter::new(Vec::new());
+        for i in 0..3u64 {
+            w.queue(&ToWorker::CountersRequest { id: i }).unwrap();
+        }
+        w.queue(&ToWorker::Broadcast {
+            frame: "y".repeat(300),
+        })
+        .unwrap();
+        let bytes = std::mem::take(&mut w.buf);
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        // The three small frames and the head of the big one arrive in one read.
+        let cut = bytes.len() - 100;
+        a.write_all(&bytes[..cut]).await.unwrap();
+        let mut r = FrameReader::new(b);
+        for i in 0..3u64 {
+            assert!(r.has_buffered_frame() || i == 0);
+            let m: ToWorker = r.next().await.unwrap().unwrap();
+            assert_eq!(m, ToWorker::CountersRequest { id: i });
+        }
+        assert!(!r.has_buffered_frame(), "the last frame is not all here");
+        a.write_all(&bytes[cut..]).await.unwrap();
+        let m: ToWorker = r.next().await.unwrap().unwrap();
+        assert_eq!(
+            m,
+            ToWorker::Broadcast {
+                frame: "y".repeat(300)
+            }
+        );
+    }
+
+    #[tokio::test]
     async fn the_pump_lowers_the_level_and_says_when_the_peer_is_not_reading() {
         let (a, mut b) = tokio::io::duplex(1024);
         let (tx, rx, level) = crate::ipc::queue::channel::<ToWorker>(0);
