@@ -32,11 +32,25 @@ fn config() -> impl bincode::config::Config {
         .with_limit::<MAX_PAYLOAD_BYTES>()
 }
 
-/// Appends the encoding of `value` to `out`.
+/// Appends the encoding of `value` to `out`, written in place: no scratch vector per
+/// message (bincode's `encode_to_vec` starts empty and reallocates as it grows, then the
+/// bytes were copied again; measured at ~10% of the master's CPU in the many-rooms bench).
 pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let bytes = bincode::serde::encode_to_vec(value, config())?;
-    out.extend_from_slice(&bytes);
+    bincode::serde::encode_into_writer(value, Append(out), config())?;
     Ok(())
+}
+
+/// bincode's output straight onto the end of a caller's buffer.
+struct Append<'a>(
+    /// The buffer the encoding is appended to.
+    &'a mut Vec<u8>,
+);
+
+impl bincode::enc::write::Writer for Append<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Decodes one whole value from `bytes`; leftover bytes are an error.

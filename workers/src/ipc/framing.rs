@@ -5,7 +5,7 @@
 //! callers queue any number of messages and flush once.
 
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, CodecError};
 use super::queue::{Level, Weighed};
@@ -47,14 +47,29 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Whether a whole frame is already buffered, so [`next`](Self::next) will not wait.
     pub fn has_buffered_frame(&self) -> bool {
+        self.buffered_len().is_some()
+    }
+
+    /// The payload length of the next frame when all of it is already buffered.
+    fn buffered_len(&self) -> Option<usize> {
         let buf = self.inner.buffer();
-        buf.len() >= 4
-            && buf.len() - 4 >= u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+        let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+        (buf.len() - 4 >= len).then_some(len)
     }
 
     /// The next message, or `None` when the peer closed the link cleanly between frames.
     /// Not cancel-safe: call it from a task that does nothing else.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, LinkError> {
+        if let Some(len) = self.buffered_len() {
+            // The whole frame is in the read buffer (the usual case: one read brings a
+            // batch): decode it in place rather than copying it out first.
+            if len > MAX_FRAME_BYTES {
+                return Err(LinkError::TooLarge(len));
+            }
+            let msg = codec::decode(&self.inner.buffer()[4..4 + len]);
+            self.inner.consume(4 + len);
+            return Ok(Some(msg?));
+        }
         let mut len = [0u8; 4];
         match self.inner.read_exact(&mut len).await {
             Ok(_) => {}
@@ -201,6 +216,38 @@ mod tests {
             assert_eq!(m, ToWorker::CountersRequest { id: i });
         }
         assert!(r.next::<ToWorker>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_across_reads_follows_frames_decoded_in_the_buffer() {
+        let mut w = FrameWriter::new(Vec::new());
+        for i in 0..3u64 {
+            w.queue(&ToWorker::CountersRequest { id: i }).unwrap();
+        }
+        w.queue(&ToWorker::Broadcast {
+            frame: "y".repeat(300),
+        })
+        .unwrap();
+        let bytes = std::mem::take(&mut w.buf);
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        // The three small frames and the head of the big one arrive in one read.
+        let cut = bytes.len() - 100;
+        a.write_all(&bytes[..cut]).await.unwrap();
+        let mut r = FrameReader::new(b);
+        for i in 0..3u64 {
+            assert!(r.has_buffered_frame() || i == 0);
+            let m: ToWorker = r.next().await.unwrap().unwrap();
+            assert_eq!(m, ToWorker::CountersRequest { id: i });
+        }
+        assert!(!r.has_buffered_frame(), "the last frame is not all here");
+        a.write_all(&bytes[cut..]).await.unwrap();
+        let m: ToWorker = r.next().await.unwrap().unwrap();
+        assert_eq!(
+            m,
+            ToWorker::Broadcast {
+                frame: "y".repeat(300)
+            }
+        );
     }
 
     #[tokio::test]

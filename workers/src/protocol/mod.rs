@@ -76,12 +76,42 @@ pub fn truncate(s: &str, max: usize) -> &str {
 
 /// JSON string literal for `s`.
 pub fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_str(&mut out, s);
+    out
+}
+
+/// Appends the JSON string literal for `s` to `out`. A string with nothing to escape (a
+/// room name, almost always) is copied between quotes; anything else goes through
+/// serde_json, which escapes exactly `"`, `\` and control characters.
+pub fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_match_serde_json_with_and_without_escapes() {
+        for s in [
+            "lobby",
+            "général/👋",
+            "a\"b",
+            "back\\slash",
+            "tab\tnew\nline\u{1}",
+            "del\u{7f} sep\u{2028}",
+            "",
+        ] {
+            assert_eq!(json_str(s), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
 
     #[test]
     fn room_rules() {
