@@ -351,12 +351,7 @@ impl Conn {
 mod tests {
     use super::*;
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
+    use crate::conn::socket_pair as pair;
 
     #[tokio::test]
     async fn overflow_closes_with_1013_and_drops_unsent_frames() {
