@@ -33,7 +33,7 @@ use crate::namespaces::{Namespaces, PresenceMode, PresenceOptions};
 /// Count frames a second one room's coalesced counts may cost (a count goes to every
 /// member). Measured (README, Performance): in a 19,900-member join storm the counts at a
 /// fixed 1 s interval cost about as many writes as the joins and halved the join rate; at
-/// ~15 µs of server CPU per frame, 2,000 frames/s is ~3% of a core per big room. Rooms of
+/// ~11 µs of server CPU per frame, 2,000 frames/s is ~2% of a core per big room. Rooms of
 /// up to 2,000 members keep the 1 s interval; a 20,000-member room gets a count every 10 s.
 pub const COUNT_FRAMES_PER_SEC: f64 = 2_000.0;
 
