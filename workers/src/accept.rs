@@ -98,8 +98,17 @@ fn out_of_fds(e: &io::Error) -> bool {
     )
 }
 
+/// Whether sockets accepted from `listener` come with TCP_NODELAY already. Linux copies it
+/// from the listening socket, on which the master sets it (`src/master/listeners.rs`): then
+/// the `setsockopt` per accepted connection (one system call per connect) is not needed.
+fn accepted_have_nodelay(listener: &TcpListener) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::TcpNoDelay};
+    getsockopt(listener, TcpNoDelay).unwrap_or(false)
+}
+
 /// Accepts until the worker stops accepting, each connection served by [`crate::http`].
 pub async fn run(rooms: Rc<Rooms>, listener: TcpListener) {
+    let set_nodelay = !accepted_have_nodelay(&listener);
     let mut reserve = File::open("/dev/null").ok();
     let mut refused = Throttle {
         last: None,
@@ -115,7 +124,9 @@ pub async fn run(rooms: Rc<Rooms>, listener: TcpListener) {
             _ = rooms.worker().stop_accepting.notified() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
+                    if set_nodelay {
+                        let _ = stream.set_nodelay(true);
+                    }
                     let serve = crate::http::serve_connection(rooms.clone(), stream, peer.ip());
                     tokio::task::spawn_local(serve);
                 }
@@ -168,6 +179,25 @@ mod tests {
         }
         assert!(t.tick(t0 + LOG_EVERY));
         assert_eq!(t.take(), 4);
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert!(!accepted_have_nodelay(&plain));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_nodelay(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(8).unwrap();
+        assert!(accepted_have_nodelay(&listener));
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "the kernel copies TCP_NODELAY to accepted sockets (what skipping setsockopt relies on)"
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! the per-IP connect rate and the fleet-wide per-user and per-IP connection limits (429
 //! with `X-Wsfleet-Limit: rate|ip|user`; the upgrade waits for the master's count, 503 if
 //! it does not come in time, see `admission`), then the worker's own capacity (503).
+//!
+//! hyper serves on an [`UpgradeIo`]: the 101 answer is held back and queued ahead of the
+//! connection's first frames, so the answer and `welcome` leave in one write.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -31,6 +34,7 @@ use crate::auth::claims::Identity;
 use crate::conn::{ConnTask, Driver};
 use crate::deflate::Agreed;
 use crate::pubsub::{rooms::Rooms, session::Session};
+use crate::upgrade_io::{Hold, UpgradeIo};
 use crate::worker::{Refused, Worker};
 use crate::{assets, echo};
 
@@ -47,9 +51,11 @@ const LIMIT_HEADER: &str = "x-wsfleet-limit";
 pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream, peer: IpAddr) {
     let _open = rooms.worker().http_guard();
     let timeout = Duration::from_millis(rooms.worker().settings.handshake_timeout_ms);
+    let hold = Hold::default();
+    let io = UpgradeIo::new(stream, hold.clone());
     let service = hyper::service::service_fn(move |req| {
-        let rooms = rooms.clone();
-        async move { Ok::<_, Infallible>(route(&rooms, req, peer).await) }
+        let (rooms, hold) = (rooms.clone(), hold.clone());
+        async move { Ok::<_, Infallible>(route(&rooms, req, peer, &hold).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -57,18 +63,24 @@ pub(crate) async fn serve_connection(rooms: Rc<Rooms>, stream: TcpStream, peer: 
         .header_read_timeout(timeout)
         .max_buf_size(16 * 1024);
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
-async fn route(rooms: &Rc<Rooms>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+/// Answers one request; `hold` is told when the answer is a 101 (see [`UpgradeIo`]).
+async fn route(
+    rooms: &Rc<Rooms>,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    hold: &Hold,
+) -> Response<Body> {
     let worker = rooms.worker();
     match req.uri().path() {
-        "/ws" => upgrade(rooms, req, peer, true).await,
-        "/echo" => upgrade(rooms, req, peer, false).await,
+        "/ws" => upgrade(rooms, req, peer, true, hold).await,
+        "/echo" => upgrade(rooms, req, peer, false, hold).await,
         "/health" => get_only(&req).unwrap_or_else(|| health(worker)),
         "/stats" => get_only(&req).unwrap_or_else(|| stats(worker)),
         "/" | "/index.html" => get_only(&req).unwrap_or_else(|| {
@@ -198,6 +210,7 @@ async fn upgrade(
     mut req: Request<Incoming>,
     peer: IpAddr,
     pubsub: bool,
+    hold: &Hold,
 ) -> Response<Body> {
     let worker = rooms.worker();
     let h = req.headers();
@@ -317,9 +330,10 @@ async fn upgrade(
     let rooms = rooms.clone();
     tokio::task::spawn_local(async move {
         match take_stream(on_upgrade.await) {
-            Some((stream, early)) => {
+            Some((stream, answer, early)) => {
                 let client = Client { identity, admitted };
-                start_websocket(&rooms, stream, early, pubsub, client, deflate);
+                let bytes = Handshake { answer, early };
+                start_websocket(&rooms, stream, bytes, pubsub, client, deflate);
             }
             None => rooms.worker().release_connection(),
         }
@@ -335,15 +349,22 @@ async fn upgrade(
     if let Some(v) = deflate.and_then(|a| HeaderValue::from_str(&a.header()).ok()) {
         h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
+    hold.hold();
     res
 }
 
-/// The raw socket behind a completed upgrade, and the bytes the client sent after its
-/// request. `read_buf` is a slice of hyper's 8 KiB read buffer: the bytes are copied so
-/// the buffer is freed now, not when the connection ends.
-fn take_stream(upgraded: hyper::Result<hyper::upgrade::Upgraded>) -> Option<(TcpStream, Vec<u8>)> {
-    match upgraded.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
-        Ok(Ok(parts)) => Some((parts.io.into_inner(), parts.read_buf.to_vec())),
+/// The raw socket behind a completed upgrade, the 101 answer hyper wrote (held, not yet
+/// sent) and the bytes the client sent after its request. `read_buf` is a slice of
+/// hyper's 8 KiB read buffer: the bytes are copied so the buffer is freed now, not when
+/// the connection ends.
+fn take_stream(
+    upgraded: hyper::Result<hyper::upgrade::Upgraded>,
+) -> Option<(TcpStream, Vec<u8>, Vec<u8>)> {
+    match upgraded.map(|u| u.downcast::<TokioIo<UpgradeIo>>()) {
+        Ok(Ok(parts)) => {
+            let (stream, answer) = parts.io.into_inner().into_parts();
+            Some((stream, answer, parts.read_buf.to_vec()))
+        }
         Ok(Err(_)) => {
             tracing::error!("upgraded connection is not a TCP stream; dropping it");
             None
@@ -363,23 +384,32 @@ pub(crate) struct Client {
     pub admitted: Option<Box<Admitted>>,
 }
 
+/// The HTTP bytes around an upgrade that the WebSocket takes over.
+struct Handshake {
+    /// The 101 answer, still to be written (ahead of every frame).
+    answer: Vec<u8>,
+    /// What the client sent after its request.
+    early: Vec<u8>,
+}
+
 /// Starts the connection's own task. It is spawned on its own (not awaited here) so the
 /// long-lived task is only the small [`ConnTask`], without the upgrade's state.
-/// `client`: who the connection is (its token) and its admission; `deflate`: the
+/// `bytes`: the held 101 answer (queued first) and the client's early bytes; `client`: who the connection is (its token) and its admission; `deflate`: the
 /// permessage-deflate agreement, if the client offered it and we accepted.
 fn start_websocket(
     rooms: &Rc<Rooms>,
     stream: TcpStream,
-    early: Vec<u8>,
+    bytes: Handshake,
     pubsub: bool,
     client: Client,
     deflate: Option<Agreed>,
 ) {
     let worker = rooms.worker();
-    let conn = worker.open(stream, pubsub, deflate.map_or(0, |a| a.window_bits()));
+    let window = deflate.map_or(0, |a| a.window_bits());
+    let conn = worker.open(stream, pubsub, window, bytes.answer);
     let driver = Driver::new(
         conn,
-        early,
+        bytes.early,
         worker.ws_config,
         worker.settings.outbox_limit_bytes,
         deflate.is_some(),

@@ -23,6 +23,8 @@
 //! - `worker`: the state a worker's tasks share (settings, counters, rooms, clients).
 //! - `link`: the worker side of the master link (batched writes, dispatch of reads).
 //! - `http`: hyper routes and the WebSocket upgrade.
+//! - `upgrade_io`: the socket under hyper; holds the 101 answer back so it leaves with
+//!   the first frames in one write.
 //! - `conn`: one WebSocket: its socket and bounded write queue (shared with the fan-out),
 //!   frame encoding, and the task-side driver. Knows nothing of rooms or the worker.
 //! - `pubsub`: the local room table and the per-client session.
@@ -53,6 +55,7 @@ mod link;
 pub mod protocol;
 mod pubsub;
 mod run;
+mod upgrade_io;
 mod worker;
 
 pub use run::{WorkerArgs, WorkerError, run};

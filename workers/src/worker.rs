@@ -191,11 +191,19 @@ impl Worker {
     }
 
     /// Registers a newly upgraded connection; `deflate`: the window (bits) its compressed
-    /// frames use, 0 for none.
-    pub fn open(&self, stream: tokio::net::TcpStream, pubsub: bool, deflate: u8) -> Rc<Conn> {
+    /// frames use, 0 for none; `answer`: the HTTP answer not yet written (the 101), which
+    /// goes out ahead of every frame.
+    pub fn open(
+        &self,
+        stream: tokio::net::TcpStream,
+        pubsub: bool,
+        deflate: u8,
+        answer: Vec<u8>,
+    ) -> Rc<Conn> {
         let id = self.next_conn.get() + 1;
         self.next_conn.set(id);
         let conn = Rc::new(Conn::new(id, pubsub, stream).with_deflate(deflate));
+        conn.push_answer(answer.into());
         if self.closing_all.get() {
             conn.close_with(CloseCause::RESTART);
         }

@@ -30,6 +30,17 @@ pub use outgoing::Outgoing;
 pub use shared::{CloseCause, Conn, Pushed};
 pub use task::{ConnTask, Handler, Host};
 
+/// Two ends of a loopback TCP connection (the connecting one first), for unit tests.
+#[cfg(test)]
+pub(crate) async fn socket_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (b, _) = l.accept().await.unwrap();
+    (a, b)
+}
+
 /// A `/ws` connection over a real loopback socket whose peer stays open (kept for the
 /// thread's life), for unit tests of the layers above.
 #[cfg(test)]

@@ -131,6 +131,9 @@ pub struct Conn {
     last_seen: Cell<u32>,
     /// Whether the worker's fan-out will flush this connection at the end of its batch.
     pub(crate) scheduled: Cell<bool>,
+    /// Whether the queue's front is the HTTP answer that opens the connection (the 101,
+    /// see [`Conn::push_answer`]): a close keeps it, as it keeps a frame already started.
+    answer_first: Cell<bool>,
     /// The token's user id and `info` (raw JSON), set once when the session starts, for
     /// the server API (presence, disconnect by user). Boxed: one pointer when anonymous.
     identity: OnceCell<Box<(String, Option<String>)>>,
@@ -149,8 +152,24 @@ impl Conn {
             close: Cell::new(0),
             last_seen: Cell::new(super::now_ms()),
             scheduled: Cell::new(false),
+            answer_first: Cell::new(false),
             identity: OnceCell::new(),
         }
+    }
+
+    /// Queues the HTTP answer that opens the connection (the upgrade's 101, which hyper
+    /// was kept from writing), so it leaves with the first frames in one write. Called
+    /// once, on a new connection, before any frame; nothing is queued when it is empty. A
+    /// close keeps it: the client reads the 101, then the close frame.
+    pub fn push_answer(&self, answer: Bytes) {
+        if answer.is_empty() {
+            return;
+        }
+        let mut q = self.queue.borrow_mut();
+        debug_assert!(q.frames.is_empty(), "the answer goes first");
+        q.bytes += answer.len();
+        q.frames.push_front(answer);
+        self.answer_first.set(true);
     }
 
     /// The same connection, receiving frames compressed with a window of `window_bits`
@@ -244,6 +263,7 @@ impl Conn {
                         if written >= rest {
                             q.frames.pop_front();
                             q.front_written = 0;
+                            self.answer_first.set(false);
                             written -= rest;
                         } else {
                             q.front_written += written;
@@ -265,7 +285,7 @@ impl Conn {
         }
         self.close.set(cause.code);
         let mut q = self.queue.borrow_mut();
-        let keep = usize::from(q.front_written > 0);
+        let keep = usize::from(q.front_written > 0 || self.answer_first.get());
         while q.frames.len() > keep {
             if let Some(f) = q.frames.pop_back() {
                 q.bytes -= f.len();
@@ -331,12 +351,7 @@ impl Conn {
 mod tests {
     use super::*;
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
+    use crate::conn::socket_pair as pair;
 
     #[tokio::test]
     async fn overflow_closes_with_1013_and_drops_unsent_frames() {
@@ -414,6 +429,35 @@ mod tests {
         let mut got = [0u8; 6];
         b.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn the_answer_leaves_first_with_the_frames_and_survives_a_close() {
+        use tokio::io::AsyncReadExt;
+        let (a, mut b) = pair().await;
+        let c = Conn::new(1, true, a);
+        c.push_answer(Bytes::from_static(b"HTTP/1.1 101\r\n\r\n"));
+        c.push(Bytes::from_static(b"welcome"), 1 << 20);
+        assert!(c.flush_now().unwrap());
+        let mut got = [0u8; 23];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"HTTP/1.1 101\r\n\r\nwelcome");
+
+        // Closed before anything was written (a drain): the answer stays, frames go.
+        let (a, _b) = pair().await;
+        let c = Conn::new(2, true, a);
+        c.push_answer(Bytes::from_static(b"101"));
+        c.push(Bytes::from_static(b"welcome"), 1 << 20);
+        c.close_with(CloseCause::RESTART);
+        assert_eq!(c.queued_bytes(), 3);
+        assert!(c.flush_now().unwrap());
+        c.push(Bytes::from_static(b"x"), 1 << 20);
+        c.push_answer(Bytes::new());
+        assert_eq!(
+            c.queued_bytes(),
+            0,
+            "closed: no data, and an empty answer is nothing"
+        );
     }
 
     #[tokio::test]

@@ -56,7 +56,10 @@ mod tests {
         let rooms = Rooms::new(worker.clone());
         let (s1, _p1) = stream().await;
         let (s2, _p2) = stream().await;
-        let (one, two) = (worker.open(s1, true, 0), worker.open(s2, true, 0));
+        let (one, two) = (
+            worker.open(s1, true, 0, Vec::new()),
+            worker.open(s2, true, 0, Vec::new()),
+        );
         let close = |target| WorkerQuery::Disconnect { target, code: 4001 };
         for other in ["3.8.2", "2.7.2", "3.7.9", "3.7.2.1", "x"] {
             let answer = rooms.answer(close(Target::Conn(other.into())));
