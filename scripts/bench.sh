@@ -163,7 +163,7 @@ for sub in serve bench; do
 done
 if [[ " $SERVERS " == *" node "* && ! -d "$PEER_DIR/node_modules/ws" ]]; then
   log "npm install in $PEER_DIR"
-  (cd "$PEER_DIR" && npm install --no-audit --no-fund --loglevel=error)
+  (cd "$PEER_DIR" && npm install --no-package-lock --no-audit --no-fund --loglevel=error)
 fi
 # The uWebSockets peer: one npm package with prebuilt binaries, no dependencies and no install
 # script (installed with --ignore-scripts all the same); glibc-compat.js lets its binary load
@@ -173,7 +173,7 @@ if [[ " $SERVERS " == *" uws "* ]]; then
   uws_ok=1
   if [[ ! -d "$UWS_DIR/node_modules/@btc-vision/uwebsockets.js" ]]; then
     log "npm install in $UWS_DIR"
-    (cd "$UWS_DIR" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error) || uws_ok=0
+    (cd "$UWS_DIR" && npm install --no-package-lock --ignore-scripts --no-audit --no-fund --loglevel=error) || uws_ok=0
   fi
   ((uws_ok)) && { node "$UWS_DIR/glibc-compat.js" || uws_ok=0; }
   if ((!uws_ok)); then
