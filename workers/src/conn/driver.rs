@@ -401,3 +401,98 @@ fn violation(e: &WsError) -> Option<CloseCause> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::io::Write;
+    use std::rc::Rc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    use super::{Driver, Event, Protocol};
+    use crate::conn::Conn;
+
+    /// A masked client text frame (mask 0: the payload is sent as is).
+    fn text_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A driver over a loopback socket and the client's end of it.
+    fn pair() -> (Driver, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let conn = Rc::new(Conn::new(
+            1,
+            true,
+            tokio::net::TcpStream::from_std(server).unwrap(),
+        ));
+        let config = WebSocketConfig::default().read_buffer_size(512);
+        (
+            Driver::new(conn, Vec::new(), Rc::new(config), 1 << 20, false),
+            client,
+        )
+    }
+
+    /// The next event, or `None` when the driver waits.
+    async fn next(driver: &mut Driver) -> Option<Event> {
+        let wait = poll_fn(|cx| match driver.poll_event(cx, true) {
+            Poll::Ready(e) => Poll::Ready(Some(e)),
+            Poll::Pending => Poll::Pending,
+        });
+        tokio::time::timeout(Duration::from_millis(200), wait)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn resting(driver: &Driver) -> bool {
+        matches!(driver.protocol, Protocol::Resting(_))
+    }
+
+    #[tokio::test]
+    async fn the_state_is_kept_only_while_a_message_is_under_way() {
+        let (mut driver, mut client) = pair();
+        assert!(resting(&driver), "a new connection keeps no state");
+        client.write_all(&text_frame(b"hello")).unwrap();
+        let Some(Event::Message(Message::Text(t))) = next(&mut driver).await else {
+            panic!("expected the first message");
+        };
+        assert_eq!(t.as_str(), "hello");
+        assert!(next(&mut driver).await.is_none());
+        assert!(resting(&driver), "between messages the state is let go");
+
+        // A frame cut inside its header, then inside its payload: the state stays.
+        let frame = text_frame(b"second message");
+        client.write_all(&frame[..1]).unwrap();
+        assert!(next(&mut driver).await.is_none());
+        assert!(!resting(&driver), "inside a header");
+        client.write_all(&frame[1..9]).unwrap();
+        assert!(next(&mut driver).await.is_none());
+        assert!(!resting(&driver), "inside a payload");
+        client.write_all(&frame[9..]).unwrap();
+        let Some(Event::Message(Message::Text(t))) = next(&mut driver).await else {
+            panic!("expected the second message");
+        };
+        assert_eq!(t.as_str(), "second message");
+
+        // A fragmented message: its first frame alone keeps the state.
+        client.write_all(&[0x01, 0x81, 0, 0, 0, 0, b'a']).unwrap();
+        assert!(next(&mut driver).await.is_none());
+        assert!(!resting(&driver), "a fragmented message is open");
+        client.write_all(&[0x80, 0x81, 0, 0, 0, 0, b'b']).unwrap();
+        let Some(Event::Message(Message::Text(t))) = next(&mut driver).await else {
+            panic!("expected the fragmented message");
+        };
+        assert_eq!(t.as_str(), "ab");
+        assert!(next(&mut driver).await.is_none());
+        assert!(resting(&driver));
+    }
+}
