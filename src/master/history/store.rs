@@ -27,10 +27,11 @@ use super::query::{self, Page, QueryError, Recovery, Since};
 use super::stream::{Cause, Stream};
 use crate::namespaces::{Namespaces, RoomOptions};
 
-/// Per-room bookkeeping besides messages: the map slot (key + stream + control byte,
-/// rounded up for the table's spare capacity), the shared name's `Arc` header, the epoch
-/// text, and the budget order's B-tree entry.
-pub const ROOM_OVERHEAD: usize = 2 * (size_of::<(Arc<str>, Stream)>() + 1)
+/// Per-room bookkeeping besides messages: the map slot (key + boxed stream + control
+/// byte, rounded up for the table's spare capacity), the stream, the shared name's `Arc`
+/// header, the epoch text, and the budget order's B-tree entry.
+pub const ROOM_OVERHEAD: usize = 2 * (size_of::<(Arc<str>, Box<Stream>)>() + 1)
+    + size_of::<Stream>()
     + 16
     + (16 + 16)
     + (size_of::<(u64, Arc<str>)>() + 16);
@@ -81,8 +82,10 @@ pub struct HistoryStore {
     namespaces: Namespaces,
     /// The global memory budget in bytes.
     budget: usize,
-    /// Streams by room name.
-    streams: HashMap<Arc<str>, Stream>,
+    /// Streams by room name. Boxed: the table keeps spare slots (up to half of them
+    /// empty), and a slot holding the ~100-byte stream inline made every one-member
+    /// room pay for two.
+    streams: HashMap<Arc<str>, Box<Stream>>,
     /// Rooms holding messages, by the publish clock of their last append: the budget
     /// evicts from the smallest (least recently published) first.
     order: BTreeMap<u64, Arc<str>>,
@@ -280,7 +283,7 @@ impl HistoryStore {
             .map(|(k, _)| k);
         with_messages
             .chain(without)
-            .filter_map(|k| self.streams.get(k).map(|s| (&**k, s)))
+            .filter_map(|k| self.streams.get(k).map(|s| (&**k, &**s)))
     }
 
     /// Adds a stream read from the file; later calls count as more recently published.
@@ -290,7 +293,7 @@ impl HistoryStore {
         self.bytes += ROOM_OVERHEAD + key.len() + stream.message_bytes();
         self.messages += stream.entries.len();
         let has_messages = !stream.entries.is_empty();
-        self.streams.insert(key.clone(), stream);
+        self.streams.insert(key.clone(), Box::new(stream));
         if has_messages {
             self.clock += 1;
             let tick = self.clock;
@@ -334,7 +337,7 @@ impl HistoryStore {
     /// The stream of `room`, expired at `now`, created if history is on.
     fn stream(&mut self, room: &str, now: Instant) -> Option<&Stream> {
         let key = self.stream_key(room, now)?;
-        self.streams.get(&key)
+        self.streams.get(&key).map(|s| &**s)
     }
 
     /// The map key of `room`'s stream (expired at `now`), creating the stream if history is on.
@@ -350,7 +353,8 @@ impl HistoryStore {
         }
         let key: Arc<str> = room.into();
         self.bytes += ROOM_OVERHEAD + key.len();
-        self.streams.insert(key.clone(), Stream::new(history));
+        self.streams
+            .insert(key.clone(), Box::new(Stream::new(history)));
         Some(key)
     }
 
