@@ -141,11 +141,11 @@ impl HistoryStore {
             let dropped = self.with_stream(&room, |s| {
                 s.options = history;
                 let mut n = 0;
-                while s.entries.len() > history.size && s.pop_front(Cause::Size) {
+                while s.entries().len() > history.size && s.pop_front(Cause::Size) {
                     n += 1;
                 }
                 // A smaller size gives its ring slots back.
-                s.entries.shrink_to(history.size);
+                s.shrink_to(history.size);
                 n
             });
             self.counters.evicted_size += dropped.unwrap_or(0) as u64;
@@ -248,7 +248,7 @@ impl HistoryStore {
             let empty = self
                 .streams
                 .get(&room)
-                .is_some_and(|s| s.entries.is_empty());
+                .is_some_and(|s| s.entries().is_empty());
             if empty && !occupied(&room) {
                 self.remove(&room);
                 swept.forgotten += 1;
@@ -279,7 +279,7 @@ impl HistoryStore {
         let without = self
             .streams
             .iter()
-            .filter(|(_, s)| s.entries.is_empty())
+            .filter(|(_, s)| s.entries().is_empty())
             .map(|(k, _)| k);
         with_messages
             .chain(without)
@@ -291,8 +291,8 @@ impl HistoryStore {
         self.remove(room);
         let key: Arc<str> = room.into();
         self.bytes += ROOM_OVERHEAD + key.len() + stream.message_bytes();
-        self.messages += stream.entries.len();
-        let has_messages = !stream.entries.is_empty();
+        self.messages += stream.entries().len();
+        let has_messages = !stream.entries().is_empty();
         self.streams.insert(key.clone(), Box::new(stream));
         if has_messages {
             self.clock += 1;
@@ -313,7 +313,10 @@ impl HistoryStore {
             if popped == Some(true) {
                 self.counters.evicted_budget += 1;
             }
-            let empty = self.streams.get(&room).is_none_or(|s| s.entries.is_empty());
+            let empty = self
+                .streams
+                .get(&room)
+                .is_none_or(|s| s.entries().is_empty());
             if empty {
                 self.order.remove(&tick);
             }
@@ -323,7 +326,7 @@ impl HistoryStore {
     /// Expires one room; returns how many messages left.
     fn expire_room(&mut self, room: &str, now: Instant) -> usize {
         let Some((n, tick, empty)) =
-            self.with_stream(room, |s| (s.expire(now), s.tick, s.entries.is_empty()))
+            self.with_stream(room, |s| (s.expire(now), s.tick, s.entries().is_empty()))
         else {
             return 0;
         };
@@ -361,10 +364,10 @@ impl HistoryStore {
     /// Runs `f` on a stream, keeping `bytes` and `messages` equal to the streams' sums.
     fn with_stream<T>(&mut self, room: &str, f: impl FnOnce(&mut Stream) -> T) -> Option<T> {
         let s = self.streams.get_mut(room)?;
-        let (bytes, len) = (s.message_bytes(), s.entries.len());
+        let (bytes, len) = (s.message_bytes(), s.entries().len());
         let out = f(s);
         self.bytes = self.bytes - bytes + s.message_bytes();
-        self.messages = self.messages - len + s.entries.len();
+        self.messages = self.messages - len + s.entries().len();
         Some(out)
     }
 
@@ -372,8 +375,8 @@ impl HistoryStore {
     fn remove(&mut self, room: &str) {
         if let Some((key, s)) = self.streams.remove_entry(room) {
             self.bytes -= ROOM_OVERHEAD + key.len() + s.message_bytes();
-            self.messages -= s.entries.len();
-            if !s.entries.is_empty() {
+            self.messages -= s.entries().len();
+            if !s.entries().is_empty() {
                 self.order.remove(&s.tick);
             }
         }
