@@ -24,14 +24,14 @@ struct Route {
 #[derive(Debug, Default)]
 pub struct Relay {
     /// Rooms with at least one interested worker.
-    rooms: HashMap<String, Route>,
+    rooms: HashMap<Box<str>, Route>,
 }
 
 impl Relay {
     /// Records that `worker` gained (`on`) or lost its local members of `room`.
     pub fn interest(&mut self, worker: WorkerKey, room: &str, on: bool) {
         if on {
-            let route = self.rooms.entry(room.to_owned()).or_default();
+            let route = self.rooms.entry(room.into()).or_default();
             if !route.workers.contains(&worker) {
                 // Most rooms live on one or two workers: grow one slot at a time.
                 route.workers.reserve_exact(1);

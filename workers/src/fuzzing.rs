@@ -69,7 +69,13 @@ pub fn drive_with(input: &[u8], max_message: usize, outbox_limit: usize, inflate
             .write_buffer_size(0)
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_message));
-        let mut driver = Driver::new(conn.clone(), input.to_vec(), config, outbox_limit, inflate);
+        let mut driver = Driver::new(
+            conn.clone(),
+            input.to_vec(),
+            Rc::new(config),
+            outbox_limit,
+            inflate,
+        );
         let mut out = Drive {
             seen: Vec::new(),
             most_queued: 0,

@@ -410,7 +410,7 @@ fn start_websocket(
     let driver = Driver::new(
         conn,
         bytes.early,
-        worker.ws_config,
+        worker.ws_config.clone(),
         worker.settings.outbox_limit_bytes,
         deflate.is_some(),
     );

@@ -43,7 +43,7 @@ pub struct Worker {
     /// Live figures for `wsfleet stats`.
     pub counters: Counters,
     /// The WebSocket layer's configuration, chosen for many small connections.
-    pub ws_config: WebSocketConfig,
+    pub ws_config: Rc<WebSocketConfig>,
     /// How upgrades are authenticated (built from `settings.auth` at start).
     pub auth: Auth,
     /// Connect rates per IP and the upgrades waiting for the master's fleet-wide count
@@ -94,8 +94,9 @@ impl Worker {
         link: LinkTx<ToMaster>,
     ) -> Self {
         let ws_config = WebSocketConfig::default()
-            // tungstenite allocates the read buffer up front for every connection: keep it
-            // small so an idle connection costs little; large messages grow it on demand.
+            // tungstenite allocates the read buffer whenever a connection's state is made
+            // (at each message after a rest, see `conn::driver`): keep it small; large
+            // messages grow it on demand.
             .read_buffer_size(512)
             // tungstenite only writes its own pongs and close frames, into the
             // connection's queue (a memory write): hand them over at once.
@@ -108,7 +109,7 @@ impl Worker {
             pid: std::process::id(),
             settings,
             counters: Counters::default(),
-            ws_config,
+            ws_config: Rc::new(ws_config),
             auth: Auth::Off,
             admission: Rc::default(),
             token_clocks: RefCell::default(),

@@ -106,14 +106,14 @@ pub fn save(
         .streams_in_order()
         .map(|(name, s)| {
             saved.rooms += 1;
-            saved.messages += s.entries.len();
+            saved.messages += s.entries().len();
             RoomRef {
                 name,
                 epoch: s.epoch.as_str(),
                 top: s.top,
                 last_loss: s.last_loss,
                 messages: s
-                    .entries
+                    .entries()
                     .iter()
                     .map(|e| (to_wall(e.stored_at, now, wall), &*e.data))
                     .collect(),
@@ -206,14 +206,14 @@ pub fn load(
                 _ => {
                     // Expired (older ones before it too, if the clock ran backwards: the
                     // ring must stay consecutive).
-                    expired += 1 + stream.entries.len();
+                    expired += 1 + stream.entries().len();
                     while stream.pop_front(Cause::Ttl) {}
                     stream.top += 1;
                     stream.last_loss = Some(Cause::Ttl);
                 }
             }
         }
-        messages += stream.entries.len();
+        messages += stream.entries().len();
         restored += 1;
         store.restore(&room.name, stream);
     }

@@ -27,10 +27,11 @@ use super::query::{self, Page, QueryError, Recovery, Since};
 use super::stream::{Cause, Stream};
 use crate::namespaces::{Namespaces, RoomOptions};
 
-/// Per-room bookkeeping besides messages: the map slot (key + stream + control byte,
-/// rounded up for the table's spare capacity), the shared name's `Arc` header, the epoch
-/// text, and the budget order's B-tree entry.
-pub const ROOM_OVERHEAD: usize = 2 * (size_of::<(Arc<str>, Stream)>() + 1)
+/// Per-room bookkeeping besides messages: the map slot (key + boxed stream + control
+/// byte, rounded up for the table's spare capacity), the stream, the shared name's `Arc`
+/// header, the epoch text, and the budget order's B-tree entry.
+pub const ROOM_OVERHEAD: usize = 2 * (size_of::<(Arc<str>, Box<Stream>)>() + 1)
+    + size_of::<Stream>()
     + 16
     + (16 + 16)
     + (size_of::<(u64, Arc<str>)>() + 16);
@@ -81,8 +82,10 @@ pub struct HistoryStore {
     namespaces: Namespaces,
     /// The global memory budget in bytes.
     budget: usize,
-    /// Streams by room name.
-    streams: HashMap<Arc<str>, Stream>,
+    /// Streams by room name. Boxed: the table keeps spare slots (up to half of them
+    /// empty), and a slot holding the ~100-byte stream inline made every one-member
+    /// room pay for two.
+    streams: HashMap<Arc<str>, Box<Stream>>,
     /// Rooms holding messages, by the publish clock of their last append: the budget
     /// evicts from the smallest (least recently published) first.
     order: BTreeMap<u64, Arc<str>>,
@@ -138,11 +141,11 @@ impl HistoryStore {
             let dropped = self.with_stream(&room, |s| {
                 s.options = history;
                 let mut n = 0;
-                while s.entries.len() > history.size && s.pop_front(Cause::Size) {
+                while s.entries().len() > history.size && s.pop_front(Cause::Size) {
                     n += 1;
                 }
                 // A smaller size gives its ring slots back.
-                s.entries.shrink_to(history.size);
+                s.shrink_to(history.size);
                 n
             });
             self.counters.evicted_size += dropped.unwrap_or(0) as u64;
@@ -245,7 +248,7 @@ impl HistoryStore {
             let empty = self
                 .streams
                 .get(&room)
-                .is_some_and(|s| s.entries.is_empty());
+                .is_some_and(|s| s.entries().is_empty());
             if empty && !occupied(&room) {
                 self.remove(&room);
                 swept.forgotten += 1;
@@ -276,11 +279,11 @@ impl HistoryStore {
         let without = self
             .streams
             .iter()
-            .filter(|(_, s)| s.entries.is_empty())
+            .filter(|(_, s)| s.entries().is_empty())
             .map(|(k, _)| k);
         with_messages
             .chain(without)
-            .filter_map(|k| self.streams.get(k).map(|s| (&**k, s)))
+            .filter_map(|k| self.streams.get(k).map(|s| (&**k, &**s)))
     }
 
     /// Adds a stream read from the file; later calls count as more recently published.
@@ -288,9 +291,9 @@ impl HistoryStore {
         self.remove(room);
         let key: Arc<str> = room.into();
         self.bytes += ROOM_OVERHEAD + key.len() + stream.message_bytes();
-        self.messages += stream.entries.len();
-        let has_messages = !stream.entries.is_empty();
-        self.streams.insert(key.clone(), stream);
+        self.messages += stream.entries().len();
+        let has_messages = !stream.entries().is_empty();
+        self.streams.insert(key.clone(), Box::new(stream));
         if has_messages {
             self.clock += 1;
             let tick = self.clock;
@@ -310,7 +313,10 @@ impl HistoryStore {
             if popped == Some(true) {
                 self.counters.evicted_budget += 1;
             }
-            let empty = self.streams.get(&room).is_none_or(|s| s.entries.is_empty());
+            let empty = self
+                .streams
+                .get(&room)
+                .is_none_or(|s| s.entries().is_empty());
             if empty {
                 self.order.remove(&tick);
             }
@@ -320,7 +326,7 @@ impl HistoryStore {
     /// Expires one room; returns how many messages left.
     fn expire_room(&mut self, room: &str, now: Instant) -> usize {
         let Some((n, tick, empty)) =
-            self.with_stream(room, |s| (s.expire(now), s.tick, s.entries.is_empty()))
+            self.with_stream(room, |s| (s.expire(now), s.tick, s.entries().is_empty()))
         else {
             return 0;
         };
@@ -334,7 +340,7 @@ impl HistoryStore {
     /// The stream of `room`, expired at `now`, created if history is on.
     fn stream(&mut self, room: &str, now: Instant) -> Option<&Stream> {
         let key = self.stream_key(room, now)?;
-        self.streams.get(&key)
+        self.streams.get(&key).map(|s| &**s)
     }
 
     /// The map key of `room`'s stream (expired at `now`), creating the stream if history is on.
@@ -350,17 +356,18 @@ impl HistoryStore {
         }
         let key: Arc<str> = room.into();
         self.bytes += ROOM_OVERHEAD + key.len();
-        self.streams.insert(key.clone(), Stream::new(history));
+        self.streams
+            .insert(key.clone(), Box::new(Stream::new(history)));
         Some(key)
     }
 
     /// Runs `f` on a stream, keeping `bytes` and `messages` equal to the streams' sums.
     fn with_stream<T>(&mut self, room: &str, f: impl FnOnce(&mut Stream) -> T) -> Option<T> {
         let s = self.streams.get_mut(room)?;
-        let (bytes, len) = (s.message_bytes(), s.entries.len());
+        let (bytes, len) = (s.message_bytes(), s.entries().len());
         let out = f(s);
         self.bytes = self.bytes - bytes + s.message_bytes();
-        self.messages = self.messages - len + s.entries.len();
+        self.messages = self.messages - len + s.entries().len();
         Some(out)
     }
 
@@ -368,8 +375,8 @@ impl HistoryStore {
     fn remove(&mut self, room: &str) {
         if let Some((key, s)) = self.streams.remove_entry(room) {
             self.bytes -= ROOM_OVERHEAD + key.len() + s.message_bytes();
-            self.messages -= s.entries.len();
-            if !s.entries.is_empty() {
+            self.messages -= s.entries().len();
+            if !s.entries().is_empty() {
                 self.order.remove(&s.tick);
             }
         }

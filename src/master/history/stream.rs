@@ -52,8 +52,11 @@ pub(super) struct Stream {
     pub epoch: Epoch,
     /// Last sequence number assigned (0: nothing published yet).
     pub top: u64,
-    /// Messages `top - len + 1 ..= top`, oldest first.
-    pub entries: VecDeque<Entry>,
+    /// Messages `top - len + 1 ..= top`, oldest first ([`Stream::entries`]); `None` while
+    /// the room holds none (one word where an empty ring is four: most rooms with members
+    /// hold no messages, and the table keeps one stream per such room).
+    #[allow(clippy::box_collection)]
+    ring: Option<Box<VecDeque<Entry>>>,
     /// The limits of the room, from its namespace.
     pub options: HistoryOptions,
     /// Why the newest lost message was lost: the reason a refused recovery reports.
@@ -70,7 +73,7 @@ impl Stream {
         Self {
             epoch: Epoch::generate(),
             top: 0,
-            entries: VecDeque::new(),
+            ring: None,
             options,
             last_loss: None,
             tick: 0,
@@ -81,12 +84,28 @@ impl Stream {
     /// Bytes this stream holds for its messages: ring slots actually allocated plus
     /// payloads and their headers. (Per-room overhead is counted by the store.)
     pub fn message_bytes(&self) -> usize {
-        self.entries.capacity() * size_of::<Entry>() + self.payload_bytes
+        let ring = self.ring.as_ref().map_or(0, |r| {
+            size_of::<VecDeque<Entry>>() + r.capacity() * size_of::<Entry>()
+        });
+        ring + self.payload_bytes
+    }
+
+    /// The stored messages, oldest first.
+    pub fn entries(&self) -> &VecDeque<Entry> {
+        static NONE: VecDeque<Entry> = VecDeque::new();
+        self.ring.as_deref().unwrap_or(&NONE)
+    }
+
+    /// Gives back ring slots past `size` (a smaller room size after a reload).
+    pub fn shrink_to(&mut self, size: usize) {
+        if let Some(ring) = &mut self.ring {
+            ring.shrink_to(size);
+        }
     }
 
     /// The oldest sequence number still stored (`top + 1` when none is).
     pub fn first_seq(&self) -> u64 {
-        self.top + 1 - self.entries.len() as u64
+        self.top + 1 - self.entries().len() as u64
     }
 
     /// Stores the next message, trimming to the room's size; returns its `seq` and how
@@ -94,19 +113,19 @@ impl Stream {
     pub fn push(&mut self, data: Arc<str>, now: Instant) -> (u64, usize) {
         self.top += 1;
         let mut dropped = 0;
-        while self.entries.len() >= self.options.size && self.pop_front(Cause::Size) {
+        while self.entries().len() >= self.options.size && self.pop_front(Cause::Size) {
             dropped += 1;
         }
-        if self.entries.len() == self.entries.capacity() {
+        let size = self.options.size.max(1);
+        let ring = self.ring.get_or_insert_default();
+        if ring.len() == ring.capacity() {
             // Grow by doubling but never past the room's size, so a full ring of 100
             // messages has 100 slots, not 128.
-            let want = (self.entries.capacity() * 2)
-                .max(4)
-                .min(self.options.size.max(1));
-            self.entries.reserve_exact(want - self.entries.len());
+            let want = (ring.capacity() * 2).max(4).min(size);
+            ring.reserve_exact(want - ring.len());
         }
         self.payload_bytes += data.len() + ARC_HEADER;
-        self.entries.push_back(Entry {
+        ring.push_back(Entry {
             stored_at: now,
             data,
         });
@@ -115,14 +134,14 @@ impl Stream {
 
     /// Drops the oldest message; false when there is none.
     pub fn pop_front(&mut self, cause: Cause) -> bool {
-        let Some(e) = self.entries.pop_front() else {
+        let Some(e) = self.ring.as_mut().and_then(|r| r.pop_front()) else {
             return false;
         };
         self.payload_bytes -= e.data.len() + ARC_HEADER;
         self.last_loss = Some(cause);
-        if self.entries.is_empty() {
+        if self.entries().is_empty() {
             // Give the ring's memory back: an idle room keeps only its position.
-            self.entries = VecDeque::new();
+            self.ring = None;
         }
         true
     }
@@ -132,7 +151,7 @@ impl Stream {
         let ttl = self.options.ttl;
         let mut n = 0;
         while self
-            .entries
+            .entries()
             .front()
             .is_some_and(|e| is_expired(e.stored_at, now, ttl))
         {
@@ -152,7 +171,7 @@ impl Stream {
         } else {
             ((lo - first) as usize, (hi - lo + 1) as usize)
         };
-        self.entries
+        self.entries()
             .range(skip..skip + take)
             .enumerate()
             .map(move |(i, e)| Message {
@@ -186,11 +205,11 @@ mod tests {
         for i in 1..=5u64 {
             assert_eq!(s.push(i.to_string().into(), now).0, i);
         }
-        assert_eq!((s.first_seq(), s.top, s.entries.len()), (3, 5, 3));
+        assert_eq!((s.first_seq(), s.top, s.entries().len()), (3, 5, 3));
         assert!(
-            s.entries.capacity() <= 4,
+            s.entries().capacity() <= 4,
             "ring grew past its size: {}",
-            s.entries.capacity()
+            s.entries().capacity()
         );
         let seqs: Vec<_> = s
             .range(0, 99)
@@ -210,7 +229,7 @@ mod tests {
         s.push("\"b\"".into(), t0 + Duration::from_secs(3));
         assert_eq!(s.expire(t0 + Duration::from_secs(5)), 1);
         assert_eq!(s.expire(t0 + Duration::from_secs(8)), 1);
-        assert_eq!((s.top, s.first_seq(), s.entries.capacity()), (2, 3, 0));
+        assert_eq!((s.top, s.first_seq(), s.entries().capacity()), (2, 3, 0));
         assert_eq!(s.message_bytes(), 0);
         assert_eq!(s.last_loss, Some(Cause::Ttl));
     }

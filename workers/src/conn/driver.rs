@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::boundary::Boundary;
 use super::shared::{CloseCause, Conn};
 use crate::deflate::{InflateError, Reader};
 
@@ -47,20 +48,37 @@ pub enum Event {
 }
 
 /// tungstenite's view of the socket: reads come from it without blocking (through the
-/// compressed-frame reader, `.2`, on connections that negotiated permessage-deflate: `.3`
-/// is then the message limit, else 0); writes (only tungstenite's own pongs and close
-/// frames) go into the connection's queue, in order with the data frames, pongs bounded by
-/// the outbox limit (`.1`, bytes).
-///
-/// The reader exists only while a read leaves something carried over (a partial frame, a
-/// compressed message, transcoded bytes not yet read, a failure): an idle connection
-/// keeps none, whether it negotiated compression or not.
-pub struct Socket(Rc<Conn>, usize, Option<Box<Reader>>, usize);
+/// compressed-frame reader on connections that negotiated permessage-deflate); writes (only
+/// tungstenite's own pongs and close frames) go into the connection's queue, in order with
+/// the data frames, pongs bounded by the outbox limit.
+pub struct Socket {
+    /// The connection whose socket is read and whose queue is written.
+    conn: Rc<Conn>,
+    /// The outbox limit (bytes) tungstenite's pongs count against.
+    outbox_limit: usize,
+    /// The compressed-frame reader. It exists only while a read leaves something carried
+    /// over (a partial frame, a compressed message, transcoded bytes not yet read, a
+    /// failure): an idle connection keeps none, whether it negotiated compression or not.
+    reader: Option<Box<Reader>>,
+    /// The message limit when the client negotiated permessage-deflate, else 0 (no reader).
+    inflate_limit: usize,
+    /// Where the bytes handed to tungstenite stand, so its state can be let go of between
+    /// messages.
+    boundary: Boundary,
+}
+
+impl Socket {
+    /// Whether tungstenite has been handed whole messages only and nothing is carried over:
+    /// a fresh tungstenite state would go on exactly where the current one is.
+    fn between_messages(&self) -> bool {
+        self.boundary.between_messages() && self.reader.is_none()
+    }
+}
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let stream = &self.0.stream;
-        if self.3 == 0 {
+        let stream = &self.conn.stream;
+        let n = if self.inflate_limit == 0 {
             let n = stream.try_read(buf)?;
             if n > 0 && n < buf.len() {
                 // A short read emptied the socket: clear its readiness (as tokio's own
@@ -71,21 +89,27 @@ impl Read for Socket {
                     Err::<(), _>(io::ErrorKind::WouldBlock.into())
                 });
             }
-            return Ok(n);
-        }
-        let limit = self.3;
-        let reader = self.2.get_or_insert_with(|| Box::new(Reader::new(limit)));
-        let read = reader.read(buf, |b| stream.try_read(b));
-        if reader.at_rest() {
-            self.2 = None;
-        }
-        read
+            n
+        } else {
+            let limit = self.inflate_limit;
+            let reader = self
+                .reader
+                .get_or_insert_with(|| Box::new(Reader::new(limit)));
+            let read = reader.read(buf, |b| stream.try_read(b));
+            if reader.at_rest() {
+                self.reader = None;
+            }
+            read?
+        };
+        self.boundary.saw(&buf[..n]);
+        Ok(n)
     }
 }
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.push_control(Bytes::copy_from_slice(buf), self.1);
+        self.conn
+            .push_control(Bytes::copy_from_slice(buf), self.outbox_limit);
         Ok(buf.len())
     }
 
@@ -94,11 +118,25 @@ impl Write for Socket {
     }
 }
 
+/// The protocol side of a connection: its socket alone between messages, tungstenite's
+/// state over it while a message (or the close handshake) is under way.
+enum Protocol {
+    /// Between messages: no tungstenite state kept (its read buffer and protocol state
+    /// are most of an idle connection's memory).
+    Resting(Socket),
+    /// Reading: tungstenite's state machine over the socket (boxed: it exists only while
+    /// something is read, and the connection's task stays small).
+    Reading(Box<WebSocket<Socket>>),
+    /// Only while switching between the two.
+    Switching,
+}
+
 /// The protocol state of one connection plus its shared half.
 pub struct Driver {
-    /// tungstenite's state machine over the socket (inline: the connection's task is one
-    /// allocation, sized exactly, with no async state machine copying it around).
-    ws: WebSocket<Socket>,
+    /// tungstenite's state while it is needed, else just the socket.
+    protocol: Protocol,
+    /// The worker's tungstenite configuration, for each fresh tungstenite state.
+    config: Rc<WebSocketConfig>,
     /// The shared half.
     conn: Rc<Conn>,
 }
@@ -110,27 +148,86 @@ impl Driver {
     pub fn new(
         conn: Rc<Conn>,
         mut early: Vec<u8>,
-        config: WebSocketConfig,
+        config: Rc<WebSocketConfig>,
         outbox_limit: usize,
         inflate: bool,
     ) -> Self {
-        let limit = match inflate {
+        let inflate_limit = match inflate {
             true => config.max_message_size.unwrap_or(usize::MAX).max(1),
             false => 0,
         };
         let reader = (inflate && !early.is_empty()).then(|| {
-            let mut r = Box::new(Reader::new(limit));
+            let mut r = Box::new(Reader::new(inflate_limit));
             r.preload(&std::mem::take(&mut early));
             r
         });
-        let socket = Socket(conn.clone(), outbox_limit, reader, limit);
-        let ws = WebSocket::from_partially_read(socket, early, Role::Server, Some(config));
-        Self { ws, conn }
+        let mut boundary = Boundary::default();
+        boundary.saw(&early);
+        let socket = Socket {
+            conn: conn.clone(),
+            outbox_limit,
+            reader,
+            inflate_limit,
+            boundary,
+        };
+        let protocol = match socket.between_messages() && early.is_empty() {
+            true => Protocol::Resting(socket),
+            false => Protocol::Reading(Box::new(WebSocket::from_partially_read(
+                socket,
+                early,
+                Role::Server,
+                Some(*config),
+            ))),
+        };
+        Self {
+            protocol,
+            config,
+            conn,
+        }
+    }
+
+    /// tungstenite's state, a fresh one if the connection was resting.
+    fn ws(&mut self) -> &mut WebSocket<Socket> {
+        if let Protocol::Resting(_) = self.protocol {
+            let Protocol::Resting(socket) =
+                std::mem::replace(&mut self.protocol, Protocol::Switching)
+            else {
+                unreachable!("matched above")
+            };
+            self.protocol = Protocol::Reading(Box::new(WebSocket::from_raw_socket(
+                socket,
+                Role::Server,
+                Some(*self.config),
+            )));
+        }
+        match &mut self.protocol {
+            Protocol::Reading(ws) => ws,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// Lets go of tungstenite's state if it sits between messages with nothing pending
+    /// (open both ways, its replies already queued, its read buffer empty).
+    fn rest(&mut self) {
+        let Protocol::Reading(ws) = &self.protocol else {
+            return;
+        };
+        if !(ws.get_ref().between_messages() && ws.can_read() && ws.can_write()) {
+            return;
+        }
+        if let Protocol::Reading(ws) = std::mem::replace(&mut self.protocol, Protocol::Switching) {
+            self.protocol = Protocol::Resting(ws.into_inner());
+        }
     }
 
     /// Why the compressed-frame reader stopped, as the close the client gets.
     fn inflate_failure(&self) -> Option<CloseCause> {
-        self.ws.get_ref().2.as_ref()?.failed().map(|e| match e {
+        let socket = match &self.protocol {
+            Protocol::Resting(socket) => socket,
+            Protocol::Reading(ws) => ws.get_ref(),
+            Protocol::Switching => return None,
+        };
+        socket.reader.as_ref()?.failed().map(|e| match e {
             InflateError::TooBig => CloseCause::TOO_BIG,
             InflateError::Protocol => CloseCause::PROTOCOL,
         })
@@ -156,7 +253,7 @@ impl Driver {
             return Poll::Pending;
         }
         loop {
-            match self.ws.read() {
+            match self.ws().read() {
                 Ok(msg) => {
                     self.conn.seen(super::now_ms());
                     return Poll::Ready(Event::Message(msg));
@@ -165,7 +262,10 @@ impl Driver {
                     match self.conn.stream.poll_read_ready(cx) {
                         Poll::Ready(Ok(())) => continue,
                         Poll::Ready(Err(_)) => return Poll::Ready(Event::Ended),
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => {
+                            self.rest();
+                            return Poll::Pending;
+                        }
                     }
                 }
                 Err(e) => {
@@ -203,7 +303,7 @@ impl Driver {
             code: CloseCode::from(cause.code),
             reason: cause.reason.into(),
         };
-        let _ = self.ws.close(Some(frame));
+        let _ = self.ws().close(Some(frame));
         self.linger().await;
     }
 
@@ -259,7 +359,7 @@ impl Driver {
                     return Poll::Ready(());
                 }
                 loop {
-                    match self.ws.read() {
+                    match self.ws().read() {
                         Ok(_) => continue,
                         Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                             // tungstenite may just have queued its close answer.
@@ -299,5 +399,100 @@ fn violation(e: &WsError) -> Option<CloseCause> {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(CloseCause::PROTOCOL),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::io::Write;
+    use std::rc::Rc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    use super::{Driver, Event, Protocol};
+    use crate::conn::Conn;
+
+    /// A masked client text frame (mask 0: the payload is sent as is).
+    fn text_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A driver over a loopback socket and the client's end of it.
+    fn pair() -> (Driver, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let conn = Rc::new(Conn::new(
+            1,
+            true,
+            tokio::net::TcpStream::from_std(server).unwrap(),
+        ));
+        let config = WebSocketConfig::default().read_buffer_size(512);
+        (
+            Driver::new(conn, Vec::new(), Rc::new(config), 1 << 20, false),
+            client,
+        )
+    }
+
+    /// The next event, or `None` when the driver waits.
+    async fn next(driver: &mut Driver) -> Option<Event> {
+        let wait = poll_fn(|cx| match driver.poll_event(cx, true) {
+            Poll::Ready(e) => Poll::Ready(Some(e)),
+            Poll::Pending => Poll::Pending,
+        });
+        tokio::time::timeout(Duration::from_millis(200), wait)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn resting(driver: &Driver) -> bool {
+        matches!(driver.protocol, Protocol::Resting(_))
+    }
+
+    #[tokio::test]
+    async fn the_state_is_kept_only_while_a_message_is_under_way() {
+        let (mut driver, mut client) = pair();
+        assert!(resting(&driver), "a new connection keeps no state");
+        client.write_all(&text_frame(b"hello")).unwrap();
+        let Some(Event::Message(Message::Text(t))) = next(&mut driver).await else {
+            panic!("expected the first message");
+        };
+        assert_eq!(t.as_str(), "hello");
+        assert!(next(&mut driver).await.is_none());
+        assert!(resting(&driver), "between messages the state is let go");
+
+        // A frame cut inside its header, then inside its payload: the state stays.
+        let frame = text_frame(b"second message");
+        client.write_all(&frame[..1]).unwrap();
+        assert!(next(&mut driver).await.is_none());
+        assert!(!resting(&driver), "inside a header");
+        client.write_all(&frame[1..9]).unwrap();
+        assert!(next(&mut driver).await.is_none());
+        assert!(!resting(&driver), "inside a payload");
+        client.write_all(&frame[9..]).unwrap();
+        let Some(Event::Message(Message::Text(t))) = next(&mut driver).await else {
+            panic!("expected the second message");
+        };
+        assert_eq!(t.as_str(), "second message");
+
+        // A fragmented message: its first frame alone keeps the state.
+        client.write_all(&[0x01, 0x81, 0, 0, 0, 0, b'a']).unwrap();
+        assert!(next(&mut driver).await.is_none());
+        assert!(!resting(&driver), "a fragmented message is open");
+        client.write_all(&[0x80, 0x81, 0, 0, 0, 0, b'b']).unwrap();
+        let Some(Event::Message(Message::Text(t))) = next(&mut driver).await else {
+            panic!("expected the fragmented message");
+        };
+        assert_eq!(t.as_str(), "ab");
+        assert!(next(&mut driver).await.is_none());
+        assert!(resting(&driver));
     }
 }

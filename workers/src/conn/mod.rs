@@ -9,7 +9,8 @@
 //!   permessage-deflate, its compressed frame, each encoded at most once.
 //! - [`driver`]: the protocol side: tungstenite parses the client's frames (and queues its
 //!   pong and close replies into the same write queue), behind the compressed-frame reader
-//!   (`deflate::Reader`) when the client negotiated permessage-deflate.
+//!   (`deflate::Reader`) when the client negotiated permessage-deflate. Its state exists
+//!   only while a message is read ([`boundary`] tells when the client is between two).
 //! - [`task`]: the connection's whole life as one small hand-written future, calling the
 //!   endpoint's [`Handler`] and telling its [`Host`] what every connection does.
 //! - [`clock`]: the coarse millisecond clock connections are stamped with.
@@ -17,6 +18,7 @@
 //! This layer knows nothing of rooms or of the worker: whoever owns connections implements
 //! [`Host`], and each endpoint (`/ws`, `/echo`) implements [`Handler`].
 
+mod boundary;
 pub mod clock;
 pub mod driver;
 pub mod frame;
