@@ -156,20 +156,22 @@ impl Hub {
         self.rooms.get_mut(room).expect("inserted above")
     }
 
-    /// Whether connection `id` is a member of `room` or waiting to be.
-    pub fn contains(&self, room: &str, id: u64) -> bool {
+    /// Whether `conn` is a member of `room` or waiting to be.
+    pub fn contains(&self, room: &str, conn: &Conn) -> bool {
         self.rooms.get(room).is_some_and(|r| {
-            r.members.iter().any(|m| m.id == id)
+            r.members.iter().any(|m| same(m, conn))
                 || r.pending
                     .iter()
-                    .any(|p| p.conn.id == id && p.leave.is_none())
+                    .any(|p| same(&p.conn, conn) && p.leave.is_none())
         })
     }
 
-    /// Removes connection `id` from `room`. A join of its still waiting for the master is
-    /// dropped when `defer` is `None` (the client went away), or keeps waiting with the
-    /// leave (`defer`: the leave's request id) recorded on it.
-    pub fn leave(&mut self, room: &str, id: u64, defer: Option<Option<String>>) -> Left {
+    /// Removes `conn` from `room`. A join of its still waiting for the master is dropped
+    /// when `defer` is `None` (the client went away), or keeps waiting with the leave
+    /// (`defer`: the leave's request id) recorded on it. Members are found by address: when
+    /// a room of 10,000 local members empties, each leave scans contiguous pointers rather
+    /// than reading every member's connection (a cache miss each).
+    pub fn leave(&mut self, room: &str, conn: &Conn, defer: Option<Option<String>>) -> Left {
         let Some(r) = self.rooms.get_mut(room) else {
             return Left {
                 was_member: false,
@@ -179,13 +181,13 @@ impl Hub {
         };
         let mut was_member = false;
         let mut deferred = false;
-        if let Some(i) = r.members.iter().position(|m| m.id == id) {
+        if let Some(i) = r.members.iter().position(|m| same(m, conn)) {
             r.members.swap_remove(i);
             was_member = true;
         } else if let Some(i) = r
             .pending
             .iter()
-            .position(|p| p.conn.id == id && p.leave.is_none())
+            .position(|p| same(&p.conn, conn) && p.leave.is_none())
         {
             match defer {
                 Some(leave) => {
@@ -198,7 +200,7 @@ impl Hub {
             }
         }
         if !deferred {
-            r.show_presence(id);
+            r.show_presence(conn.id);
         }
         let room_empty = r.members.is_empty() && r.pending.is_empty();
         if room_empty {
@@ -264,6 +266,12 @@ impl Hub {
     }
 }
 
+/// Whether `member` is the connection `conn` (by address: both are alive, so the
+/// addresses differ exactly when the connections do).
+fn same(member: &Rc<Conn>, conn: &Conn) -> bool {
+    std::ptr::eq(Rc::as_ptr(member), conn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +307,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            hub.leave("r", 1, None),
+            hub.leave("r", &a, None),
             Left {
                 was_member: false,
                 room_empty: true,
@@ -311,9 +319,9 @@ mod tests {
         };
         assert!(hub.answered("r", 1, t1, true).is_none());
         assert!(hub.members("r").is_empty());
-        assert!(hub.contains("r", 1));
+        assert!(hub.contains("r", &a));
         assert!(hub.answered("r", 1, t2, false).is_some());
-        assert!(!hub.contains("r", 1), "a refused join is not a member");
+        assert!(!hub.contains("r", &a), "a refused join is not a member");
     }
 
     #[tokio::test]
@@ -341,7 +349,7 @@ mod tests {
             hub.answered("r", c.id, t, true);
         }
         assert_eq!(
-            hub.leave("r", 1, Some(None)),
+            hub.leave("r", &a, Some(None)),
             Left {
                 was_member: true,
                 room_empty: false,
@@ -349,7 +357,7 @@ mod tests {
             }
         );
         assert_eq!(
-            hub.leave("r", 2, Some(None)),
+            hub.leave("r", &b, Some(None)),
             Left {
                 was_member: true,
                 room_empty: true,
@@ -358,7 +366,7 @@ mod tests {
         );
         assert_eq!(hub.len(), 0);
         assert_eq!(
-            hub.leave("r", 2, Some(None)),
+            hub.leave("r", &b, Some(None)),
             Left {
                 was_member: false,
                 room_empty: false,
@@ -375,14 +383,14 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            hub.leave("r", 1, Some(Some("8".into()))),
+            hub.leave("r", &a, Some(Some("8".into()))),
             Left {
                 was_member: false,
                 room_empty: false,
                 deferred: true
             }
         );
-        assert!(!hub.contains("r", 1), "no longer counts as joining");
+        assert!(!hub.contains("r", &a), "no longer counts as joining");
         let Join::Ask(t2) = hub.join("r", &a, None) else {
             panic!("a new join after the leave asks again")
         };
@@ -411,7 +419,7 @@ mod tests {
         hub.answered("r", 2, tb, true).unwrap();
         assert!(hub.blind("r").unwrap().contains(&1));
         assert!(!hub.blind("r").unwrap().contains(&2));
-        hub.leave("r", 1, None);
+        hub.leave("r", &a, None);
         assert!(hub.blind("r").is_none(), "a left member is not remembered");
         hub.hide_presence("r", 2);
         let Join::Ask(t) = hub.join("r", &a, None) else {

@@ -73,9 +73,7 @@ impl Rooms {
     ) -> Result<(), Refusal> {
         let w = &self.worker;
         // Joins the master refused are not rooms of this connection any more.
-        member
-            .rooms
-            .retain(|r| self.hub.borrow().contains(r, conn.id));
+        member.rooms.retain(|r| self.hub.borrow().contains(r, conn));
         if member.position(&room).is_some() {
             let asked = self.hub.borrow_mut().join(&room, conn, None);
             match asked {
@@ -148,7 +146,7 @@ impl Rooms {
     pub fn leave(&self, member: &mut Membership, conn: &Conn, room: &str, id: Option<&str>) {
         if let Some(i) = member.position(room) {
             member.rooms.swap_remove(i);
-            if self.remove(room, conn.id, Some(id.map(str::to_owned))) {
+            if self.remove(room, conn, Some(id.map(str::to_owned))) {
                 // Every request is answered in order: the join still waiting for the
                 // master is answered first, and this leave right after it (`on_joined`).
                 return;
@@ -162,7 +160,7 @@ impl Rooms {
     }
 
     /// A client went away: it leaves every room it was in.
-    pub fn leave_all(&self, member: &mut Membership, conn: u64) {
+    pub fn leave_all(&self, member: &mut Membership, conn: &Conn) {
         for room in member.rooms.drain(..) {
             self.remove(&room, conn, None);
         }
@@ -242,10 +240,10 @@ impl Rooms {
     /// Removes connection `conn` from `room`, telling the others and the master; `true`
     /// when its join still waits and the leave (`defer`, the leave's request id) is
     /// carried out with the master's answer.
-    fn remove(&self, room: &str, conn: u64, defer: Option<Option<String>>) -> bool {
+    fn remove(&self, room: &str, conn: &Conn, defer: Option<Option<String>>) -> bool {
         let left = self.hub.borrow_mut().leave(room, conn, defer);
         if left.was_member {
-            self.send_leave(room, conn);
+            self.send_leave(room, conn.id);
         }
         if left.room_empty {
             self.worker.send(ToMaster::Withdraw {
@@ -354,7 +352,7 @@ mod tests {
         );
         assert!(a.queued_bytes() > 0, "`joined` and the ack are queued");
 
-        rooms.leave_all(&mut member, 1);
+        rooms.leave_all(&mut member, &a);
         assert!(matches!(rx.try_recv(), Ok(ToMaster::Leave { conn: 1, .. })));
         assert!(matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })));
         assert_eq!(rooms.worker().counters.rooms.get(), 0);
@@ -401,22 +399,24 @@ mod tests {
     }
 
     /// Connection 1 asks to join "r": its membership, and the token the master answers.
-    fn asked(rooms: &Rooms, rx: &mut mpsc::UnboundedReceiver<ToMaster>) -> (Membership, u64) {
+    fn asked(
+        rooms: &Rooms,
+        rx: &mut mpsc::UnboundedReceiver<ToMaster>,
+    ) -> (Membership, u64, Rc<Conn>) {
         let mut member = Membership::default();
-        rooms
-            .join(&mut member, &test_conn(1), "r".into(), None, None)
-            .unwrap();
+        let a = test_conn(1);
+        rooms.join(&mut member, &a, "r".into(), None, None).unwrap();
         let Ok(ToMaster::Join { token, .. }) = rx.try_recv() else {
             panic!("the join asks the master")
         };
-        (member, token)
+        (member, token, a)
     }
 
     #[tokio::test]
     async fn an_accepted_join_of_a_connection_gone_meanwhile_is_undone() {
         let (rooms, mut rx) = rooms(4);
-        let (mut member, token) = asked(&rooms, &mut rx);
-        rooms.leave_all(&mut member, 1);
+        let (mut member, token, a) = asked(&rooms, &mut rx);
+        rooms.leave_all(&mut member, &a);
         assert!(matches!(rx.try_recv(), Ok(ToMaster::Withdraw { .. })));
         rooms.on_joined("r", 1, token, accepted("{}"));
         assert!(

@@ -115,7 +115,7 @@ impl Handler for Session {
     }
 
     fn on_end(&mut self, rooms: &Rooms, conn: &Rc<Conn>) {
-        rooms.leave_all(&mut self.rooms, conn.id);
+        rooms.leave_all(&mut self.rooms, conn);
         if let Identity::User(_) = self.identity {
             rooms.worker().token_clocks.borrow_mut().remove(conn.id);
         }
