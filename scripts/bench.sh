@@ -35,7 +35,8 @@
 #   churn       connection failures per kind at BENCH_CHURN_RATE/s while, in the middle of
 #               the run, the master/primary gets SIGHUP (rolling restart; the article's stack
 #               has none, the peer adds one shaped like wsfleet's) / one worker of either
-#               server is killed with SIGKILL (the Node primary forks a new one on 'exit').
+#               server is killed with SIGKILL (the Node primary forks a new one on 'exit');
+#               n/a for the uWebSockets peer (one process: nothing to restart or kill).
 # `--server-pid` is always the master/primary pid: the tool sums CPU and RSS over the tree.
 #
 # Knobs (environment):
@@ -414,15 +415,17 @@ for name in $SERVERS; do
 
   # Churn under a rolling restart (SIGHUP to the master/primary). The article's stack has
   # none; the peer implements one the way wsfleet does (new worker first, old one drains).
-  if want churn-sighup && start_server "$name" churn-sighup; then
+  # The uWebSockets peer is one process with threads: it has no rolling restart and no
+  # worker process to kill, so its churn rows would measure nothing; they show n/a.
+  if want churn-sighup && [[ "$name" != uws ]] && start_server "$name" churn-sighup; then
     churn "$name" churn-sighup sighup
     stop_server
-  elif want churn-sighup; then record "$name" churn-sighup '{}' /dev/null; stop_server; fi
+  elif want churn-sighup && [[ "$name" != uws ]]; then record "$name" churn-sighup '{}' /dev/null; stop_server; fi
 
-  if want churn-kill9 && start_server "$name" churn-kill9; then
+  if want churn-kill9 && [[ "$name" != uws ]] && start_server "$name" churn-kill9; then
     churn "$name" churn-kill9 kill9
     stop_server
-  elif want churn-kill9; then record "$name" churn-kill9 '{}' /dev/null; stop_server; fi
+  elif want churn-kill9 && [[ "$name" != uws ]]; then record "$name" churn-kill9 '{}' /dev/null; stop_server; fi
 
   # Everyday chat: many small rooms, every member publishing once a second; each member
   # also receives its own messages (a member of its room), so deliveries = publishes × members.
@@ -610,9 +613,13 @@ out = [
     "",
 ] + lines + [""]
 if "uws" in servers and any(r["test"] == "bigroom" for r in rows):
-    out += ["bigroom presence: wsfleet sends join notices up to its threshold (64), then one count a second "
-            "to every member; the Node peers a notice per join to every member; the uWebSockets peer runs "
+    out += ["bigroom presence: wsfleet sends join notices up to its threshold (64), then at most one count "
+            "per --presence-interval (1 s) to every member, spaced so a room's counts cost at most 2,000 frames "
+            "a second; the Node peers a notice per join to every member; the uWebSockets peer runs "
             "with PEER_PRESENCE=0 (no notices, as a uWS app built for big rooms would).", ""]
+if "uws" in servers and any(r["test"].startswith("churn") for r in rows):
+    out += ["churn: the uWebSockets peer is one process (an acceptor thread and worker threads): no rolling "
+            "restart, no worker process to kill, so its churn rows are n/a.", ""]
 if kills:
     out += ["Churn disruptions:"] + kills + [""]
 if errors:
