@@ -253,6 +253,11 @@ pub struct ServeArgs {
     /// Least seconds between two member counts sent for one room above its threshold.
     #[arg(long, env = "WSFLEET_PRESENCE_INTERVAL", value_name = "SECS", value_parser = seconds)]
     pub presence_interval: Option<Duration>,
+    /// Count frames a second one room's coalesced counts may cost: after a count to N
+    /// members the next waits at least N / this many seconds (never less than the
+    /// interval); 0 sends every room's count each interval, whatever its size.
+    #[arg(long, env = "WSFLEET_PRESENCE_COUNT_RATE", value_name = "FRAMES")]
+    pub presence_count_rate: Option<u32>,
     /// Redis URL for rooms across hosts (repeat it, or separate URLs with commas in the
     /// environment, to spread rooms over several instances by a hash of the room name);
     /// off by default: one host needs no broker.

@@ -13,6 +13,7 @@ use wsfleet_worker::ipc::WorkerSettings;
 
 use crate::cli::{AdminAddr, ControlArgs, LogFormat, ServeArgs};
 use crate::defaults;
+use crate::master::presence::Pacing;
 use crate::namespaces::{
     HistoryOptions, MAX_HISTORY_SIZE, MAX_HISTORY_TTL, NamespaceSpec, Namespaces, PresenceMode,
     PresenceOptions, RoomOptions,
@@ -64,8 +65,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Room history: per-room options (history and presence) and the master-wide limits.
     pub history: HistorySettings,
-    /// Least time between two coalesced member counts of one room.
-    pub presence_interval: Duration,
+    /// How often a room above its presence threshold gets a member count.
+    pub presence_pacing: Pacing,
     /// Redis instances for rooms across hosts (empty: off). Read at start only.
     pub redis: Vec<String>,
 }
@@ -184,6 +185,7 @@ pub struct FileConfig {
     pub ip_connects_per_minute: Option<u32>,
     pub presence_threshold: Option<usize>,
     pub presence_interval: Option<f64>,
+    pub presence_count_rate: Option<u32>,
     pub redis: Option<Vec<String>>,
     /// `[[namespace]]` tables, validated by [`Namespaces::from_specs`].
     #[serde(default)]
@@ -439,7 +441,13 @@ impl Settings {
                 .unwrap_or(defaults::LOG_FORMAT),
             worker,
             history,
-            presence_interval,
+            presence_pacing: Pacing {
+                interval: presence_interval,
+                count_rate: args
+                    .presence_count_rate
+                    .or(file.presence_count_rate)
+                    .unwrap_or(defaults::PRESENCE_COUNT_RATE),
+            },
             redis: redis_urls(args, file.redis)?,
         })
     }

@@ -24,7 +24,7 @@ mod link;
 mod listeners;
 mod members;
 mod metrics;
-mod presence;
+pub(crate) mod presence;
 mod readiness;
 mod recall;
 mod redis;

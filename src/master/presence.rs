@@ -10,10 +10,10 @@
 //! "count":N}` per room per coalescing interval (and one more when the room falls back to
 //! the threshold, so the last count shown is true). A count costs one frame per member, so
 //! with a fixed interval a room that grows by N members costs ~N²/(2·rate·interval) frames:
-//! a room's counts are further spaced so they cost at most [`COUNT_FRAMES_PER_SEC`]
-//! frames a second (a count to `n` members is followed by the next no sooner than
-//! `n / COUNT_FRAMES_PER_SEC` seconds later, 10 s at 20,000 members); rooms up to
-//! `COUNT_FRAMES_PER_SEC × interval` members keep the interval. A `presence` request is answered with
+//! a room's counts are further spaced so they cost at most [`Pacing::count_rate`] frames a
+//! second (`--presence-count-rate`, 2,000 by default: a count to `n` members is followed by
+//! the next no sooner than `n / 2,000` seconds later, 10 s at 20,000 members); rooms up to
+//! `count_rate × interval` members keep the interval. A `presence` request is answered with
 //! the count, and the member ids while the room is at most at its threshold (always in mode
 //! `on`).
 //!
@@ -30,12 +30,29 @@ use super::members::{Extra, MemberKey, Set};
 use super::relay::WorkerKey;
 use crate::namespaces::{Namespaces, PresenceMode, PresenceOptions};
 
-/// Count frames a second one room's coalesced counts may cost (a count goes to every
-/// member). Measured (README, Performance): in a 19,900-member join storm the counts at a
-/// fixed 1 s interval cost about as many writes as the joins and halved the join rate; at
-/// ~11 µs of server CPU per frame, 2,000 frames/s is ~2% of a core per big room. Rooms of
-/// up to 2,000 members keep the 1 s interval; a 20,000-member room gets a count every 10 s.
-pub const COUNT_FRAMES_PER_SEC: f64 = 2_000.0;
+/// How often a room above its threshold gets a count: at most once per `interval`, and
+/// spaced so one room's counts cost at most `count_rate` frames a second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    /// Least time between two counts of one room (`--presence-interval`).
+    pub interval: Duration,
+    /// Count frames a second one room's counts may cost (a count goes to every member):
+    /// after a count to `n` members the next waits at least `n / count_rate` seconds
+    /// (`--presence-count-rate`); 0: no spacing.
+    pub count_rate: u32,
+}
+
+impl Pacing {
+    /// How long after a count to `n` members the room's next count may go, if longer than
+    /// the interval.
+    fn spacing(&self, n: usize) -> Option<Duration> {
+        if self.count_rate == 0 {
+            return None;
+        }
+        let gap = Duration::from_secs_f64(n as f64 / f64::from(self.count_rate));
+        (gap > self.interval).then_some(gap)
+    }
+}
 
 /// One member as the queries show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,8 +93,8 @@ struct RoomPresence {
 pub struct Registry {
     /// Per-room mode and threshold.
     namespaces: Namespaces,
-    /// Least time between two counts sent for one room.
-    interval: Duration,
+    /// How often a room's counts may go.
+    pacing: Pacing,
     /// Rooms with at least one member.
     rooms: HashMap<Box<str>, RoomPresence>,
     /// Each linked worker's slot and generation, for the fleet ids of its members.
@@ -87,17 +104,17 @@ pub struct Registry {
     /// The earliest of the owed counts' times.
     due: Option<Instant>,
     /// Rooms whose last count went to so many members that the next must wait longer than
-    /// the interval ([`COUNT_FRAMES_PER_SEC`]): the earliest time it may go. Only big rooms
+    /// the interval ([`Pacing::count_rate`]): the earliest time it may go. Only big rooms
     /// have an entry.
     spaced: HashMap<Box<str>, Instant>,
 }
 
 impl Registry {
-    /// No members; modes from `namespaces`, counts at most every `interval`.
-    pub fn new(namespaces: Namespaces, interval: Duration) -> Self {
+    /// No members; modes from `namespaces`, counts paced by `pacing`.
+    pub fn new(namespaces: Namespaces, pacing: Pacing) -> Self {
         Self {
             namespaces,
-            interval,
+            pacing,
             rooms: HashMap::new(),
             workers: HashMap::new(),
             owed: Vec::new(),
@@ -106,10 +123,10 @@ impl Registry {
         }
     }
 
-    /// New modes and interval (a reload); rooms keep their members.
-    pub fn reconfigure(&mut self, namespaces: Namespaces, interval: Duration) {
+    /// New modes and pacing (a reload); rooms keep their members.
+    pub fn reconfigure(&mut self, namespaces: Namespaces, pacing: Pacing) {
         self.namespaces = namespaces;
-        self.interval = interval;
+        self.pacing = pacing;
     }
 
     /// Records a linked worker's slot and generation (its members' ids are made of them).
@@ -228,8 +245,7 @@ impl Registry {
             };
             r.dirty = false;
             let n = r.members.len();
-            let gap = Duration::from_secs_f64(n as f64 / COUNT_FRAMES_PER_SEC);
-            if gap > self.interval {
+            if let Some(gap) = self.pacing.spacing(n) {
                 self.spaced.insert(room.clone(), now + gap);
             }
             out.push((room.clone(), protocol::presence_count(&room, n)));
@@ -317,13 +333,13 @@ impl Registry {
 
     /// Owes `room` a count, one interval from now (so two counts for a room are at least
     /// an interval apart), or later when its last count went to many members
-    /// ([`COUNT_FRAMES_PER_SEC`]).
+    /// ([`Pacing::count_rate`]).
     fn owe(&mut self, room: &str, now: Instant) {
         if let Some(r) = self.rooms.get_mut(room)
             && !r.dirty
         {
             r.dirty = true;
-            let mut at = now + self.interval;
+            let mut at = now + self.pacing.interval;
             if let Some(spaced) = self.spaced.remove(room) {
                 at = at.max(spaced);
             }
@@ -352,6 +368,9 @@ mod tests {
     use super::*;
     use crate::namespaces::{HistoryOptions, NamespaceSpec, RoomOptions};
 
+    /// The count rate of the tests' registries.
+    const RATE: u32 = 2_000;
+
     fn registry(threshold: usize) -> Registry {
         let defaults = RoomOptions {
             history: HistoryOptions {
@@ -376,7 +395,13 @@ mod tests {
             },
         ];
         let ns = Namespaces::from_specs(defaults, &specs).unwrap();
-        let mut r = Registry::new(ns, Duration::from_millis(100));
+        let mut r = Registry::new(
+            ns,
+            Pacing {
+                interval: Duration::from_millis(100),
+                count_rate: RATE,
+            },
+        );
         r.linked(1, 0, 3);
         r
     }
@@ -441,7 +466,7 @@ mod tests {
     fn a_big_room_s_counts_cost_at_most_the_frame_budget() {
         let mut r = registry(3);
         let t0 = Instant::now();
-        let big = 2 * COUNT_FRAMES_PER_SEC as u64; // a count to them: 2 s before the next
+        let big = 2 * u64::from(RATE); // a count to them: 2 s before the next
         for c in 0..big {
             r.join("big", (1, c), None, t0);
         }
@@ -480,6 +505,29 @@ mod tests {
             r.leave("big", (1, c), t1);
         }
         assert!(r.spaced.is_empty(), "an emptied room is forgotten");
+    }
+
+    #[test]
+    fn a_count_rate_of_zero_keeps_every_room_on_the_interval() {
+        let mut r = registry(3);
+        let interval = Duration::from_millis(100);
+        r.reconfigure(
+            r.namespaces.clone(),
+            Pacing {
+                interval,
+                count_rate: 0,
+            },
+        );
+        let t0 = Instant::now();
+        let big = 2 * u64::from(RATE);
+        for c in 0..big {
+            r.join("big", (1, c), None, t0);
+        }
+        let t1 = r.due().unwrap();
+        assert_eq!(r.flush(t1).len(), 1);
+        r.join("big", (1, big), None, t1);
+        assert_eq!(r.due(), Some(t1 + interval), "no spacing for its size");
+        assert!(r.spaced.is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::master::history::HistoryStore;
+use crate::master::presence::Pacing;
 use crate::namespaces::{HistoryOptions, Namespaces, RoomOptions};
 
 fn rooms(history_size: usize) -> Rooms {
@@ -25,7 +26,11 @@ fn rooms(history_size: usize) -> Rooms {
         },
         presence: Default::default(),
     };
-    let presence = Registry::new(Namespaces::new(options), Duration::from_millis(10));
+    let pacing = Pacing {
+        interval: Duration::from_millis(10),
+        count_rate: 2_000,
+    };
+    let presence = Registry::new(Namespaces::new(options), pacing);
     Rooms::new(Recall::new(store, 300), presence)
 }
 

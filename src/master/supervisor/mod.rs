@@ -89,7 +89,7 @@ impl<S: Spawner> Supervisor<S> {
                 recall(&settings.history),
                 Registry::new(
                     settings.history.namespaces.clone(),
-                    settings.presence_interval,
+                    settings.presence_pacing,
                 ),
             ),
             settings,

@@ -96,9 +96,9 @@ impl<S: Spawner> Supervisor<S> {
                     history.budget_bytes,
                     now.into_std(),
                 );
-                let (namespaces, interval) =
-                    (history.namespaces.clone(), self.settings.presence_interval);
-                self.rooms.presence().reconfigure(namespaces, interval);
+                let (namespaces, pacing) =
+                    (history.namespaces.clone(), self.settings.presence_pacing);
+                self.rooms.presence().reconfigure(namespaces, pacing);
                 if let Some(engine) = self.rooms.redis() {
                     engine.reconfigure(history.namespaces.clone(), history.recovery_max);
                 }

@@ -17,6 +17,7 @@ use crate::cli::LogFormat;
 use crate::config::Settings;
 use crate::control_api::ReloadReport;
 use crate::master::events::{Event, MasterCmd, Request};
+use crate::master::presence::Pacing;
 use crate::master::relay::WorkerKey;
 use crate::master::spawner::{SpawnedWorker, Spawner};
 use crate::master::state::{Phase, WorkerTx};
@@ -104,7 +105,10 @@ fn settings(workers: usize) -> Settings {
             budget_bytes: 1 << 20,
             recovery_max: 300,
         },
-        presence_interval: Duration::from_secs(1),
+        presence_pacing: Pacing {
+            interval: Duration::from_secs(1),
+            count_rate: 2_000,
+        },
         redis: Vec::new(),
     }
 }
